@@ -1,0 +1,1 @@
+"""mtactl control plane: a Litestar service over the shared queue model."""

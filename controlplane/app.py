@@ -1,0 +1,98 @@
+"""The Litestar application, built from a ``Settings``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.middleware.base import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from controlplane.auth.controller import ApiKeysController
+from controlplane.auth.guard import PUBLIC_PATHS, ApiKeyAuthentication
+from controlplane.errors import EXCEPTION_HANDLERS
+from controlplane.health.controller import HealthController, mtactl_version
+from controlplane.jobs.runner import JobRunner, job_runner_for
+from controlplane.queues.controller import (
+    LegacyMetricsController,
+    MessagesController,
+    MetricsController,
+    QueuesController,
+    legacy_items_controller,
+)
+from controlplane.services import Services
+from controlplane.settings import Settings
+
+
+def create_app(settings: Settings, *, run_jobs: bool = True) -> Litestar:
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        services = await Services.start(settings)
+        runner = job_runner_for(services)
+        app.state.services = services
+        app.state.jobs_runner = runner
+        if run_jobs:
+            await runner.start()
+        try:
+            yield
+        finally:
+            await runner.stop()
+            await services.close()
+
+    route_handlers: list[Any] = [HealthController, ApiKeysController, QueuesController]
+    if settings.enable_email_queue_model:
+        route_handlers += [MessagesController, MetricsController]
+    else:
+        # The legacy shape is the only one spoken: it takes over the message and metrics routes.
+        route_handlers += [legacy_items_controller("/api/v1/messages"), LegacyMetricsController]
+    if settings.legacy_api_enabled:
+        route_handlers.append(legacy_items_controller("/api/v1/legacy/queue-items"))
+
+    return Litestar(
+        route_handlers=route_handlers,
+        lifespan=[lifespan],
+        dependencies={
+            "services": Provide(_services, sync_to_thread=False),
+            "jobs_runner": Provide(_jobs_runner, sync_to_thread=False),
+        },
+        middleware=[DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=OpenAPIConfig(
+            title="mtactl",
+            version=mtactl_version(),
+            description="Control plane for fleets of KumoMTA and ZoneMTA nodes.",
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "apiKey": SecurityScheme(
+                        type="http", scheme="bearer", description="Authorization: Bearer mq_live_…"
+                    )
+                }
+            ),
+            security=[{"apiKey": []}],
+        ),
+        logging_config=None,
+        debug=False,
+    )
+
+
+def _services(state: State) -> Services:
+    services: Services = state.services
+    return services
+
+
+def _jobs_runner(state: State) -> JobRunner:
+    runner: JobRunner = state.jobs_runner
+    return runner
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # apscheduler logs every run at INFO; only its problems are worth an operator's attention.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)

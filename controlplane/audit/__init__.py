@@ -1,0 +1,1 @@
+"""The audit log: who did what, why, and what came of it."""

@@ -1,0 +1,52 @@
+"""Bearer-key authentication (middleware) and scope checks (guards)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+
+from controlplane.auth.schema import Principal, Scope
+from controlplane.auth.service import ApiKeyService
+from controlplane.errors import Forbidden, Unauthenticated
+
+# Paths anyone may read: liveness and the API description.
+PUBLIC_PATHS = ["^/api/v1/health$", "^/api/v1/health/detailed$", "^/schema"]
+
+
+class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
+    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
+        header = connection.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("missing API key: send 'Authorization: Bearer mq_live_…'", field="Authorization")
+        keys: ApiKeyService = connection.app.state.services.keys
+        principal = await keys.authenticate(token.strip())
+        if principal is None:
+            raise Unauthenticated("invalid or revoked API key", field="Authorization")
+        return AuthenticationResult(user=principal, auth=principal.key_id)
+
+
+def requires(*scopes: Scope) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
+    """A guard admitting keys that hold any of ``scopes`` (``admin`` holds them all)."""
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        principal: Principal = connection.user
+        if not any(principal.allows(scope) for scope in scopes):
+            wanted = " or ".join(repr(s.value) for s in scopes)
+            raise Forbidden(f"this API key lacks the {wanted} scope", field="scopes")
+
+    guard.__name__ = "requires_" + "_or_".join(s.name for s in scopes)
+    return guard
+
+
+def tenant_for(principal: Principal, requested: str | None) -> str | None:
+    """The tenant a query is confined to: a tenant-bound key sees its own tenant, and asking for another is refused."""
+    if principal.tenant_id is None:
+        return requested
+    if requested is not None and requested != principal.tenant_id:
+        raise Forbidden("this API key is bound to another tenant", field="tenant_id")
+    return principal.tenant_id

@@ -1,0 +1,152 @@
+"""API keys: creation, lookup, listing and revocation.
+
+Keys look like ``mq_live_`` followed by 40 random URL-safe characters (240 bits). Only their SHA-256 digest is
+stored. A slow password hash (bcrypt, argon2) protects guessable secrets; these are random and long, so a fast
+digest is as safe, and it lets every request be authenticated with one indexed lookup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from controlplane.audit.service import AuditLog
+from controlplane.auth.schema import ApiKeyInfo, CreatedApiKey, Principal, Scope
+from controlplane.db.tables import ApiKeyRow
+from controlplane.errors import InvalidInput, NotFound
+
+KEY_PREFIX = "mq_live_"
+DISPLAY_PREFIX_LENGTH = 12
+# A verified key is trusted for this long before it is looked up again: revocation takes effect within it.
+CACHE_SECONDS = 5.0
+LAST_USED_GRANULARITY = timedelta(minutes=1)
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def parse_scopes(values: Iterable[str]) -> list[Scope]:
+    scopes: list[Scope] = []
+    for value in values:
+        value = value.strip()
+        if not value:
+            continue
+        try:
+            scopes.append(Scope(value))
+        except ValueError:
+            known = ", ".join(s.value for s in Scope)
+            raise InvalidInput(f"unknown scope {value!r}; known scopes: {known}", field="scopes") from None
+    if not scopes:
+        raise InvalidInput("at least one scope is required", field="scopes")
+    return sorted(set(scopes))
+
+
+class ApiKeyService:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], audit: AuditLog) -> None:
+        self._sessions = sessions
+        self._audit = audit
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+
+    async def create(
+        self, *, name: str, scopes: Iterable[str], tenant_id: str | None = None, actor: str = "cli"
+    ) -> CreatedApiKey:
+        checked = parse_scopes(scopes)
+        if not name.strip() or len(name) > 100:
+            raise InvalidInput("name must be 1-100 characters", field="name")
+        if tenant_id is not None and not 0 < len(tenant_id) <= 100:
+            raise InvalidInput("tenant must be 1-100 characters", field="tenant_id")
+        key = KEY_PREFIX + secrets.token_urlsafe(30)
+        row = ApiKeyRow(
+            id=uuid.uuid4(),
+            name=name.strip(),
+            key_prefix=key[:DISPLAY_PREFIX_LENGTH],
+            key_hash=digest(key),
+            scopes=[s.value for s in checked],
+            tenant_id=tenant_id,
+            created_at=datetime.now(UTC),
+        )
+        async with self._sessions.begin() as session:
+            session.add(row)
+            await self._audit.record(
+                actor=actor,
+                action="api_key.create",
+                target=str(row.id),
+                detail={"name": row.name, "scopes": row.scopes, "tenant_id": tenant_id},
+                success=True,
+                session=session,
+            )
+        return CreatedApiKey(key=key, info=_info(row))
+
+    async def list(self) -> list[ApiKeyInfo]:
+        async with self._sessions() as session:
+            rows = (await session.scalars(select(ApiKeyRow).order_by(ApiKeyRow.created_at))).all()
+        return [_info(r) for r in rows]
+
+    async def revoke(self, key_ref: str, *, actor: str = "cli") -> ApiKeyInfo:
+        """Revoke by id, display prefix or name; an ambiguous reference is refused rather than guessed."""
+        async with self._sessions.begin() as session:
+            rows = (await session.scalars(select(ApiKeyRow))).all()
+            matches = [r for r in rows if key_ref in (str(r.id), r.key_prefix, r.name)]
+            if not matches:
+                raise NotFound(f"no API key matches {key_ref!r}", field="key")
+            if len(matches) > 1:
+                raise InvalidInput(f"{key_ref!r} matches {len(matches)} keys; use the id", field="key")
+            row = matches[0]
+            if row.revoked_at is None:
+                row.revoked_at = datetime.now(UTC)
+                await self._audit.record(
+                    actor=actor, action="api_key.revoke", target=str(row.id), success=True, session=session
+                )
+        self._cache.clear()
+        return _info(row)
+
+    async def authenticate(self, key: str) -> Principal | None:
+        if not key.startswith(KEY_PREFIX):
+            return None
+        key_hash = digest(key)
+        now = time.monotonic()
+        cached = self._cache.get(key_hash)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        principal = await self._lookup(key_hash)
+        if len(self._cache) > 10_000:  # bound memory against floods of random keys
+            self._cache.clear()
+        self._cache[key_hash] = (now + CACHE_SECONDS, principal)
+        return principal
+
+    async def _lookup(self, key_hash: str) -> Principal | None:
+        async with self._sessions() as session:
+            row = await session.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == key_hash))
+            if row is None or row.revoked_at is not None:
+                return None
+            now = datetime.now(UTC)
+            if row.last_used_at is None or now - row.last_used_at > LAST_USED_GRANULARITY:
+                await session.execute(update(ApiKeyRow).where(ApiKeyRow.id == row.id).values(last_used_at=now))
+                await session.commit()
+        return Principal(
+            key_id=row.id,
+            name=row.name,
+            scopes=frozenset(Scope(s) for s in row.scopes if s in Scope._value2member_map_),
+            tenant_id=row.tenant_id,
+        )
+
+
+def _info(row: ApiKeyRow) -> ApiKeyInfo:
+    return ApiKeyInfo(
+        id=row.id,
+        name=row.name,
+        key_prefix=row.key_prefix,
+        scopes=[Scope(s) for s in row.scopes],
+        tenant_id=row.tenant_id,
+        created_at=row.created_at,
+        last_used_at=row.last_used_at,
+        revoked_at=row.revoked_at,
+    )

@@ -1,0 +1,215 @@
+"""The ``mtactl`` command line. Settings come from ``MTACTL_*`` environment variables, as for the service."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import msgspec
+
+from controlplane.errors import MtactlError
+from controlplane.services import Services
+from controlplane.settings import Settings, SettingsError
+
+T = TypeVar("T")
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def with_services(work: Callable[[Services], Awaitable[T]]) -> T:
+    """Run ``work`` against the configured database (migrated first), mapping mtactl errors to CLI errors."""
+
+    async def run() -> T:
+        services = await Services.start(load_settings())
+        try:
+            return await work(services)
+        finally:
+            await services.close()
+
+    try:
+        return asyncio.run(run())
+    except MtactlError as exc:
+        where = f" ({exc.field})" if exc.field else ""
+        raise click.ClickException(f"{exc.message}{where}") from None
+
+
+@click.group()
+@click.version_option(package_name="mtactl")
+def main() -> None:
+    """mtactl: control plane for fleets of KumoMTA and ZoneMTA nodes."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+def serve(host: str, port: int) -> None:
+    """Run the HTTP service (creates and migrates the database on first start)."""
+    import uvicorn
+
+    from controlplane.app import configure_logging, create_app
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower(), access_log=False)
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Run queued jobs once, then exit.")
+def worker(burst: bool) -> None:
+    """Run background jobs on a saq worker (needs MTACTL_REDIS_URL)."""
+    from controlplane.app import configure_logging
+    from controlplane.jobs.runner import run_worker
+
+    settings = load_settings()
+    if not settings.redis_url:
+        raise click.UsageError("MTACTL_REDIS_URL is not set: without Redis, jobs run inside `mtactl serve`")
+    configure_logging(settings.log_level)
+    with_services(lambda services: run_worker(services, burst=burst))
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every pending migration."""
+
+    async def noop(_: Services) -> None:
+        return None
+
+    with_services(noop)
+    click.echo("database is at the newest schema", err=True)
+
+
+@main.group()
+def keys() -> None:
+    """API keys."""
+
+
+@keys.command("create")
+@click.option("--name", required=True)
+@click.option("--scopes", required=True, help="Comma-separated, e.g. email:read,queue:manage")
+@click.option("--tenant", default=None, help="Bind the key to one tenant")
+def keys_create(name: str, scopes: str, tenant: str | None) -> None:
+    """Create a key and print it, alone, on stdout (it is not shown again)."""
+    created = with_services(lambda s: s.keys.create(name=name, scopes=scopes.split(","), tenant_id=tenant))
+    click.echo(f"created key {created.info.name} ({created.info.key_prefix}…) id={created.info.id}", err=True)
+    click.echo(created.key)
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def keys_list(as_json: bool) -> None:
+    """List keys (never their secrets)."""
+    infos = with_services(lambda s: s.keys.list())
+    if as_json:
+        click.echo(msgspec.json.encode(infos).decode())
+        return
+    for info in infos:
+        state = "revoked" if info.revoked_at else "active"
+        scopes = ",".join(info.scopes)
+        click.echo(f"{info.id}  {info.key_prefix}…  {info.name}  {scopes}  tenant={info.tenant_id or '-'}  {state}")
+
+
+@keys.command("revoke")
+@click.argument("key_ref")
+def keys_revoke(key_ref: str) -> None:
+    """Revoke a key by id, prefix or name."""
+    info = with_services(lambda s: s.keys.revoke(key_ref))
+    click.echo(f"revoked {info.name} ({info.id})")
+
+
+@main.group()
+def legacy() -> None:
+    """Move data from the legacy QueueItem model."""
+
+
+@legacy.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Validate and report; write nothing.")
+@click.option("--sender", default="", help="Envelope sender to record (legacy items have none; default: null sender).")
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where invalid rows go (default: FILE.rejects.ndjson).",
+)
+def legacy_import(file: Path, dry_run: bool, sender: str, report_path: Path | None) -> None:
+    """Import legacy QueueItems from a JSON array, NDJSON or CSV FILE.
+
+    Exit status: 0 when every row was valid, 2 when some were rejected (see the reject report), 1 on failure.
+    """
+    from migrations.legacy.import_queue_items import count_rows, detect_format, dump, import_legacy_file
+
+    async def run(services: Services) -> Any:
+        total = count_rows(file, detect_format(file))
+        with _progress(total) as advance:
+            return await import_legacy_file(
+                services.sessions,
+                services.audit,
+                file,
+                dry_run=dry_run,
+                sender=sender,
+                reject_report=report_path,
+                progress=advance,
+            )
+
+    try:
+        report = with_services(run)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(dump(report))
+    if report.rejected:
+        click.echo(f"{report.rejected} row(s) rejected; reasons in {report.reject_report}", err=True)
+        sys.exit(2)
+
+
+@legacy.command("verify")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def legacy_verify(file: Path) -> None:
+    """Recompute FILE's import checksum from the database; exit 1 if any item is missing or differs."""
+    from migrations.legacy.import_queue_items import dump, verify_legacy_file
+
+    report = with_services(lambda s: verify_legacy_file(s.sessions, file))
+    click.echo(dump(report))
+    if not report.ok:
+        sys.exit(1)
+
+
+class _progress:
+    """A rich progress bar on an interactive stderr; nothing otherwise (logs and pipes stay clean)."""
+
+    def __init__(self, total: int | None) -> None:
+        self._total = total
+        self._bar: Any = None
+
+    def __enter__(self) -> Callable[[int], None]:
+        if not sys.stderr.isatty():
+            return lambda _: None
+        from rich.console import Console
+        from rich.progress import Progress
+
+        self._bar = Progress(console=Console(stderr=True), transient=True)
+        self._bar.start()
+        task = self._bar.add_task("importing", total=self._total)
+        return lambda done: self._bar.update(task, completed=done)
+
+    def __exit__(self, *_: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""message_queue rows <-> ``MessageQueueItem``, and the filter/sort/keyset query over them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import msgspec
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    Text,
+    and_,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+    type_coerce,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from adapters.model import (
+    BounceType,
+    MessageQueueItem,
+    MessageQueueStatus,
+    QueueFilter,
+    QueueSortField,
+    QueueState,
+    SmtpResponse,
+    normalize_address,
+)
+from controlplane.db.tables import MessageRow, search_text
+
+TABLE = cast(Table, MessageRow.__table__)
+COLUMNS = TABLE.c
+# Struct field -> column, in Struct order; the one place the two are lined up.
+STRUCT_COLUMNS: dict[str, str] = {f: ("metadata" if f == "metadata" else f) for f in MessageQueueItem.__struct_fields__}
+
+
+def message_to_values(message: MessageQueueItem, *, now: datetime | None = None) -> dict[str, Any]:
+    """Column values for one message (keys are column names)."""
+    values = {column: getattr(message, field) for field, column in STRUCT_COLUMNS.items()}
+    values["status"] = message.status.value
+    values["queue_state"] = message.queue_state.value
+    values["bounce_classification"] = message.bounce_classification.value if message.bounce_classification else None
+    values["smtp_response"] = msgspec.to_builtins(message.smtp_response) if message.smtp_response else None
+    values["recipient"] = normalize_address(message.recipient)
+    values["sender"] = normalize_address(message.sender)
+    values["domain"] = message.domain.lower()
+    values["subject"] = _subject(message.headers)
+    values["updated_at"] = now or datetime.now(UTC)
+    return values
+
+
+def row_to_message(row: Row[Any] | Any) -> MessageQueueItem:
+    m = row._mapping
+    smtp = m["smtp_response"]
+    classification = m["bounce_classification"]
+    return MessageQueueItem(
+        id=m["id"],
+        message_id=m["message_id"],
+        queue_name=m["queue_name"],
+        recipient=m["recipient"],
+        sender=m["sender"],
+        domain=m["domain"],
+        routing_domain=m["routing_domain"],
+        campaign_id=m["campaign_id"],
+        tenant_id=m["tenant_id"],
+        pool_name=m["pool_name"],
+        status=MessageQueueStatus(m["status"]),
+        queue_state=QueueState(m["queue_state"]),
+        priority=m["priority"],
+        size_bytes=m["size_bytes"],
+        num_attempts=m["num_attempts"],
+        max_attempts=m["max_attempts"],
+        last_attempt_at=m["last_attempt_at"],
+        next_attempt_at=m["next_attempt_at"],
+        last_bounce_reason=m["last_bounce_reason"],
+        bounce_classification=BounceType(classification) if classification else None,
+        created_at=m["created_at"],
+        scheduled_at=m["scheduled_at"],
+        delivered_at=m["delivered_at"],
+        expires_at=m["expires_at"],
+        smtp_response=msgspec.convert(smtp, SmtpResponse) if smtp else None,
+        delivery_protocol=m["delivery_protocol"],
+        headers=m["headers"],
+        body_hash=m["body_hash"],
+        attachment_count=m["attachment_count"],
+        tags=list(m["tags"]) if m["tags"] is not None else None,
+        metadata=m["metadata"],
+    )
+
+
+def _subject(headers: dict[str, str] | None) -> str | None:
+    if not headers:
+        return None
+    for name, value in headers.items():
+        if name.lower() == "subject":
+            return value
+    return None
+
+
+async def insert_new(session: AsyncSession, messages: Sequence[MessageQueueItem]) -> set[uuid.UUID]:
+    """Insert messages whose id is not yet stored; returns the ids actually inserted (idempotent)."""
+    if not messages:
+        return set()
+    now = datetime.now(UTC)
+    rows = [message_to_values(m, now=now) for m in messages]
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(TABLE).values(rows).on_conflict_do_nothing(index_elements=["id"]).returning(COLUMNS.id)
+    return set((await session.scalars(statement)).all())
+
+
+async def fetch_by_ids(session: AsyncSession, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, MessageQueueItem]:
+    found: dict[uuid.UUID, MessageQueueItem] = {}
+    id_list = list(ids)
+    for start in range(0, len(id_list), 500):
+        chunk = id_list[start : start + 500]
+        for row in await session.execute(select(TABLE).where(COLUMNS.id.in_(chunk))):
+            found[row.id] = row_to_message(row)
+    return found
+
+
+def filter_conditions(query: QueueFilter, *, dialect: str) -> list[ColumnElement[bool]]:
+    """SQL conditions for every set field of a ``QueueFilter`` (pagination fields excluded).
+
+    Time ranges are half-open: ``*_after`` is inclusive, ``*_before`` exclusive, so adjacent ranges never overlap.
+    ``tags`` matches messages carrying all the given tags; ``search_query`` is a case-insensitive substring match
+    on recipient, sender and subject.
+    """
+    c = COLUMNS
+    where: list[ColumnElement[bool]] = []
+    if statuses := query.statuses():
+        where.append(c.status.in_([s.value for s in statuses]))
+    if states := query.queue_states():
+        where.append(c.queue_state.in_([s.value for s in states]))
+    if domains := query.all_domains():
+        where.append(c.domain.in_(domains) if len(domains) > 1 else c.domain == domains[0])
+    if query.sender is not None:
+        where.append(c.sender == normalize_address(query.sender))
+    if query.recipient is not None:
+        where.append(c.recipient == normalize_address(query.recipient))
+    for name in ("routing_domain", "campaign_id", "tenant_id", "pool_name"):
+        value = getattr(query, name)
+        if value is not None:
+            where.append(c[name] == value)
+    if query.created_after is not None:
+        where.append(c.created_at >= _utc(query.created_after))
+    if query.created_before is not None:
+        where.append(c.created_at < _utc(query.created_before))
+    if query.scheduled_after is not None:
+        where.append(c.scheduled_at >= _utc(query.scheduled_after))
+    if query.scheduled_before is not None:
+        where.append(c.scheduled_at < _utc(query.scheduled_before))
+    if query.search_query:
+        pattern = "%" + _escape_like(query.search_query.lower()) + "%"
+        where.append(search_text().like(pattern, escape="\\"))
+    if query.tags:
+        if dialect == "postgresql":
+            where.append(type_coerce(c.tags, postgresql.ARRAY(Text)).contains(query.tags))
+        else:
+            each = func.json_each(c.tags).table_valued("value")
+            where.extend(
+                exists(select(literal_column("1")).select_from(each).where(each.c.value == t)) for t in query.tags
+            )
+    if query.min_attempts is not None:
+        where.append(c.num_attempts >= query.min_attempts)
+    if query.max_attempts is not None:
+        where.append(c.num_attempts <= query.max_attempts)
+    if query.bounce_type is not None:
+        where.append(c.bounce_classification == query.bounce_type.value)
+    if query.min_size_bytes is not None:
+        where.append(c.size_bytes >= query.min_size_bytes)
+    if query.max_size_bytes is not None:
+        where.append(c.size_bytes <= query.max_size_bytes)
+    if query.priority is not None:
+        where.append(c.priority == query.priority)
+    return where
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _utc(value: datetime) -> datetime:
+    # Query parameters without an offset are read as UTC rather than refused: it is what operators type.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+# Only scheduled_at among the sort fields is nullable. NULL sorts as if larger than every value (last when
+# ascending, first when descending), which is Postgres's native order, so a backward index scan serves "desc".
+NULLABLE_SORT_FIELDS = frozenset({QueueSortField.scheduled_at})
+
+
+def ordered_page(
+    base: Select[Any],
+    sort_by: QueueSortField,
+    descending: bool,
+    after: tuple[Any, uuid.UUID] | None,
+    limit: int,
+) -> Select[Any]:
+    """Order by (sort field, id) and continue strictly after the keyset ``after``."""
+    column = COLUMNS[sort_by.value]
+    ident = COLUMNS.id
+    if after is not None:
+        value, last_id = after
+        base = base.where(_after_condition(column, ident, value, last_id, descending, sort_by in NULLABLE_SORT_FIELDS))
+    order = [column.desc().nulls_first(), ident.desc()] if descending else [column.asc().nulls_last(), ident.asc()]
+    return base.order_by(*order).limit(limit)
+
+
+def _after_condition(
+    column: Any, ident: Any, value: Any, last_id: uuid.UUID, descending: bool, nullable: bool
+) -> ColumnElement[bool]:
+    if value is None:  # the previous page ended inside the NULL block
+        if descending:
+            return or_(and_(column.is_(None), ident < last_id), column.is_not(None))
+        return and_(column.is_(None), ident > last_id)
+    keyset = tuple_(column, ident)
+    beyond = keyset < tuple_(value, last_id) if descending else keyset > tuple_(value, last_id)
+    if nullable and not descending:
+        return or_(beyond, column.is_(None))
+    return beyond

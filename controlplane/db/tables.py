@@ -1,0 +1,150 @@
+"""The schema as SQLAlchemy tables. Migrations in ``migrations/versions`` create exactly this (a test checks)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, ColumnElement, Index, Integer, String, Text, Uuid, func, literal_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from controlplane.db.types import JsonDocument, TextList, UtcDateTime
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+# Filter columns get a (column, created_at, id) index rather than the seed's single-column one: it answers the
+# same equality lookups and also serves "filter + newest first + keyset cursor" as one index range scan, which
+# is what keeps a filtered page fast at any depth even when the filtered value is rare.
+FILTER_COLUMNS = (
+    "queue_name",
+    "status",
+    "queue_state",
+    "domain",
+    "recipient",
+    "sender",
+    "routing_domain",
+    "campaign_id",
+    "tenant_id",
+    "pool_name",
+    "bounce_classification",
+    "priority",
+)
+
+
+class MessageRow(Base):
+    """``message_queue``: seed 000 §6, plus ``subject`` (for search) and ``updated_at``."""
+
+    __tablename__ = "message_queue"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(998))
+    queue_name: Mapped[str] = mapped_column(String(255))
+    recipient: Mapped[str] = mapped_column(String(320))
+    sender: Mapped[str] = mapped_column(String(320))
+    domain: Mapped[str] = mapped_column(String(255))
+    routing_domain: Mapped[str | None] = mapped_column(String(255))
+    campaign_id: Mapped[str | None] = mapped_column(String(100))
+    tenant_id: Mapped[str | None] = mapped_column(String(100))
+    pool_name: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(50))
+    queue_state: Mapped[str] = mapped_column(String(50), server_default="active")
+    priority: Mapped[int] = mapped_column(Integer, server_default="5")
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    num_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    max_attempts: Mapped[int] = mapped_column(Integer, server_default="20")
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_bounce_reason: Mapped[str | None] = mapped_column(Text)
+    bounce_classification: Mapped[str | None] = mapped_column(String(50))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=func.now())
+    scheduled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    smtp_response: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
+    delivery_protocol: Mapped[str | None] = mapped_column(String(10), server_default="smtp")
+    headers: Mapped[dict[str, str] | None] = mapped_column(JsonDocument)
+    body_hash: Mapped[str | None] = mapped_column(String(64))
+    attachment_count: Mapped[int | None] = mapped_column(Integer, server_default="0")
+    tags: Mapped[list[str] | None] = mapped_column(TextList)
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JsonDocument)
+    subject: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_message_queue_created_at", "created_at", "id"),
+        Index("ix_message_queue_scheduled_at", "scheduled_at", "id"),
+        Index("ix_message_queue_next_attempt_at", "next_attempt_at"),
+        Index("ix_message_queue_num_attempts", "num_attempts", "id"),
+        Index("ix_message_queue_size_bytes", "size_bytes", "id"),
+        *(Index(f"ix_message_queue_{column}", column, "created_at", "id") for column in FILTER_COLUMNS),
+    )
+
+
+# Postgres-only indexes, created by the migration with raw DDL (an opclass on an expression is beyond Index()).
+# The search expression below must stay identical to the indexed one, constants included, or the planner will not
+# use the trigram index.
+POSTGRES_ONLY_INDEXES = {
+    "ix_message_queue_tags": "CREATE INDEX ix_message_queue_tags ON message_queue USING gin (tags)",
+    "ix_message_queue_search": (
+        "CREATE INDEX ix_message_queue_search ON message_queue USING gin "
+        "((lower(recipient || ' ' || sender || ' ' || coalesce(subject, ''))) gin_trgm_ops)"
+    ),
+}
+
+
+def search_text() -> ColumnElement[str]:
+    """recipient, sender and subject as one lower-cased string: what ``search_query`` matches against."""
+    space: ColumnElement[str] = literal_column("' '")
+    return func.lower(
+        MessageRow.recipient
+        + space
+        + MessageRow.sender
+        + space
+        + func.coalesce(MessageRow.subject, literal_column("''"))
+    )
+
+
+class ApiKeyRow(Base):
+    """API keys. Only a SHA-256 digest of the secret is stored (see ``controlplane.auth.service``)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    key_prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JsonDocument)
+    tenant_id: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class AuditRow(Base):
+    """Who did what, why, and what came of it. Append-only."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(100), index=True)
+    target: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
+    success: Mapped[bool] = mapped_column(Boolean)
+
+
+class JobHeartbeatRow(Base):
+    """Last run of each background job, written by whichever runner (in-process or saq worker) ran it."""
+
+    __tablename__ = "job_heartbeats"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    runner: Mapped[str] = mapped_column(String(50))
+    last_run_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)

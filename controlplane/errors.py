@@ -1,0 +1,114 @@
+"""mtactl's exception tree and its one mapping to HTTP.
+
+    MtactlError                  500  (base; never raised directly)
+    ├── InvalidInput             400  bad value in a request; names the field
+    ├── Unauthenticated          401  no key, or an unknown/revoked one
+    ├── Forbidden                403  the key lacks a scope or its tenant does not match
+    ├── NotFound                 404  no such resource, or a feature switched off
+    └── Conflict                 409  the request clashes with current state
+
+Every error body is ``{"error": <code>, "message": <text>, "field": <name or null>}``. Litestar's own request
+validation errors are reshaped into the same body, so clients parse one error format.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
+
+log = logging.getLogger("mtactl")
+
+
+class MtactlError(Exception):
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidInput(MtactlError):
+    status_code = 400
+    code = "invalid_input"
+
+
+class Unauthenticated(MtactlError):
+    status_code = 401
+    code = "unauthenticated"
+
+
+class Forbidden(MtactlError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(MtactlError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(MtactlError):
+    status_code = 409
+    code = "conflict"
+
+
+class ErrorBody(msgspec.Struct, kw_only=True):
+    error: str
+    message: str
+    field: str | None = None
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None) -> Response[ErrorBody]:
+    headers = {"WWW-Authenticate": 'Bearer realm="mtactl"'} if status == 401 else None
+    return Response(ErrorBody(error=code, message=message, field=field), status_code=status, headers=headers)
+
+
+def handle_mtactl_error(_: Request[Any, Any, Any], exc: MtactlError) -> Response[ErrorBody]:
+    if exc.status_code >= 500:
+        log.exception("unhandled mtactl error", exc_info=exc)
+    return error_response(exc.status_code, exc.code, exc.message, exc.field)
+
+
+def handle_validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorBody]:
+    field, message = _first_validation_problem(exc)
+    return error_response(HTTP_400_BAD_REQUEST, "invalid_input", message, field)
+
+
+def handle_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
+    if exc.status_code >= 500:
+        log.error("server error: %s", exc.detail, exc_info=exc)
+    codes = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+    return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+
+
+def handle_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    # The details go to the log, not the client: they may carry connection strings or row data.
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "internal server error")
+
+
+def _first_validation_problem(exc: ValidationException) -> tuple[str | None, str]:
+    extra = exc.extra
+    if isinstance(extra, list) and extra and isinstance(extra[0], dict):
+        problem = extra[0]
+        key = problem.get("key")
+        message = str(problem.get("message") or exc.detail)
+        if key in (None, "") and "$." in message:
+            key = message.rsplit("$.", 1)[1].rstrip("`")
+        return (str(key) if key else None), message
+    return None, str(exc.detail)
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    MtactlError: handle_mtactl_error,
+    ValidationException: handle_validation_error,
+    HTTPException: handle_http_error,
+    Exception: handle_unexpected,
+}

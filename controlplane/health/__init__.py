@@ -1,0 +1,1 @@
+"""Liveness and a detailed view of the service's dependencies."""

@@ -1,0 +1,126 @@
+"""Where periodic jobs run, picked by settings as saq's ``Queue.from_url`` picks a backend by URL.
+
+* no ``MTACTL_REDIS_URL``: ``InProcessJobs`` schedules them inside ``mtactl serve`` with apscheduler;
+* with it: ``mtactl worker`` runs them on a saq worker (``run_worker``), and the service only talks to Redis
+  to report health.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from redis.asyncio import Redis
+
+from controlplane.jobs.tasks import PERIODIC_JOBS, PeriodicJob, record_run
+from controlplane.services import Services
+
+log = logging.getLogger("mtactl.jobs")
+
+
+class JobRunner(abc.ABC):
+    kind: str
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+
+def job_runner_for(services: Services) -> JobRunner:
+    if services.settings.redis_url:
+        return RedisWorkerJobs(services.settings.redis_url)
+    return InProcessJobs(services)
+
+
+class InProcessJobs(JobRunner):
+    kind = "in-process"
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._scheduler = AsyncIOScheduler(timezone="UTC")
+
+    async def start(self) -> None:
+        for job in PERIODIC_JOBS:
+            self._scheduler.add_job(
+                _guarded,
+                "interval",
+                seconds=job.interval(self._services.settings),
+                args=[job, self._services, self.kind],
+                id=job.name,
+                max_instances=1,  # a slow run is skipped over, never stacked
+                coalesce=True,
+                next_run_time=datetime.now(UTC),
+            )
+        self._scheduler.start()
+
+    async def stop(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+
+
+class RedisWorkerJobs(JobRunner):
+    """The service side when jobs run on saq workers: nothing to schedule here, only Redis to watch."""
+
+    kind = "saq"
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis = Redis.from_url(redis_url)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        await self.redis.aclose()
+
+
+async def _guarded(job: PeriodicJob, services: Services, runner: str) -> None:
+    try:
+        await job.run(services, runner)
+    except Exception as exc:  # one failing run must not stop the schedule
+        log.exception("job %s failed", job.name)
+        try:
+            await record_run(services, job.name, runner, error=f"{type(exc).__name__}: {exc}")
+        except Exception:
+            log.exception("could not record the failure of job %s", job.name)
+
+
+def cron_every(seconds: float) -> str:
+    """A croniter expression firing every ``seconds`` (seconds field last, as croniter reads six fields)."""
+    step = max(1, min(59, math.ceil(seconds)))
+    return f"* * * * * */{step}"
+
+
+async def run_worker(services: Services, *, burst: bool = False) -> None:
+    """``mtactl worker``: run the periodic jobs as saq cron jobs until stopped."""
+    from saq import CronJob, Queue, Worker
+
+    settings = services.settings
+    if not settings.redis_url:
+        raise RuntimeError("MTACTL_REDIS_URL is not set: without Redis, jobs run inside `mtactl serve`")
+    queue = Queue.from_url(settings.redis_url, name="mtactl")
+
+    def saq_task(job: PeriodicJob) -> Any:
+        async def task(ctx: dict[str, Any]) -> None:
+            await _guarded(job, services, "saq")
+
+        task.__name__ = job.name
+        task.__qualname__ = job.name
+        return task
+
+    tasks = [saq_task(job) for job in PERIODIC_JOBS]
+    cron_jobs = [
+        CronJob(task, cron=cron_every(job.interval(settings))) for task, job in zip(tasks, PERIODIC_JOBS, strict=True)
+    ]
+    worker = Worker(queue, functions=tasks, cron_jobs=cron_jobs, burst=burst)
+    try:
+        await worker.start()
+    finally:
+        await queue.disconnect()
+        await asyncio.sleep(0)

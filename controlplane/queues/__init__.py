@@ -1,0 +1,1 @@
+"""Reading the mirrored queue: messages, queues and metrics."""

@@ -1,0 +1,139 @@
+"""HTTP routes for messages, queues and metrics. Thin: parse, confine to the caller's tenant, call the service."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, get
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery
+
+from adapters.legacy import LegacyQueueMetrics, QueueItem, adapt_message_to_legacy, adapt_metrics_to_legacy
+from adapters.model import MessageQueueItem, QueueFilter, QueueMetrics
+from controlplane.auth.guard import requires, tenant_for
+from controlplane.auth.schema import Principal, Scope
+from controlplane.errors import InvalidInput
+from controlplane.queues.params import provide_queue_filter
+from controlplane.queues.schema import LegacyQueueItemPage, MessagePage, QueueList
+from controlplane.services import Services
+
+AnyRequest = Request[Principal, Any, Any]
+
+
+def confined(request: AnyRequest, queue_filter: QueueFilter) -> QueueFilter:
+    tenant = tenant_for(request.user, queue_filter.tenant_id)
+    return msgspec.structs.replace(queue_filter, tenant_id=tenant)
+
+
+def parse_message_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidInput(f"{value!r} is not a message id (a UUID)", field="id") from None
+
+
+class MessagesController(Controller):
+    path = "/api/v1/messages"
+    tags = ["messages"]
+    guards = [requires(Scope.email_read)]
+    dependencies = {"queue_filter": Provide(provide_queue_filter)}
+
+    @get("/", summary="List messages", description="Every QueueFilter field is a query parameter.")
+    async def list_messages(
+        self,
+        request: AnyRequest,
+        services: NamedDependency[Services],
+        queue_filter: NamedDependency[QueueFilter],
+        cursor: FromQuery[str | None] = None,
+    ) -> MessagePage:
+        return await services.queues.list_messages(confined(request, queue_filter), cursor=cursor)
+
+    @get("/{message_id:str}", summary="One message")
+    async def get_message(
+        self, request: AnyRequest, services: NamedDependency[Services], message_id: FromPath[str]
+    ) -> MessageQueueItem:
+        tenant = tenant_for(request.user, None)
+        return await services.queues.get_message(parse_message_id(message_id), tenant_id=tenant)
+
+
+def legacy_items_controller(route: str) -> type[Controller]:
+    """The legacy ``QueueItem`` view of the same data, mounted at ``route``."""
+
+    class LegacyQueueItemsController(Controller):
+        path = route
+        tags = ["legacy"]
+        guards = [requires(Scope.email_read)]
+        dependencies = {"queue_filter": Provide(provide_queue_filter)}
+
+        @get("/", summary="List messages in the legacy QueueItem shape")
+        async def list_items(
+            self,
+            request: AnyRequest,
+            services: NamedDependency[Services],
+            queue_filter: NamedDependency[QueueFilter],
+            cursor: FromQuery[str | None] = None,
+        ) -> LegacyQueueItemPage:
+            page = await services.queues.list_messages(confined(request, queue_filter), cursor=cursor)
+            now = datetime.now(UTC)
+            return LegacyQueueItemPage(
+                data=[adapt_message_to_legacy(m, now=now) for m in page.data],
+                cursor=page.cursor,
+                has_more=page.has_more,
+            )
+
+        @get("/{message_id:str}", summary="One message in the legacy QueueItem shape")
+        async def get_item(
+            self, request: AnyRequest, services: NamedDependency[Services], message_id: FromPath[str]
+        ) -> QueueItem:
+            tenant = tenant_for(request.user, None)
+            message = await services.queues.get_message(parse_message_id(message_id), tenant_id=tenant)
+            return adapt_message_to_legacy(message, now=datetime.now(UTC))
+
+    LegacyQueueItemsController.__name__ = f"LegacyQueueItemsController_{route.strip('/').replace('/', '_')}"
+    return LegacyQueueItemsController
+
+
+class QueuesController(Controller):
+    path = "/api/v1/queues"
+    tags = ["queues"]
+    guards = [requires(Scope.email_read, Scope.queue_manage)]
+
+    @get("/", summary="One row per queue with its state and message counts by status")
+    async def list_queues(self, request: AnyRequest, services: NamedDependency[Services]) -> QueueList:
+        return QueueList(data=await services.queues.list_queues(tenant_id=tenant_for(request.user, None)))
+
+
+class MetricsController(Controller):
+    path = "/api/v1/metrics"
+    tags = ["metrics"]
+    guards = [requires(Scope.analytics_read, Scope.email_read)]
+
+    @get("/queues", summary="QueueMetrics over the mirrored queue")
+    async def queue_metrics(
+        self,
+        request: AnyRequest,
+        services: NamedDependency[Services],
+        tenant_id: FromQuery[str | None] = None,
+        campaign_id: FromQuery[str | None] = None,
+        domain: FromQuery[str | None] = None,
+    ) -> QueueMetrics:
+        tenant = tenant_for(request.user, tenant_id)
+        return await services.queues.metrics(tenant_id=tenant, campaign_id=campaign_id, domain=domain)
+
+
+class LegacyMetricsController(Controller):
+    """Served at /api/v1/metrics when the new model is switched off (seed 000 table 3.3)."""
+
+    path = "/api/v1/metrics"
+    tags = ["legacy"]
+    guards = [requires(Scope.analytics_read, Scope.email_read)]
+
+    @get("/queues", summary="Queue metrics in the legacy shape")
+    async def queue_metrics(
+        self, request: AnyRequest, services: NamedDependency[Services], tenant_id: FromQuery[str | None] = None
+    ) -> LegacyQueueMetrics:
+        metrics = await services.queues.metrics(tenant_id=tenant_for(request.user, tenant_id))
+        return adapt_metrics_to_legacy(metrics)

@@ -1,0 +1,72 @@
+"""``QueueFilter`` from query parameters: every filter field is a parameter, lists are repeated parameters."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Request
+from litestar.params import FromQuery, QueryParameter
+
+from adapters.model import BounceType, MessageQueueStatus, QueueFilter, QueueSortField, QueueState
+from controlplane.errors import InvalidInput
+
+KNOWN_PARAMETERS = frozenset(QueueFilter.__struct_fields__) | {"cursor"}
+
+
+async def provide_queue_filter(
+    request: Request[Any, Any, Any],
+    status: Annotated[
+        list[MessageQueueStatus] | None, QueryParameter(description="Message status (repeatable)")
+    ] = None,
+    queue_state: Annotated[list[QueueState] | None, QueryParameter(description="Queue state (repeatable)")] = None,
+    domain: Annotated[str | None, QueryParameter(description="Recipient domain")] = None,
+    domains: Annotated[list[str] | None, QueryParameter(description="Recipient domains (repeatable)")] = None,
+    sender: Annotated[str | None, QueryParameter(description="Envelope sender address")] = None,
+    recipient: Annotated[str | None, QueryParameter(description="Recipient address")] = None,
+    routing_domain: FromQuery[str | None] = None,
+    campaign_id: FromQuery[str | None] = None,
+    tenant_id: FromQuery[str | None] = None,
+    pool_name: FromQuery[str | None] = None,
+    created_after: Annotated[
+        datetime | None, QueryParameter(description="Inclusive; ISO-8601, UTC if no offset")
+    ] = None,
+    created_before: Annotated[
+        datetime | None, QueryParameter(description="Exclusive; ISO-8601, UTC if no offset")
+    ] = None,
+    scheduled_after: FromQuery[datetime | None] = None,
+    scheduled_before: FromQuery[datetime | None] = None,
+    search_query: Annotated[
+        str | None,
+        QueryParameter(
+            min_length=1, max_length=200, description="Case-insensitive substring of recipient, sender or subject"
+        ),
+    ] = None,
+    tags: Annotated[
+        list[str] | None, QueryParameter(description="Messages carrying all these tags (repeatable)")
+    ] = None,
+    min_attempts: Annotated[int | None, QueryParameter(ge=0)] = None,
+    max_attempts: Annotated[int | None, QueryParameter(ge=0)] = None,
+    bounce_type: FromQuery[BounceType | None] = None,
+    min_size_bytes: Annotated[int | None, QueryParameter(ge=0)] = None,
+    max_size_bytes: Annotated[int | None, QueryParameter(ge=0)] = None,
+    priority: Annotated[int | None, QueryParameter(ge=0, le=10)] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=1000, description="Page size (default 50, max 1000)")] = 50,
+    offset: Annotated[int | None, QueryParameter(ge=0, le=10_000, description="Shallow pages only; use cursor")] = None,
+    sort_by: FromQuery[QueueSortField] = QueueSortField.created_at,
+    sort_order: FromQuery[Literal["asc", "desc"]] = "desc",
+) -> QueueFilter:
+    # A misspelt filter would otherwise be ignored and silently widen the result.
+    for name in request.query_params:
+        if name not in KNOWN_PARAMETERS:
+            raise InvalidInput(f"unknown query parameter {name!r}", field=name)
+    values = {
+        name: value for name, value in locals().items() if name in QueueFilter.__struct_fields__ and value is not None
+    }
+    try:
+        return msgspec.convert(values, QueueFilter)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        field = message.rsplit("$.", 1)[1].rstrip("`").split("[")[0] if "$." in message else None
+        raise InvalidInput(message, field=field) from None

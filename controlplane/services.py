@@ -1,0 +1,42 @@
+"""Wiring: builds every service from the settings once, at start-up, and hands them to the app and the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from controlplane.audit.service import AuditLog
+from controlplane.auth.service import ApiKeyService
+from controlplane.db.engine import create_engine, session_factory, upgrade_database
+from controlplane.queues.service import QueueQueryService
+from controlplane.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    audit: AuditLog
+    keys: ApiKeyService
+    queues: QueueQueryService
+
+    @classmethod
+    async def start(cls, settings: Settings, *, migrate: bool = True) -> Services:
+        engine = create_engine(settings)
+        if migrate:
+            await upgrade_database(engine)
+        sessions = session_factory(engine)
+        audit = AuditLog(sessions)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=sessions,
+            audit=audit,
+            keys=ApiKeyService(sessions, audit),
+            queues=QueueQueryService(sessions),
+        )
+
+    async def close(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,61 @@
+"""The one settings object, read from ``MTACTL_*`` environment variables and passed to whatever needs it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+PREFIX = "MTACTL_"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./mtactl.db"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the environment variable."""
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    database_url: str = DEFAULT_DATABASE_URL
+    # Without Redis, background jobs run in-process (apscheduler); with it, on saq workers (`mtactl worker`).
+    redis_url: str | None = None
+    enable_legacy_queue_adapter: bool = False
+    enable_email_queue_model: bool = True
+    # Connection pool size for Postgres (ignored for SQLite).
+    database_pool_size: int = 10
+    # How often the in-process / worker heartbeat job runs; health reports the jobs stale after 3 missed beats.
+    heartbeat_interval_seconds: float = 5.0
+    log_level: str = "INFO"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def legacy_api_enabled(self) -> bool:
+        # With the new model switched off the legacy shape is the only one the API speaks, so it must be served.
+        return self.enable_legacy_queue_adapter or not self.enable_email_queue_model
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        raw: dict[str, Any] = {}
+        for field in cls.__struct_fields__:
+            name = PREFIX + field.upper()
+            if name in env and env[name] != "":
+                raw[field] = env[name]
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            # strict=False turns "true"/"1"/"5" from the environment into bools and numbers.
+            return msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise SettingsError(_name_env_var(str(exc))) from exc
+
+
+def _name_env_var(message: str) -> str:
+    # msgspec says "... - at `$.redis_url`"; operators set MTACTL_REDIS_URL, so name that instead.
+    head, sep, path = message.rpartition(" - at `$.")
+    if not sep:
+        return message
+    return f"{PREFIX}{path.rstrip('`').upper()}: {head}"

@@ -1,0 +1,1 @@
+"""Schema history (alembic) and the scripts that move data from the legacy queue model."""

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from controlplane.auth.schema import Scope
+from controlplane.db.tables import ApiKeyRow, AuditRow
+from controlplane.errors import InvalidInput
+from controlplane.services import Services
+
+
+async def test_a_key_is_stored_only_as_a_digest(services: Services) -> None:
+    created = await services.keys.create(name="ops", scopes=["email:read", "queue:manage"], tenant_id="acme")
+    assert created.key.startswith("mq_live_") and len(created.key) >= 48
+    async with services.sessions() as session:
+        row = (await session.scalars(select(ApiKeyRow))).one()
+    assert created.key not in (row.key_hash, row.key_prefix) and created.key[8:] not in row.key_hash
+    assert created.key.startswith(row.key_prefix)
+    principal = await services.keys.authenticate(created.key)
+    assert principal is not None and principal.tenant_id == "acme"
+    assert principal.allows(Scope.email_read) and not principal.allows(Scope.admin)
+
+
+async def test_admin_implies_every_scope(services: Services) -> None:
+    principal = await services.keys.authenticate((await services.keys.create(name="root", scopes=["admin"])).key)
+    assert principal is not None and all(principal.allows(scope) for scope in Scope)
+
+
+async def test_unknown_scopes_are_refused(services: Services) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        await services.keys.create(name="x", scopes=["email:read", "email:delete"])
+    assert refused.value.field == "scopes" and "email:delete" in refused.value.message
+
+
+async def test_revoking_by_name_stops_the_key_and_is_audited(services: Services) -> None:
+    created = await services.keys.create(name="temp", scopes=["email:read"])
+    await services.keys.revoke("temp")
+    assert await services.keys.authenticate(created.key) is None
+    async with services.sessions() as session:
+        actions = (await session.scalars(select(AuditRow.action).order_by(AuditRow.id))).all()
+    assert actions == ["api_key.create", "api_key.revoke"]
+
+
+async def test_keys_that_are_not_ours_are_rejected_without_a_lookup(services: Services) -> None:
+    assert await services.keys.authenticate("sk_live_abc") is None
+    assert await services.keys.authenticate("mq_live_" + "x" * 40) is None

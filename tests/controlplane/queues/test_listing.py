@@ -1,0 +1,301 @@
+"""Every filter and sort of the message listing, and cursor paging, on SQLite and on Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from adapters.model import (
+    BounceType,
+    MessageQueueItem,
+    MessageQueueStatus,
+    QueueFilter,
+    QueueSortField,
+    QueueState,
+)
+from controlplane.db.messages import insert_new
+from controlplane.errors import InvalidInput
+from controlplane.services import Services
+from tests.support import BASE_TIME, make_message
+
+S = MessageQueueStatus
+
+
+async def store(services: Services, *messages: MessageQueueItem) -> list[MessageQueueItem]:
+    async with services.sessions.begin() as session:
+        await insert_new(session, list(messages))
+    return list(messages)
+
+
+async def ids(services: Services, **filters: Any) -> set[str]:
+    page = await services.queues.list_messages(QueueFilter(limit=1000, **filters))
+    return {str(m.id) for m in page.data}
+
+
+def idset(*messages: MessageQueueItem) -> set[str]:
+    return {str(m.id) for m in messages}
+
+
+async def test_a_stored_message_reads_back_field_for_field(services: Services) -> None:
+    import json
+
+    import msgspec
+
+    from tests.support import load_fixture
+
+    example = msgspec.json.decode(json.dumps(load_fixture("model/appendix_a_message.json")), type=MessageQueueItem)
+    await store(services, example)
+    assert await services.queues.get_message(example.id) == example
+
+
+async def test_every_scalar_filter_selects_exactly_its_messages(services: Services) -> None:
+    other = make_message()
+    special = make_message(
+        domain="gmail.com",
+        sender="promo@acme.test",
+        routing_domain="mx.gmail.com",
+        campaign_id="spring",
+        tenant_id="acme",
+        pool_name="pool-a",
+        status=S.bounced,
+        queue_state=QueueState.suspended,
+        bounce_classification=BounceType.hard,
+        priority=9,
+        num_attempts=4,
+        size_bytes=50_000,
+        tags=["vip", "promo"],
+        headers={"Subject": "Spring SALE inside"},
+        scheduled_at=BASE_TIME + timedelta(days=3),
+    )
+    await store(services, other, special)
+    want = idset(special)
+    assert await ids(services, status=S.bounced) == want
+    assert await ids(services, status=[S.bounced, S.expired]) == want
+    assert await ids(services, queue_state=QueueState.suspended) == want
+    assert await ids(services, domain="GMAIL.com") == want
+    assert await ids(services, domains=["gmail.com", "nowhere.test"]) == want
+    assert await ids(services, sender="promo@ACME.test") == want
+    assert await ids(services, recipient=special.recipient) == want
+    assert await ids(services, routing_domain="mx.gmail.com") == want
+    assert await ids(services, campaign_id="spring") == want
+    assert await ids(services, tenant_id="acme") == want
+    assert await ids(services, pool_name="pool-a") == want
+    assert await ids(services, bounce_type=BounceType.hard) == want
+    assert await ids(services, priority=9) == want
+    assert await ids(services, min_attempts=3) == want
+    assert await ids(services, max_attempts=3) == idset(other)
+    assert await ids(services, min_size_bytes=40_000) == want
+    assert await ids(services, max_size_bytes=40_000) == idset(other)
+    assert await ids(services, tags=["vip"]) == want
+    assert await ids(services, tags=["vip", "promo"]) == want
+    assert await ids(services, tags=["vip", "absent"]) == set()
+    assert await ids(services, search_query="sale") == want  # subject, any case
+    assert await ids(services, search_query="promo@acme") == want  # sender
+    assert await ids(services, search_query=special.recipient.split("@")[0]) == want  # recipient
+    assert await ids(services, search_query="100%") == set()  # LIKE wildcards are literal
+    assert await ids(services, scheduled_after=BASE_TIME + timedelta(days=1)) == want
+    assert await ids(services, scheduled_before=BASE_TIME + timedelta(days=1)) == set()
+
+
+async def test_time_ranges_are_inclusive_after_and_exclusive_before(services: Services) -> None:
+    early, middle, late = (make_message(created_at=BASE_TIME + timedelta(hours=h)) for h in (0, 1, 2))
+    await store(services, early, middle, late)
+    one_hour = BASE_TIME + timedelta(hours=1)
+    assert await ids(services, created_after=one_hour) == idset(middle, late)
+    assert await ids(services, created_before=one_hour) == idset(early)
+    assert await ids(services, created_after=BASE_TIME, created_before=one_hour + timedelta(hours=1)) == idset(
+        early, middle
+    )
+
+
+SORT_KEYS = {
+    QueueSortField.created_at: lambda m: m.created_at,
+    QueueSortField.priority: lambda m: m.priority,
+    QueueSortField.num_attempts: lambda m: m.num_attempts,
+    QueueSortField.size_bytes: lambda m: m.size_bytes,
+    QueueSortField.recipient: lambda m: m.recipient,
+    QueueSortField.domain: lambda m: m.domain,
+}
+
+
+def varied_messages(count: int) -> list[MessageQueueItem]:
+    domains = ["a.test", "b.test", "c.test"]
+    return [
+        make_message(
+            domain=domains[i % 3],
+            priority=i % 4,
+            num_attempts=i % 3,
+            size_bytes=1000 * (i % 5),
+            created_at=BASE_TIME + timedelta(minutes=i % 7),  # deliberate ties
+            scheduled_at=None if i % 3 == 0 else BASE_TIME + timedelta(hours=i % 4),
+        )
+        for i in range(count)
+    ]
+
+
+async def walk(services: Services, page_size: int, **filters: Any) -> list[MessageQueueItem]:
+    seen: list[MessageQueueItem] = []
+    cursor = None
+    while True:
+        page = await services.queues.list_messages(QueueFilter(limit=page_size, **filters), cursor=cursor)
+        seen.extend(page.data)
+        if not page.has_more:
+            assert page.cursor is None
+            return seen
+        cursor = page.cursor
+
+
+@pytest.mark.parametrize("sort_by", list(QueueSortField))
+@pytest.mark.parametrize("order", ["asc", "desc"])
+async def test_cursor_pages_visit_every_message_once_in_sort_order(
+    services: Services, sort_by: QueueSortField, order: str
+) -> None:
+    messages = await store(services, *varied_messages(40))
+    walked = await walk(services, 7, sort_by=sort_by, sort_order=order)
+    assert len(walked) == 40 and idset(*walked) == idset(*messages)
+    if sort_by is QueueSortField.scheduled_at:
+        values = [m.scheduled_at for m in walked]
+        nulls = [v is None for v in values]
+        # NULL sorts as the largest value: last ascending, first descending
+        assert nulls == sorted(nulls, reverse=order == "desc")
+        present = [v for v in values if v is not None]
+    else:
+        present = [SORT_KEYS[sort_by](m) for m in walked]
+    assert present == sorted(present, reverse=order == "desc")
+
+
+async def test_cursor_paging_is_stable_while_new_messages_arrive(services: Services) -> None:
+    original = await store(services, *[make_message(created_at=BASE_TIME + timedelta(seconds=i)) for i in range(30)])
+    seen: list[MessageQueueItem] = []
+    cursor = None
+    arrivals = 0
+    while True:
+        page, _ = await asyncio.gather(
+            services.queues.list_messages(QueueFilter(limit=4), cursor=cursor),
+            # newer messages land at the head, older-looking ones inside the unread part
+            store(
+                services,
+                make_message(created_at=BASE_TIME + timedelta(days=1, seconds=arrivals)),
+                make_message(created_at=BASE_TIME - timedelta(days=1, seconds=arrivals)),
+            ),
+        )
+        arrivals += 1
+        seen.extend(page.data)
+        if not page.has_more:
+            break
+        cursor = page.cursor
+    seen_ids = [str(m.id) for m in seen]
+    assert len(seen_ids) == len(set(seen_ids)), "a message was served twice"
+    assert idset(*original) <= set(seen_ids), "a message present from the start was skipped"
+    created = [m.created_at for m in seen]
+    assert created == sorted(created, reverse=True)
+
+
+async def test_filters_and_cursor_combine(services: Services) -> None:
+    bounced = await store(services, *[make_message(status=S.bounced) for _ in range(9)])
+    await store(services, *[make_message(status=S.delivered) for _ in range(9)])
+    walked = await walk(services, 2, status=S.bounced)
+    assert idset(*walked) == idset(*bounced)
+
+
+async def test_offset_paging_works_for_shallow_pages_only(services: Services) -> None:
+    await store(services, *[make_message() for _ in range(5)])
+    everything = (await services.queues.list_messages(QueueFilter(limit=5))).data
+    page = await services.queues.list_messages(QueueFilter(limit=2, offset=2))
+    assert page.data == everything[2:4]
+    with pytest.raises(InvalidInput) as refused:
+        await services.queues.list_messages(QueueFilter(offset=20_000))
+    assert refused.value.field == "offset"
+
+
+async def test_a_cursor_from_another_sort_is_refused(services: Services) -> None:
+    await store(services, *[make_message() for _ in range(3)])
+    page = await services.queues.list_messages(QueueFilter(limit=1))
+    with pytest.raises(InvalidInput) as refused:
+        await services.queues.list_messages(QueueFilter(limit=1, sort_by=QueueSortField.priority), cursor=page.cursor)
+    assert refused.value.field == "cursor"
+
+
+async def test_reversed_ranges_are_refused_naming_the_upper_bound(services: Services) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        await services.queues.list_messages(
+            QueueFilter(created_after=BASE_TIME, created_before=BASE_TIME - timedelta(seconds=1))
+        )
+    assert refused.value.field == "created_before"
+
+
+async def test_queues_summarise_counts_by_status_and_the_most_restrictive_state(services: Services) -> None:
+    await store(
+        services,
+        make_message(domain="gmail.com", tenant_id="acme", status=S.ready),
+        make_message(domain="gmail.com", tenant_id="acme", status=S.deferred, queue_state=QueueState.suspended),
+        make_message(domain="yahoo.com", status=S.delivered),
+    )
+    queues = {q.queue_name: q for q in await services.queues.list_queues()}
+    gmail = queues["acme@gmail.com"]
+    assert (gmail.total, gmail.tenant_id, gmail.domain, gmail.queue_state) == (
+        2,
+        "acme",
+        "gmail.com",
+        QueueState.suspended,
+    )
+    assert gmail.messages_by_status[S.ready] == 1 and gmail.messages_by_status[S.deferred] == 1
+    assert queues["yahoo.com"].messages_by_status[S.delivered] == 1
+    assert [q.queue_name for q in await services.queues.list_queues(tenant_id="acme")] == ["acme@gmail.com"]
+
+
+async def test_metrics_count_what_is_stored(services: Services) -> None:
+    now = BASE_TIME + timedelta(hours=2)
+    await store(
+        services,
+        make_message(
+            domain="gmail.com",
+            status=S.delivered,
+            created_at=now - timedelta(minutes=30),
+            delivered_at=now - timedelta(minutes=20),
+            num_attempts=1,
+        ),
+        make_message(
+            domain="gmail.com",
+            status=S.bounced,
+            bounce_classification=BounceType.hard,
+            created_at=now - timedelta(hours=5),
+            num_attempts=3,
+            campaign_id="spring",
+        ),
+        make_message(
+            domain="yahoo.com",
+            status=S.deferred,
+            bounce_classification=BounceType.soft,
+            created_at=now - timedelta(days=2),
+            num_attempts=2,
+            size_bytes=700,
+            campaign_id="spring",
+        ),
+        make_message(domain="yahoo.com", status=S.ready, created_at=now - timedelta(days=10), size_bytes=300),
+    )
+    m = await services.queues.metrics(now=now)
+    assert m.total_messages == 4
+    assert m.messages_by_status[S.delivered] == 1 and m.messages_by_status[S.expired] == 0
+    assert m.queue_depth == 2
+    assert m.queue_depth_by_domain == {"yahoo.com": 2}
+    assert m.queue_depth_by_campaign == {"spring": 1}
+    assert m.total_retries == 2 + 1
+    assert m.retry_rate == 50.0
+    assert m.bounce_rate == 25.0
+    assert m.bounces_by_type[BounceType.hard] == 1 and m.bounces_by_type[BounceType.soft] == 1
+    assert m.messages_last_hour == 1 and m.messages_last_24h == 2 and m.messages_last_7d == 3
+    assert m.delivery_rate == 1.0
+    assert m.average_delivery_time == pytest.approx(600.0, abs=1)
+    assert m.total_size_bytes == 1000
+    assert m.oldest_message_age == pytest.approx(10 * 86400, abs=1)
+    assert m.newest_message_age == pytest.approx(2 * 86400, abs=1)
+    assert m.average_queue_time == pytest.approx(6 * 86400, abs=1)
+    gmail = m.domain_health_scores["gmail.com"]
+    assert gmail.score == 50.0 and gmail.bounce_rate == 50.0
+    assert m.domain_health_scores["yahoo.com"].score == 50.0  # one deferral counts half
+    scoped = await services.queues.metrics(domain="gmail.com", now=now)
+    assert scoped.total_messages == 2 and scoped.queue_depth == 0

@@ -1,0 +1,69 @@
+"""The mtactl command line, run as an operator would: a real process, settings from the environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import fixture_path
+
+
+def mtactl(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MTACTL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/cli.db"}
+    env.pop("MTACTL_REDIS_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "controlplane.cli", *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_keys_create_prints_the_key_alone_on_stdout(tmp_path: Path) -> None:
+    result = mtactl(tmp_path, "keys", "create", "--name", "reader", "--scopes", "email:read", "--tenant", "acme")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("\n") == 1 and result.stdout.startswith("mq_live_")
+    listed = mtactl(tmp_path, "keys", "list", "--json")
+    keys = json.loads(listed.stdout)
+    assert [(k["name"], k["scopes"], k["tenant_id"]) for k in keys] == [("reader", ["email:read"], "acme")]
+    assert result.stdout.strip() not in listed.stdout
+    assert mtactl(tmp_path, "keys", "revoke", "reader").returncode == 0
+    assert json.loads(mtactl(tmp_path, "keys", "list", "--json").stdout)[0]["revoked_at"]
+
+
+def test_a_bad_scope_is_a_clear_error(tmp_path: Path) -> None:
+    result = mtactl(tmp_path, "keys", "create", "--name", "x", "--scopes", "everything")
+    assert result.returncode != 0 and "unknown scope 'everything'" in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize("flag", [[], ["--dry-run"]])
+def test_legacy_import_reports_counts_and_exits_2_when_rows_were_rejected(tmp_path: Path, flag: list[str]) -> None:
+    source = tmp_path / "items.ndjson"
+    source.write_text(fixture_path("legacy/mixed_queue_items.ndjson").read_text())
+    result = mtactl(tmp_path, "legacy", "import", str(source), *flag)
+    assert result.returncode == 2, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["valid"], report["rejected"], report["imported"]) == (4, 6, 0 if flag else 4)
+    verify = mtactl(tmp_path, "legacy", "verify", str(source))
+    assert verify.returncode == (1 if flag else 0)
+    assert json.loads(verify.stdout)["file_checksum"] == report["checksum"]
+
+
+def test_a_setting_with_a_bad_value_names_its_variable(tmp_path: Path) -> None:
+    env = {**os.environ, "MTACTL_ENABLE_LEGACY_QUEUE_ADAPTER": "perhaps"}
+    result = subprocess.run(
+        [sys.executable, "-m", "controlplane.cli", "keys", "list"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "MTACTL_ENABLE_LEGACY_QUEUE_ADAPTER" in result.stderr

@@ -1,0 +1,50 @@
+"""Test data: a loader for the data files in ``fixtures/`` and a factory for messages."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from adapters.model import MessageQueueItem, MessageQueueStatus, QueueName, QueueState
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+SHARED_FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures"
+BASE_TIME = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+_sequence = itertools.count()
+
+
+def fixture_path(name: str) -> Path:
+    return FIXTURES / name
+
+
+def load_fixture(name: str) -> Any:
+    return json.loads(fixture_path(name).read_text())
+
+
+def make_message(**overrides: Any) -> MessageQueueItem:
+    """A valid message; every call is distinct (id, recipient, created_at) unless overridden."""
+    n = next(_sequence)
+    domain = overrides.pop("domain", "example.com")
+    tenant = overrides.get("tenant_id")
+    campaign = overrides.get("campaign_id")
+    values: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "message_id": f"<m{n}@mtactl.test>",
+        "queue_name": QueueName(domain=domain, tenant=tenant, campaign=campaign).format(),
+        "recipient": f"user{n}@{domain}",
+        "sender": "news@sender.test",
+        "domain": domain,
+        "status": MessageQueueStatus.ready,
+        "queue_state": QueueState.active,
+        "priority": 5,
+        "size_bytes": 1000 + n,
+        "num_attempts": 0,
+        "max_attempts": 20,
+        "created_at": BASE_TIME + timedelta(seconds=n),
+    }
+    values.update(overrides)
+    return MessageQueueItem(**values)
