@@ -201,7 +201,7 @@ class QueueFilter(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unkno
     priority: Priority | None = None
     limit: Annotated[int, Meta(ge=1, le=1000)] = 50
     offset: NonNegative | None = None
-    sort_by: QueueSortField = QueueSortField.created_at
+    sort_by: QueueSortField | None = None
     sort_order: SortOrder = "desc"
 
     def statuses(self) -> list[MessageQueueStatus]:
@@ -209,6 +209,26 @@ class QueueFilter(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unkno
 
     def queue_states(self) -> list[QueueState]:
         return _as_list(self.queue_state)
+
+    def effective_sort_by(self) -> QueueSortField:
+        """``sort_by`` when given; otherwise the column of a range filter, else ``created_at``.
+
+        A range filter and the sort served by one index: "size at least 1 MB" sorted by size reads only the
+        matching end of the size index, whereas sorted by creation time it may have to walk the whole table to
+        find the few matches. Creation time wins when it is itself filtered.
+        """
+        if self.sort_by is not None:
+            return self.sort_by
+        ranges = [
+            (QueueSortField.created_at, (self.created_after, self.created_before)),
+            (QueueSortField.scheduled_at, (self.scheduled_after, self.scheduled_before)),
+            (QueueSortField.size_bytes, (self.min_size_bytes, self.max_size_bytes)),
+            (QueueSortField.num_attempts, (self.min_attempts, self.max_attempts)),
+        ]
+        for field, bounds in ranges:
+            if any(bound is not None for bound in bounds):
+                return field
+        return QueueSortField.created_at
 
     def all_domains(self) -> list[str]:
         """``domain`` and ``domains`` together, lower-cased (domains are case-insensitive)."""

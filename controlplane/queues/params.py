@@ -54,7 +54,12 @@ async def provide_queue_filter(
     priority: Annotated[int | None, QueryParameter(ge=0, le=10)] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=1000, description="Page size (default 50, max 1000)")] = 50,
     offset: Annotated[int | None, QueryParameter(ge=0, le=10_000, description="Shallow pages only; use cursor")] = None,
-    sort_by: FromQuery[QueueSortField] = QueueSortField.created_at,
+    sort_by: Annotated[
+        QueueSortField | None,
+        QueryParameter(
+            description="Default: the column of a range filter (size, attempts, scheduled), else created_at"
+        ),
+    ] = None,
     sort_order: FromQuery[Literal["asc", "desc"]] = "desc",
 ) -> QueueFilter:
     # A misspelt filter would otherwise be ignored and silently widen the result.

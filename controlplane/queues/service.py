@@ -54,10 +54,10 @@ class Cursor(msgspec.Struct, array_like=True):
             cursor = msgspec.json.decode(raw, type=cls)
         except (binascii.Error, ValueError, msgspec.DecodeError):
             raise InvalidInput("cursor is not one this API issued", field="cursor") from None
-        if cursor.sort_by != query.sort_by or cursor.sort_order != query.sort_order:
+        if cursor.sort_by != query.effective_sort_by() or cursor.sort_order != query.sort_order:
             raise InvalidInput("cursor was issued for another sort_by/sort_order", field="cursor")
         value = cursor.value
-        if value is not None and query.sort_by in (QueueSortField.created_at, QueueSortField.scheduled_at):
+        if value is not None and cursor.sort_by in (QueueSortField.created_at, QueueSortField.scheduled_at):
             try:
                 value = datetime.fromisoformat(value)
             except (TypeError, ValueError):
@@ -100,7 +100,8 @@ class QueueQueryService:
         async with self._sessions() as session:
             dialect = session.get_bind().dialect.name
             base = select(TABLE).where(*filter_conditions(query, dialect=dialect))
-            statement = ordered_page(base, query.sort_by, query.sort_order == "desc", after, query.limit + 1)
+            sort_by = query.effective_sort_by()
+            statement = ordered_page(base, sort_by, query.sort_order == "desc", after, query.limit + 1)
             if query.offset and not cursor:
                 statement = statement.offset(query.offset)
             rows = (await session.execute(statement)).all()
@@ -109,9 +110,9 @@ class QueueQueryService:
         next_cursor = None
         if has_more:
             last = messages[-1]
-            value = getattr(last, query.sort_by.value)
+            value = getattr(last, sort_by.value)
             next_cursor = Cursor(
-                sort_by=query.sort_by,
+                sort_by=sort_by,
                 sort_order=query.sort_order,
                 value=value.isoformat() if isinstance(value, datetime) else value,
                 id=last.id,

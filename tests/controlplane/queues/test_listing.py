@@ -299,3 +299,21 @@ async def test_metrics_count_what_is_stored(services: Services) -> None:
     assert m.domain_health_scores["yahoo.com"].score == 50.0  # one deferral counts half
     scoped = await services.queues.metrics(domain="gmail.com", now=now)
     assert scoped.total_messages == 2 and scoped.queue_depth == 0
+
+
+async def test_without_sort_by_a_range_filter_sorts_by_its_own_column(services: Services) -> None:
+    big = [
+        make_message(size_bytes=size, created_at=BASE_TIME + timedelta(minutes=m))
+        for size, m in [(5000, 3), (9000, 1), (7000, 2)]
+    ]
+    await store(services, *big, make_message(size_bytes=10))
+    by_size = (await services.queues.list_messages(QueueFilter(min_size_bytes=1000))).data
+    assert [m.size_bytes for m in by_size] == [9000, 7000, 5000]
+    by_creation = (
+        await services.queues.list_messages(QueueFilter(min_size_bytes=1000, sort_by=QueueSortField.created_at))
+    ).data
+    assert [m.size_bytes for m in by_creation] == [5000, 7000, 9000]
+    dated = QueueFilter(min_size_bytes=1, created_after=BASE_TIME)
+    assert dated.effective_sort_by() is QueueSortField.created_at
+    assert QueueFilter(scheduled_before=BASE_TIME).effective_sort_by() is QueueSortField.scheduled_at
+    assert QueueFilter(max_attempts=2).effective_sort_by() is QueueSortField.num_attempts
