@@ -17,6 +17,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from controlplane.auth.controller import ApiKeysController
 from controlplane.auth.guard import PUBLIC_PATHS, ApiKeyAuthentication
 from controlplane.errors import EXCEPTION_HANDLERS
+from controlplane.events.controller import EventsController, MessageEventsController
 from controlplane.health.controller import HealthController, mtactl_version
 from controlplane.jobs.runner import JobRunner, job_runner_for
 from controlplane.queues.controller import (
@@ -37,15 +38,23 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> Litestar:
         runner = job_runner_for(services)
         app.state.services = services
         app.state.jobs_runner = runner
+        await services.ingest.start()
         if run_jobs:
             await runner.start()
         try:
             yield
         finally:
             await runner.stop()
+            await services.ingest.stop()
             await services.close()
 
-    route_handlers: list[Any] = [HealthController, ApiKeysController, QueuesController]
+    route_handlers: list[Any] = [
+        HealthController,
+        ApiKeysController,
+        QueuesController,
+        EventsController,
+        MessageEventsController,
+    ]
     if settings.enable_email_queue_model:
         route_handlers += [MessagesController, MetricsController]
     else:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from controlplane.audit.service import AuditLog
 from controlplane.auth.service import ApiKeyService
 from controlplane.db.engine import create_engine, session_factory, upgrade_database
+from controlplane.db.partitions import ensure_partitions
+from controlplane.events.service import EventQueryService, IngestPipeline
 from controlplane.queues.service import QueueQueryService
 from controlplane.settings import Settings
 
@@ -21,12 +24,15 @@ class Services:
     audit: AuditLog
     keys: ApiKeyService
     queues: QueueQueryService
+    events: EventQueryService
+    ingest: IngestPipeline
 
     @classmethod
     async def start(cls, settings: Settings, *, migrate: bool = True) -> Services:
         engine = create_engine(settings)
         if migrate:
             await upgrade_database(engine)
+            await ensure_partitions(engine)
         sessions = session_factory(engine)
         audit = AuditLog(sessions)
         return cls(
@@ -36,6 +42,8 @@ class Services:
             audit=audit,
             keys=ApiKeyService(sessions, audit),
             queues=QueueQueryService(sessions),
+            events=EventQueryService(sessions),
+            ingest=IngestPipeline(sessions, Path(settings.spool_dir), settings.ingest_max_batch),
         )
 
     async def close(self) -> None:

@@ -27,6 +27,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # How often the in-process / worker heartbeat job runs; health reports the jobs stale after 3 missed beats.
     heartbeat_interval_seconds: float = 5.0
     log_level: str = "INFO"
+    # Event ingestion: records older than this are dropped (whole daily partitions on Postgres).
+    event_retention_days: int = 30
+    # Where accepted records wait, on local disk, while the database is unreachable (replayed when it is back).
+    spool_dir: str = "./mtactl-spool"
+    # Upper bound on records written in one group commit.
+    ingest_max_batch: int = 10_000
 
     @property
     def is_sqlite(self) -> bool:

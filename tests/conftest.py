@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 from sqlalchemy import delete
 
-from controlplane.db.tables import ApiKeyRow, AuditRow, JobHeartbeatRow, MessageRow
+from controlplane.db.tables import ApiKeyRow, AuditRow, DeadLetterRow, EventRow, JobHeartbeatRow, MessageRow
 from controlplane.services import Services
 from controlplane.settings import Settings
 
@@ -56,9 +56,12 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
-async def backend_services(request: pytest.FixtureRequest) -> AsyncIterator[Services]:
+async def backend_services(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Services]:
     url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
-    services = await Services.start(Settings(database_url=url))
+    spool = tmp_path_factory.mktemp(f"spool-{request.param}")
+    services = await Services.start(Settings(database_url=url, spool_dir=str(spool)))
     yield services
     await services.close()
 
@@ -72,7 +75,7 @@ async def services(backend_services: Services) -> AsyncIterator[Services]:
 
 async def _empty(services: Services) -> None:
     async with services.sessions.begin() as session:
-        for table in (MessageRow, ApiKeyRow, AuditRow, JobHeartbeatRow):
+        for table in (MessageRow, ApiKeyRow, AuditRow, JobHeartbeatRow, EventRow, DeadLetterRow):
             await session.execute(delete(table))
     services.keys._cache.clear()
 

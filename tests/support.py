@@ -48,3 +48,13 @@ def make_message(**overrides: Any) -> MessageQueueItem:
     }
     values.update(overrides)
     return MessageQueueItem(**values)
+
+
+def shared_fixture(name: str) -> bytes:
+    """A file from ../shared/fixtures (shapes taken from the real MTAs)."""
+    return (SHARED_FIXTURES / name).read_bytes()
+
+
+def kumomta_records() -> dict[str, bytes]:
+    """Every single KumoMTA log record fixture, by record file name (log_delivery, ...)."""
+    return {p.stem: p.read_bytes() for p in sorted((SHARED_FIXTURES / "kumomta").glob("log_*.json"))}

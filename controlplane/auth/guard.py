@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 
 from controlplane.auth.schema import Principal, Scope
 from controlplane.auth.service import ApiKeyService
+from controlplane.db.engine import database_unavailable
 from controlplane.errors import Forbidden, Unauthenticated
 
 # Paths anyone may read: liveness and the API description.
@@ -24,10 +26,32 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("missing API key: send 'Authorization: Bearer mq_live_…'", field="Authorization")
         keys: ApiKeyService = connection.app.state.services.keys
-        principal = await keys.authenticate(token.strip())
+        if connection.scope["path"].startswith(HOLD_WHILE_DATABASE_DOWN):
+            principal = await _authenticate_patiently(keys, token.strip())
+        else:
+            principal = await keys.authenticate(token.strip())
         if principal is None:
             raise Unauthenticated("invalid or revoked API key", field="Authorization")
         return AuthenticationResult(user=principal, auth=principal.key_id)
+
+
+# An MTA treats a 5xx as final and drops what it posted, so on these paths a key that cannot be checked for want
+# of a database is retried, holding the request, until the check succeeds or the MTA gives up and retries.
+HOLD_WHILE_DATABASE_DOWN = "/api/v1/events/ingest/"
+HOLD_LIMIT_SECONDS = 300.0
+
+
+async def _authenticate_patiently(keys: ApiKeyService, token: str) -> Principal | None:
+    delay, waited = 0.2, 0.0
+    while True:
+        try:
+            return await keys.authenticate(token)
+        except Exception as exc:
+            if not database_unavailable(exc) or waited >= HOLD_LIMIT_SECONDS:
+                raise
+        await asyncio.sleep(delay)
+        waited += delay
+        delay = min(delay * 2, 5.0)
 
 
 def requires(*scopes: Scope) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from controlplane.audit.service import AuditLog
 from controlplane.auth.schema import ApiKeyInfo, CreatedApiKey, Principal, Scope
+from controlplane.db.engine import database_unavailable
 from controlplane.db.tables import ApiKeyRow
 from controlplane.errors import InvalidInput, NotFound
 
@@ -116,7 +117,14 @@ class ApiKeyService:
         cached = self._cache.get(key_hash)
         if cached is not None and cached[0] > now:
             return cached[1]
-        principal = await self._lookup(key_hash)
+        try:
+            principal = await self._lookup(key_hash)
+        except Exception as exc:
+            # While the database is unreachable, a key verified before keeps working (ingestion must go on
+            # spooling); an unknown key cannot be checked and the error propagates.
+            if cached is not None and database_unavailable(exc):
+                return cached[1]
+            raise
         if len(self._cache) > 10_000:  # bound memory against floods of random keys
             self._cache.clear()
         self._cache[key_hash] = (now + CACHE_SECONDS, principal)

@@ -10,6 +10,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -79,3 +80,14 @@ async def schema_is_current(engine: AsyncEngine) -> bool:
 
     async with engine.connect() as connection:
         return await connection.run_sync(check)
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """True for faults in reaching the database, as opposed to faults in what was sent to it."""
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        return True
+    if isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError)):
+        return True
+    if isinstance(error, sa_exc.DBAPIError) and isinstance(error.orig, (OSError, ConnectionError)):
+        return True
+    return isinstance(error, (OSError, ConnectionError, TimeoutError))

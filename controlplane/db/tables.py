@@ -6,7 +6,20 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, ColumnElement, Index, Integer, String, Text, Uuid, func, literal_column
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ColumnElement,
+    Index,
+    Integer,
+    LargeBinary,
+    PrimaryKeyConstraint,
+    String,
+    Text,
+    Uuid,
+    func,
+    literal_column,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from controlplane.db.types import JsonDocument, TextList, UtcDateTime
@@ -73,6 +86,11 @@ class MessageRow(Base):
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JsonDocument)
     subject: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=func.now())
+    # Event times that order the mirror merge (adapters.model.observation): of the event that set the status,
+    # of the latest response, of the latest failure.
+    status_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    response_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    failure_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     __table_args__ = (
         Index("ix_message_queue_created_at", "created_at", "id"),
@@ -106,6 +124,52 @@ def search_text() -> ColumnElement[str]:
         + space
         + func.coalesce(MessageRow.subject, literal_column("''"))
     )
+
+
+class EventRow(Base):
+    """``events``: every MTA log record, once (keyed by a digest of its identity), verbatim in ``payload``.
+
+    On Postgres it is partitioned by day on ``event_at`` (see ``controlplane.db.partitions``).
+    """
+
+    __tablename__ = "events"
+
+    event_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    dedupe_key: Mapped[bytes] = mapped_column(LargeBinary(16))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    source: Mapped[str] = mapped_column(String(20))
+    type: Mapped[str] = mapped_column(String(40))
+    message_uuid: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    mta_message_id: Mapped[str] = mapped_column(String(100))
+    recipient: Mapped[str] = mapped_column(String(320))
+    sender: Mapped[str] = mapped_column(String(320))
+    queue_name: Mapped[str] = mapped_column(String(255))
+    domain: Mapped[str] = mapped_column(String(255))
+    tenant_id: Mapped[str | None] = mapped_column(String(100))
+    campaign_id: Mapped[str | None] = mapped_column(String(100))
+    response_code: Mapped[int | None] = mapped_column(Integer)
+    payload: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (
+        PrimaryKeyConstraint("dedupe_key", "event_at", name="pk_events"),
+        Index("ix_events_event_at", "event_at"),
+        Index("ix_events_message", "message_uuid", "event_at"),
+        Index("ix_events_domain", "domain", "event_at"),
+        Index("ix_events_tenant", "tenant_id", "event_at"),
+    )
+
+
+class DeadLetterRow(Base):
+    """A record that could not be decoded or was refused, kept raw with the reason, for an operator to repair."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    source: Mapped[str] = mapped_column(String(20))
+    error: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)
+    api_key: Mapped[str | None] = mapped_column(String(100))
 
 
 class ApiKeyRow(Base):

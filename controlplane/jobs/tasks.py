@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
+from controlplane.db.partitions import apply_retention, ensure_partitions
 from controlplane.db.tables import JobHeartbeatRow
 from controlplane.services import Services
 from controlplane.settings import Settings
@@ -36,6 +37,14 @@ async def heartbeat(services: Services, runner: str) -> None:
     await record_run(services, "heartbeat", runner)
 
 
+async def maintain_events(services: Services, runner: str) -> None:
+    """Create the coming days' event partitions and drop what is past the retention."""
+    await ensure_partitions(services.engine)
+    await apply_retention(services.engine, services.settings.event_retention_days)
+    await record_run(services, "maintain_events", runner)
+
+
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob(name="heartbeat", run=heartbeat, interval=lambda s: s.heartbeat_interval_seconds),
+    PeriodicJob(name="maintain_events", run=maintain_events, interval=lambda s: 3600.0),
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from alembic.autogenerate import compare_metadata
@@ -12,8 +13,14 @@ from controlplane.db.tables import POSTGRES_ONLY_INDEXES, Base
 from controlplane.services import Services
 
 
+def _declared(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    # Daily partitions of events are created at run time, not declared: leave them (and their indexes) out.
+    table = obj.table.name if type_ in ("index", "column", "unique_constraint") else name
+    return not re.fullmatch(r"events_(\d{8}|default)", table or "")
+
+
 def _differences(connection: Any) -> list[Any]:
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    context = MigrationContext.configure(connection, opts={"compare_type": True, "include_object": _declared})
     diff = compare_metadata(context, Base.metadata)
     # Indexes created with raw DDL on Postgres only (trigram search, GIN on tags) are not in the metadata.
     return [d for d in diff if not (d[0] == "remove_index" and d[1].name in POSTGRES_ONLY_INDEXES)]

@@ -1,0 +1,176 @@
+"""KumoMTA log records -> the queue model. The two tables below are the whole mapping (also in the README)."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+from adapters.kumomta.events import KumoLogRecord
+from adapters.model import BounceType, MessageQueueStatus, QueueName, SmtpResponse, normalize_address
+from adapters.model.observation import MessageObservation
+
+S = MessageQueueStatus
+
+# Record type -> the status it gives the message. Types absent here (Feedback: a complaint report about an
+# earlier message, whose id is the report's own; Rejection: an inbound message refused, never queued; Any and
+# types kumod may add later) are stored as events but do not touch the mirror.
+RECORD_STATUS: dict[str, MessageQueueStatus] = {
+    "Reception": S.ready,
+    "AdminRebind": S.ready,  # moved to another queue, waiting there
+    "TransientFailure": S.deferred,
+    "Delivery": S.delivered,
+    "Bounce": S.bounced,
+    "OOB": S.bounced,  # the remote side bounced it after accepting it
+    "Expiration": S.expired,
+    "AdminBounce": S.cancelled,  # failed by an operator, not by the receiver
+}
+ATTEMPT_TYPES = frozenset({"Delivery", "TransientFailure", "Bounce"})
+FAILURE_TYPES = frozenset({"TransientFailure", "Bounce", "OOB", "Expiration", "AdminBounce"})
+
+# KumoMTA bounce classes (bounce-classify's PreDefinedBounceClass) -> BounceType. User-defined classes and
+# Uncategorized are "unknown", except that a TransientFailure is by definition "soft".
+BOUNCE_CLASS_TYPE: dict[str, BounceType] = {
+    **dict.fromkeys(
+        [
+            "InvalidRecipient",
+            "BadDomain",
+            "InactiveMailbox",
+            "InvalidSender",
+            "DNSFailure",
+            "RoutingErrors",
+            "BadConfiguration",
+        ],
+        BounceType.hard,
+    ),
+    **dict.fromkeys(
+        ["TransientFailure", "QuotaIssues", "BadConnection", "NoAnswerFromHost", "MessageExpired"],
+        BounceType.soft,
+    ),
+    **dict.fromkeys(
+        [
+            "SpamBlock",
+            "SpamContent",
+            "SpamRelated",
+            "PolicyRelated",
+            "ContentRelated",
+            "VirusRelated",
+            "ProhibitedAttachment",
+            "RelayDenied",
+            "RelayingIssues",
+            "AuthenticationFailed",
+        ],
+        BounceType.block,
+    ),
+    **dict.fromkeys(
+        ["Uncategorized", "ProtocolErrors", "AutoReply", "ChallengeResponse", "Subscribe", "Unsubscribe"],
+        BounceType.unknown,
+    ),
+}
+
+# Message UUIDs are derived, not random, so every record about one message lands on one row.
+KUMOMTA_NAMESPACE = uuid.UUID("0b3f5d6e-1c2a-4e8f-9d7b-5a4c3b2e1f00")
+
+
+def bounce_type(record: KumoLogRecord) -> BounceType | None:
+    if record.type == "Feedback":
+        return BounceType.complaint
+    if record.type not in FAILURE_TYPES:
+        return None
+    mapped = BOUNCE_CLASS_TYPE.get(record.bounce_classification or "", BounceType.unknown)
+    if mapped is BounceType.unknown and record.type == "TransientFailure":
+        return BounceType.soft
+    return mapped
+
+
+def message_uuid(record: KumoLogRecord) -> uuid.UUID:
+    """kumod gives each message a spool id; the recipient is part of the key because one id can appear with
+    several recipients in a node's logs."""
+    return uuid.uuid5(KUMOMTA_NAMESPACE, f"{record.id}\x00{normalize_address(record.recipient)}")
+
+
+def dedupe_key(record: KumoLogRecord) -> bytes:
+    """The identity of one event: the same record posted twice yields the same key.
+
+    Beyond id, type, time and recipient it takes the attempt number, the site and the response code, which
+    separate two events of one message that kumod logs within the same (second-resolution) timestamp.
+    """
+    parts = [
+        record.type,
+        record.id,
+        normalize_address(record.recipient),
+        record.occurred_at().isoformat(),
+        str(record.num_attempts),
+        record.site,
+        str(record.response.code) if record.response else "",
+    ]
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).digest()
+
+
+def protocol(value: str | None) -> str | None:
+    if not value:
+        return None
+    upper = value.upper()
+    if "SMTP" in upper:
+        return "smtp"
+    return "http" if "HTTP" in upper else None
+
+
+def smtp_response(record: KumoLogRecord) -> SmtpResponse | None:
+    if record.response is None or not 100 <= record.response.code <= 599:
+        return None
+    enhanced = record.response.enhanced_code
+    return SmtpResponse(
+        code=record.response.code,
+        message=record.response.content,
+        enhanced_code=enhanced.format() if enhanced and enhanced.class_ in (2, 4, 5) else None,
+        timestamp=record.occurred_at(),
+    )
+
+
+def observe(record: KumoLogRecord) -> MessageObservation | None:
+    """The record's effect on the mirrored message, or None for records that do not describe a queued message."""
+    status = RECORD_STATUS.get(record.type)
+    if status is None:
+        return None
+    at = record.occurred_at()
+    queue = QueueName.parse(record.queue)
+    meta = record.meta or {}
+    headers = {str(k): v for k, v in (record.headers or {}).items() if isinstance(v, str)} or None
+    message_id = next((v for k, v in (headers or {}).items() if k.lower() == "message-id"), record.id)
+    is_response = record.type != "Reception" and record.response is not None
+    failure = record.type in FAILURE_TYPES
+    return MessageObservation(
+        id=message_uuid(record),
+        message_id=message_id,
+        queue_name=record.queue,
+        recipient=normalize_address(record.recipient),
+        sender=normalize_address(record.sender),
+        domain=_recipient_domain(record),
+        routing_domain=queue.routing_domain,
+        campaign_id=queue.campaign or _text(meta.get("campaign")),
+        tenant_id=queue.tenant or _text(meta.get("tenant")),
+        status=status,
+        status_at=at,
+        size_bytes=record.size,
+        num_attempts=record.num_attempts,
+        last_attempt_at=at if record.type in ATTEMPT_TYPES else None,
+        created_at=record.created_at(),
+        delivered_at=at if status is S.delivered else None,
+        response_at=at if is_response else None,
+        smtp_response=smtp_response(record) if is_response else None,
+        pool_name=record.egress_pool,
+        delivery_protocol=protocol(record.delivery_protocol),
+        failure_at=at if failure else None,
+        last_bounce_reason=record.response.content if failure and record.response else None,
+        bounce_classification=bounce_type(record),
+        headers=headers,
+        metadata={"kumomta_id": record.id, **({"meta": meta} if meta else {})},
+    )
+
+
+def _recipient_domain(record: KumoLogRecord) -> str:
+    return record.recipient.rpartition("@")[2].lower() or QueueName.parse(record.queue).domain.lower()
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None

@@ -1,0 +1,1 @@
+"""Event ingestion from the MTAs, event history and dead letters."""

@@ -1,0 +1,137 @@
+"""HTTP routes: KumoMTA ingestion, event history, dead letters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
+from litestar.params import FromPath, FromQuery, QueryParameter
+
+from controlplane.auth.guard import requires, tenant_for
+from controlplane.auth.schema import Principal, Scope
+from controlplane.events.schema import DeadLetterPage, EventPage, IngestResult, StoredEvent
+from controlplane.events.service import decode_body
+from controlplane.queues.controller import parse_message_id
+from controlplane.services import Services
+
+AnyRequest = Request[Principal, Any, Any]
+
+_STRING = Schema(type=OpenAPIType.STRING)
+_LOG_RECORD = Schema(
+    type=OpenAPIType.OBJECT,
+    title="KumoLogRecord",
+    description="A KumoMTA log record (JsonLogRecord). Fields beyond these are accepted and stored verbatim.",
+    required=["type", "id", "sender", "recipient", "queue", "timestamp"],
+    properties={
+        "type": Schema(type=OpenAPIType.STRING, examples=["Delivery"]),
+        "id": _STRING,
+        "sender": _STRING,
+        "recipient": _STRING,
+        "queue": Schema(type=OpenAPIType.STRING, description="campaign:tenant@domain!routing_domain"),
+        "timestamp": Schema(type=OpenAPIType.INTEGER, description="Unix seconds"),
+        "event_time": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE_TIME),
+        "created": Schema(type=OpenAPIType.INTEGER),
+        "site": _STRING,
+        "size": Schema(type=OpenAPIType.INTEGER),
+        "num_attempts": Schema(type=OpenAPIType.INTEGER),
+        "response": Schema(type=OpenAPIType.OBJECT),
+        "bounce_classification": _STRING,
+        "egress_pool": _STRING,
+        "meta": Schema(type=OpenAPIType.OBJECT),
+        "headers": Schema(type=OpenAPIType.OBJECT),
+    },
+    additional_properties=True,
+)
+
+
+@dataclass
+class KumoIngestOperation(Operation):
+    """The body is read raw (so one bad record cannot fail its batch); this documents its shape."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=True,
+            description="One log record (log_hooks:new_json) or an array of them (a send_batch hook).",
+            content={
+                "application/json": OpenAPIMediaType(
+                    schema=Schema(one_of=[_LOG_RECORD, Schema(type=OpenAPIType.ARRAY, items=_LOG_RECORD)])
+                )
+            },
+        )
+
+
+class EventsController(Controller):
+    path = "/api/v1/events"
+    tags = ["events"]
+
+    @post(
+        "/ingest/kumomta",
+        guards=[requires(Scope.events_ingest)],
+        operation_class=KumoIngestOperation,
+        summary="Ingest KumoMTA log records",
+        description="202 once every accepted record is durable. Undecodable records are answered in `rejected` and "
+        "kept as dead letters. Never 5xx for a database outage: records are spooled to disk and replayed.",
+        status_code=202,
+    )
+    async def ingest_kumomta(self, request: AnyRequest, services: NamedDependency[Services]) -> Response[IngestResult]:
+        principal = request.user
+        records, dead, rejected = decode_body(await request.body(), api_key=principal.name, tenant=principal.tenant_id)
+        accepted, duplicates, spooled = await services.ingest.submit(records, dead)
+        return Response(
+            IngestResult(accepted=accepted, duplicates=duplicates, rejected=rejected, spooled=spooled), status_code=202
+        )
+
+    @get("/", guards=[requires(Scope.email_read, Scope.analytics_read)], summary="Events, newest first by default")
+    async def list_events(
+        self,
+        request: AnyRequest,
+        services: NamedDependency[Services],
+        since: Annotated[datetime | None, QueryParameter(description="Inclusive, ISO-8601")] = None,
+        until: Annotated[datetime | None, QueryParameter(description="Exclusive, ISO-8601")] = None,
+        type: Annotated[list[str] | None, QueryParameter(description="Record type (repeatable)")] = None,
+        domain: FromQuery[str | None] = None,
+        tenant_id: FromQuery[str | None] = None,
+        order: FromQuery[Literal["asc", "desc"]] = "desc",
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        cursor: FromQuery[str | None] = None,
+    ) -> EventPage:
+        return await services.events.list_events(
+            since=since,
+            until=until,
+            types=type,
+            domain=domain,
+            tenant_id=tenant_for(request.user, tenant_id),
+            order=order,
+            limit=limit,
+            cursor=cursor,
+        )
+
+    @get("/dead-letters", guards=[requires(Scope.admin)], summary="Records that could not be ingested, newest first")
+    async def dead_letters(
+        self,
+        services: NamedDependency[Services],
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        cursor: FromQuery[str | None] = None,
+    ) -> DeadLetterPage:
+        return await services.events.dead_letters(limit=limit, cursor=cursor)
+
+
+class MessageEventsController(Controller):
+    path = "/api/v1/messages"
+    tags = ["events"]
+    guards = [requires(Scope.email_read)]
+
+    @get("/{message_id:str}/events", summary="A message's events, oldest first")
+    async def message_events(
+        self, request: AnyRequest, services: NamedDependency[Services], message_id: FromPath[str]
+    ) -> list[StoredEvent]:
+        # Reading the message first applies tenant confinement (404 for another tenant's message).
+        message = await services.queues.get_message(
+            parse_message_id(message_id), tenant_id=tenant_for(request.user, None)
+        )
+        return await services.events.message_events(message.id)

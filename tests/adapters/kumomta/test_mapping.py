@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from adapters.kumomta.events import record_decoder, split_body
+from adapters.kumomta.mapping import BOUNCE_CLASS_TYPE, RECORD_STATUS, dedupe_key, message_uuid, observe
+from adapters.model import BounceType, MessageQueueStatus
+from adapters.model.observation import MessageObservation, merge
+from tests.support import kumomta_records, shared_fixture
+
+S = MessageQueueStatus
+
+EXPECTED = {
+    "log_reception": (S.ready, None),
+    "log_delivery": (S.delivered, None),
+    "log_transient_failure": (S.deferred, BounceType.block),  # SpamBlock
+    "log_bounce": (S.bounced, BounceType.hard),  # InvalidRecipient
+    "log_expiration": (S.expired, BounceType.soft),  # MessageExpired
+    "log_admin_bounce": (S.cancelled, BounceType.unknown),  # Uncategorized
+    "log_oob": (S.bounced, BounceType.hard),
+    "log_feedback": None,
+    "log_rejection": None,
+}
+
+
+def test_every_fixture_record_type_is_covered() -> None:
+    assert set(kumomta_records()) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_each_record_type_maps_as_the_table_says(name: str) -> None:
+    record = record_decoder.decode(kumomta_records()[name])
+    observation = observe(record)
+    if EXPECTED[name] is None:
+        assert observation is None
+        return
+    assert observation is not None
+    assert (observation.status, observation.bounce_classification) == EXPECTED[name]
+    assert observation.status is RECORD_STATUS[record.type]
+    assert observation.recipient == record.recipient and observation.sender == record.sender
+    assert observation.id == message_uuid(record)
+
+
+def test_the_delivery_record_fills_the_mirror_fields() -> None:
+    o = observe(record_decoder.decode(kumomta_records()["log_delivery"]))
+    assert o is not None
+    assert (o.queue_name, o.domain, o.tenant_id, o.campaign_id) == (
+        "spring-promo:acme@gmail.com",
+        "gmail.com",
+        "acme",
+        "spring-promo",
+    )
+    assert (o.pool_name, o.delivery_protocol, o.size_bytes) == ("pool-a", "smtp", 18244)
+    assert o.smtp_response is not None and o.smtp_response.code == 250
+    assert o.delivered_at == datetime(2026, 11, 23, 8, 30, 0, 412003, tzinfo=UTC)
+    assert o.created_at == datetime(2026, 11, 23, 8, 29, 1, 118230, tzinfo=UTC)
+    assert o.headers == {"Subject": "Spring deals inside"}
+
+
+def test_enhanced_codes_become_dotted_strings() -> None:
+    o = observe(record_decoder.decode(kumomta_records()["log_bounce"]))
+    assert o is not None and o.smtp_response is not None and o.smtp_response.enhanced_code == "5.1.1"
+    assert o.last_bounce_reason and o.last_bounce_reason.startswith("The email account")
+
+
+def test_tenant_and_campaign_fall_back_to_meta() -> None:
+    o = observe(record_decoder.decode(kumomta_records()["log_expiration"]))  # queue acme@slow.example
+    assert o is not None and (o.tenant_id, o.campaign_id) == ("acme", "spring-promo")
+
+
+def test_user_defined_bounce_classes_are_unknown_and_transient_failures_soft() -> None:
+    raw = json.loads(kumomta_records()["log_transient_failure"])
+    o = observe(
+        msgspec.json.decode(
+            json.dumps(raw | {"bounce_classification": "MyCustomClass"}),
+            type=type(record_decoder.decode(kumomta_records()["log_delivery"])),
+        )
+    )
+    assert o is not None and o.bounce_classification is BounceType.soft
+    assert (
+        BOUNCE_CLASS_TYPE["SpamBlock"] is BounceType.block and BOUNCE_CLASS_TYPE["Uncategorized"] is BounceType.unknown
+    )
+
+
+def test_a_batch_body_splits_into_its_records_and_unknown_fields_are_tolerated() -> None:
+    raws = split_body(shared_fixture("kumomta/webhook_batch.json"))
+    assert [record_decoder.decode(r).type for r in raws] == ["Reception", "Delivery", "TransientFailure", "Bounce"]
+    extra = json.loads(kumomta_records()["log_delivery"]) | {"brand_new_field": {"x": 1}}
+    assert record_decoder.decode(json.dumps(extra)).type == "Delivery"
+
+
+def test_the_same_record_always_has_the_same_key_and_different_attempts_differ() -> None:
+    raw = json.loads(kumomta_records()["log_transient_failure"])
+    first = record_decoder.decode(json.dumps(raw))
+    again = record_decoder.decode(json.dumps(raw))
+    later = record_decoder.decode(json.dumps(raw | {"num_attempts": 3}))
+    assert dedupe_key(first) == dedupe_key(again) != dedupe_key(later)
+
+
+@pytest.mark.parametrize("missing", ["type", "id", "recipient", "queue", "timestamp"])
+def test_records_without_a_required_field_are_refused(missing: str) -> None:
+    raw = json.loads(kumomta_records()["log_delivery"])
+    del raw[missing]
+    with pytest.raises(msgspec.ValidationError, match=missing):
+        record_decoder.decode(json.dumps(raw))
+
+
+BASE = datetime(2026, 11, 23, tzinfo=UTC)
+observations = st.builds(
+    MessageObservation,
+    id=st.just(message_uuid(record_decoder.decode(kumomta_records()["log_delivery"]))),
+    message_id=st.just("m"),
+    queue_name=st.sampled_from(["a@x.com", "b@x.com"]),
+    recipient=st.just("r@x.com"),
+    sender=st.just("s@y.com"),
+    domain=st.just("x.com"),
+    status=st.sampled_from(S),
+    status_at=st.integers(0, 10_000).map(lambda s: BASE + timedelta(seconds=s)),
+    size_bytes=st.integers(0, 100),
+    num_attempts=st.integers(0, 20),
+    last_attempt_at=st.none() | st.integers(0, 10_000).map(lambda s: BASE + timedelta(seconds=s)),
+    created_at=st.integers(0, 100).map(lambda s: BASE + timedelta(seconds=s)),
+    failure_at=st.none() | st.integers(0, 10_000).map(lambda s: BASE + timedelta(seconds=s)),
+    last_bounce_reason=st.none() | st.sampled_from(["x", "y"]),
+)
+
+
+@given(observations, observations, observations)
+def test_merging_is_commutative_and_associative(
+    a: MessageObservation, b: MessageObservation, c: MessageObservation
+) -> None:
+    assert merge(a, b) == merge(b, a)
+    assert merge(merge(a, b), c) == merge(a, merge(b, c))
+
+
+@given(st.lists(observations, min_size=2, max_size=6))
+def test_a_terminal_status_is_never_undone_by_a_later_queued_one(items: list[MessageObservation]) -> None:
+    merged = items[0]
+    for item in items[1:]:
+        merged = merge(merged, item)
+    terminal = [i for i in items if i.status in (S.delivered, S.bounced, S.expired, S.cancelled)]
+    if terminal:
+        assert merged.status in (S.delivered, S.bounced, S.expired, S.cancelled)

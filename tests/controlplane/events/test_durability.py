@@ -1,0 +1,220 @@
+"""Nothing accepted is lost: the database-down path spools and replays; arrival order never changes the mirror."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from adapters.kumomta.events import record_decoder
+from adapters.kumomta.mapping import message_uuid
+from controlplane.db.engine import create_engine, session_factory
+from controlplane.db.partitions import apply_retention, ensure_partitions, partition_name
+from controlplane.db.tables import DeadLetterRow, EventRow, MessageRow
+from controlplane.events.service import IngestPipeline, decode_body, write_group
+from controlplane.services import Services
+from controlplane.settings import Settings
+from tests.controlplane.api_client import api, bearer
+from tests.support import kumomta_records
+
+CLOSED_PORT_URL = "postgresql+asyncpg://postgres@127.0.0.1:1/nowhere"
+
+
+async def count(services: Services, table: type) -> int:
+    async with services.sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(table)) or 0)
+
+
+async def test_with_the_database_unreachable_records_are_spooled_then_replayed(
+    services: Services, tmp_path: Path
+) -> None:
+    unreachable = create_engine(Settings(database_url=CLOSED_PORT_URL))
+    spool_dir = tmp_path / "spool"
+    down = IngestPipeline(session_factory(unreachable), spool_dir, 1000)
+    await down.start()
+    records, dead, _ = decode_body(
+        b"[" + b",".join(kumomta_records().values()) + b', {"type": "x"}]', api_key="mta", tenant=None
+    )
+    accepted, duplicates, spooled = await down.submit(records, dead)
+    await down.stop()
+    await unreachable.dispose()
+    assert (accepted, duplicates, spooled) == (9, 0, 9)
+    assert len(list(spool_dir.glob("*.spool"))) == 1
+    assert await count(services, EventRow) == 0
+
+    up = IngestPipeline(services.sessions, spool_dir, 1000)
+    await up.start()  # finds the spool and replays it
+    for _ in range(100):
+        if not list(spool_dir.glob("*.spool")):
+            break
+        await asyncio.sleep(0.05)
+    await up.stop()
+    assert list(spool_dir.glob("*.spool")) == []
+    assert await count(services, EventRow) == 9
+    assert await count(services, DeadLetterRow) == 1
+    assert await count(services, MessageRow) == 6
+
+
+async def test_the_endpoint_answers_202_while_the_database_is_down(
+    services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The app's own database answers (keys are checked there); its ingest writer points at a closed port.
+    unreachable = create_engine(Settings(database_url=CLOSED_PORT_URL))
+    spool_dir = tmp_path / "spool"
+
+    class PipelineOnClosedPort(IngestPipeline):
+        def __init__(self, _sessions: object, _spool: Path, max_batch: int) -> None:
+            super().__init__(session_factory(unreachable), spool_dir, max_batch)
+
+    monkeypatch.setattr("controlplane.services.IngestPipeline", PipelineOnClosedPort)
+    key = await bearer(services, "events:ingest")
+    async with api(services.settings) as client:
+        response = await client.post(
+            "/api/v1/events/ingest/kumomta", content=kumomta_records()["log_bounce"], headers=key
+        )
+    await unreachable.dispose()
+    assert response.status_code == 202
+    assert response.json() == {"accepted": 1, "duplicates": 0, "rejected": [], "spooled": 1}
+    assert await count(services, EventRow) == 0
+    replayer = IngestPipeline(services.sessions, spool_dir, 1000)
+    for path in sorted(spool_dir.glob("*.spool")):
+        await replayer.replay_file(path)
+    assert await count(services, EventRow) == 1
+    assert list(spool_dir.glob("*.spool")) == []
+
+
+async def test_replaying_a_spool_file_twice_adds_nothing(services: Services, tmp_path: Path) -> None:
+    records, dead, _ = decode_body(kumomta_records()["log_delivery"], api_key=None, tenant=None)
+    async with services.sessions.begin() as session:
+        first = await write_group(session, records, dead)
+    async with services.sessions.begin() as session:
+        second = await write_group(session, records, dead)
+    assert len(first) == 1 and second == set()
+    assert await count(services, EventRow) == 1
+
+
+def lifecycle(recipient: str, attempts: int, outcome: str) -> list[bytes]:
+    """A message's records: Reception, some TransientFailures, then the outcome, one minute apart."""
+    base = json.loads(kumomta_records()["log_transient_failure"])
+    start = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+    records = []
+    kinds = ["Reception"] + ["TransientFailure"] * attempts + [outcome]
+    for n, kind in enumerate(kinds):
+        at = start + timedelta(minutes=n)
+        record = base | {
+            "type": kind,
+            "recipient": recipient,
+            "num_attempts": max(0, n),
+            "event_time": at.isoformat().replace("+00:00", "Z"),
+            "timestamp": int(at.timestamp()),
+            "bounce_classification": "InvalidRecipient" if kind in ("Bounce", "OOB") else "SpamBlock",
+        }
+        record["response"] = dict(base["response"], code=250 if kind in ("Delivery", "Reception") else 550)
+        records.append(json.dumps(record).encode())
+    return records
+
+
+async def mirror_after(url: str, spool: Path, batches: list[list[bytes]]) -> list[Any]:
+    engine = create_engine(Settings(database_url=url))
+    sessions = session_factory(engine)
+    try:
+        async with sessions.begin() as session:
+            await session.execute(MessageRow.__table__.delete())
+            await session.execute(EventRow.__table__.delete())
+        for batch in batches:
+            records, dead, _ = decode_body(b"[" + b",".join(batch) + b"]", api_key=None, tenant=None)
+            async with sessions.begin() as session:
+                await write_group(session, records, dead)
+        async with sessions() as session:
+            rows = (await session.execute(select(MessageRow.__table__).order_by(MessageRow.id))).all()
+        return [tuple(v for k, v in r._mapping.items() if k != "updated_at") for r in rows]
+    finally:
+        await engine.dispose()
+
+
+messages = st.lists(
+    st.tuples(st.integers(0, 3), st.sampled_from(["Delivery", "Bounce", "Expiration", "AdminBounce", "OOB"])),
+    min_size=1,
+    max_size=3,
+)
+
+
+def check_order_independence(url: str, spool: Path, plan: list[tuple[int, str]], seed: int, cuts: int) -> None:
+    records = [
+        r for n, (attempts, outcome) in enumerate(plan) for r in lifecycle(f"user{n}@yahoo.com", attempts, outcome)
+    ]
+    in_order = asyncio.run(mirror_after(url, spool, [records]))
+    shuffled = records[:]
+    random.Random(seed).shuffle(shuffled)
+    points = sorted(random.Random(seed + 1).sample(range(1, len(shuffled)), min(cuts, len(shuffled) - 1)))
+    batches = [shuffled[a:b] for a, b in zip([0, *points], [*points, len(shuffled)], strict=True)]
+    assert asyncio.run(mirror_after(url, spool, batches)) == in_order
+    assert asyncio.run(mirror_after(url, spool, [[r] for r in reversed(records)])) == in_order
+
+
+SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@SETTINGS
+@given(plan=messages, seed=st.integers(0, 10_000), cuts=st.integers(0, 4))
+def test_the_mirror_does_not_depend_on_arrival_order_on_sqlite(
+    tmp_path: Path, plan: list[tuple[int, str]], seed: int, cuts: int
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/order.db"
+    if not (tmp_path / "order.db").exists():
+        asyncio.run(_migrate(url))
+    check_order_independence(url, tmp_path, plan, seed, cuts)
+
+
+@SETTINGS
+@given(plan=messages, seed=st.integers(0, 10_000), cuts=st.integers(0, 4))
+def test_the_mirror_does_not_depend_on_arrival_order_on_postgres(
+    postgres_url: str, tmp_path: Path, plan: list[tuple[int, str]], seed: int, cuts: int
+) -> None:
+    check_order_independence(postgres_url, tmp_path, plan, seed, cuts)
+
+
+async def _migrate(url: str) -> None:
+    services = await Services.start(Settings(database_url=url))
+    await services.close()
+
+
+def test_a_late_transient_failure_leaves_a_delivered_message_delivered(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/late.db"
+    asyncio.run(_migrate(url))
+    reception, failure, delivery = lifecycle("late@yahoo.com", 1, "Delivery")
+    rows = asyncio.run(mirror_after(url, tmp_path, [[reception], [delivery], [failure]]))
+    message = record_decoder.decode(delivery)
+    assert len(rows) == 1 and rows[0][0] == message_uuid(message)
+    assert "delivered" in rows[0]
+
+
+async def test_retention_drops_old_events(services: Services) -> None:
+    old = json.loads(kumomta_records()["log_delivery"]) | {
+        "event_time": "2026-01-01T00:00:00Z",
+        "timestamp": 1767225600,
+    }
+    records, dead, _ = decode_body(json.dumps([old]).encode() + b"", api_key=None, tenant=None)
+    fresh, _, _ = decode_body(kumomta_records()["log_bounce"], api_key=None, tenant=None)
+    async with services.sessions.begin() as session:
+        await write_group(session, records + fresh, dead)
+    removed = await apply_retention(services.engine, 30, now=datetime(2026, 11, 23, 12, tzinfo=UTC))
+    assert removed >= 1
+    assert await count(services, EventRow) == 1
+
+
+async def test_daily_partitions_are_created_ahead_on_postgres(services: Services) -> None:
+    created_now = await ensure_partitions(services.engine, today=datetime(2031, 5, 10, tzinfo=UTC).date())
+    if services.engine.dialect.name != "postgresql":
+        assert created_now == []
+        return
+    assert partition_name(datetime(2031, 5, 12).date()) in created_now
+    assert await ensure_partitions(services.engine, today=datetime(2031, 5, 10, tzinfo=UTC).date()) == []
