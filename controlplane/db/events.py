@@ -7,25 +7,43 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, select, tuple_
+from sqlalchemy import ColumnElement, DateTime, Table, bindparam, func, select, tuple_
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controlplane.db.tables import DeadLetterRow, EventRow
+from controlplane.db.types import UtcDateTime
 
 EVENTS: Table = EventRow.__table__  # type: ignore[assignment]
 DEAD_LETTERS: Table = DeadLetterRow.__table__  # type: ignore[assignment]
+
+
+def _postgres_insert() -> Any:
+    """INSERT ... SELECT FROM unnest(one array per column): one statement, binary arrays, planned once."""
+    names = [c.name for c in EVENTS.columns]
+    columns = []
+    for column in EVENTS.columns:
+        element_type = DateTime(timezone=True) if isinstance(column.type, UtcDateTime) else column.type
+        columns.append(func.unnest(bindparam(column.name, type_=postgresql.ARRAY(element_type))).label(column.name))
+    insert = pg_insert(EVENTS).from_select(names, select(*columns))
+    return insert.on_conflict_do_nothing().returning(EVENTS.c.dedupe_key)
+
+
+_POSTGRES_INSERT = _postgres_insert()
 
 
 async def insert_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[bytes]:
     """Insert event rows, skipping any already stored; returns the dedupe keys actually inserted."""
     if not rows:
         return set()
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert(EVENTS) if dialect == "postgresql" else sqlite_insert(EVENTS)
-    statement = insert.on_conflict_do_nothing().returning(EVENTS.c.dedupe_key)
-    result = await session.execute(statement, list(rows))
+    if session.get_bind().dialect.name == "postgresql":
+        arrays = {column.name: [row[column.name] for row in rows] for column in EVENTS.columns}
+        result = await session.execute(_POSTGRES_INSERT, arrays)
+    else:
+        statement = sqlite_insert(EVENTS).on_conflict_do_nothing().returning(EVENTS.c.dedupe_key)
+        result = await session.execute(statement, list(rows))
     return {bytes(key) for key in result.scalars()}
 
 
