@@ -12,7 +12,6 @@ from typing import Any
 from adapters.model import MessageQueueItem, MessageQueueStatus, QueueName, QueueState
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-SHARED_FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures"
 BASE_TIME = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 _sequence = itertools.count()
 
@@ -51,10 +50,10 @@ def make_message(**overrides: Any) -> MessageQueueItem:
 
 
 def shared_fixture(name: str) -> bytes:
-    """A file from ../shared/fixtures (shapes taken from the real MTAs)."""
-    return (SHARED_FIXTURES / name).read_bytes()
+    """A file of MTA shapes under fixtures/ (copied from the shared fixtures; see fixtures/kumomta/README.md)."""
+    return (FIXTURES / name).read_bytes()
 
 
 def kumomta_records() -> dict[str, bytes]:
     """Every single KumoMTA log record fixture, by record file name (log_delivery, ...)."""
-    return {p.stem: p.read_bytes() for p in sorted((SHARED_FIXTURES / "kumomta").glob("log_*.json"))}
+    return {p.stem: p.read_bytes() for p in sorted((FIXTURES / "kumomta").glob("log_*.json"))}
