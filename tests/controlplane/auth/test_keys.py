@@ -44,3 +44,23 @@ async def test_revoking_by_name_stops_the_key_and_is_audited(services: Services)
 async def test_keys_that_are_not_ours_are_rejected_without_a_lookup(services: Services) -> None:
     assert await services.keys.authenticate("sk_live_abc") is None
     assert await services.keys.authenticate("mq_live_" + "x" * 40) is None
+
+
+async def test_a_key_seen_before_keeps_working_while_the_database_is_unreachable(services: Services) -> None:
+    from controlplane.db.engine import create_engine, session_factory
+    from controlplane.settings import Settings
+
+    known = (await services.keys.create(name="mta", scopes=["events:ingest"])).key
+    assert await services.keys.authenticate(known) is not None
+    unreachable = create_engine(Settings(database_url="postgresql+asyncpg://postgres@127.0.0.1:1/nowhere"))
+    healthy = services.keys._sessions
+    services.keys._sessions = session_factory(unreachable)
+    services.keys._cache = {k: (0.0, p) for k, (_, p) in services.keys._cache.items()}  # all expired
+    try:
+        principal = await services.keys.authenticate(known)
+        assert principal is not None and principal.name == "mta"
+        with pytest.raises(OSError):
+            await services.keys.authenticate("mq_live_never_seen_before_000000000000000")
+    finally:
+        services.keys._sessions = healthy
+        await unreachable.dispose()
