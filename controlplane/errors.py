@@ -14,6 +14,7 @@ validation errors are reshaped into the same body, so clients parse one error fo
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import msgspec
@@ -94,6 +95,9 @@ def handle_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Err
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "internal server error")
 
 
+_MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
+
+
 def _first_validation_problem(exc: ValidationException) -> tuple[str | None, str]:
     extra = exc.extra
     if isinstance(extra, list) and extra and isinstance(extra[0], dict):
@@ -102,6 +106,10 @@ def _first_validation_problem(exc: ValidationException) -> tuple[str | None, str
         message = str(problem.get("message") or exc.detail)
         if key in (None, "") and "$." in message:
             key = message.rsplit("$.", 1)[1].rstrip("`")
+        missing = _MISSING_FIELD.search(message)
+        if missing:  # msgspec names the absent field in the message, not in the path
+            prefix = message.rsplit("$.", 1)[1].rstrip("`") + "." if "$." in message else ""
+            key = prefix + missing.group(1)
         return (str(key) if key else None), message
     return None, str(exc.detail)
 

@@ -173,3 +173,11 @@ async def test_with_the_new_model_off_the_api_speaks_only_the_legacy_shape(servi
         assert item["status"] == "waiting" and "customerEmail" in item and "recipient" not in item
         metrics = (await client.get("/api/v1/metrics/queues", headers=key)).json()
         assert metrics["totalWaiting"] == 1 and "total_messages" not in metrics
+
+
+async def test_a_body_missing_a_field_names_that_field(services: Services) -> None:
+    async with api(services.settings) as client:
+        response = await client.post(
+            "/api/v1/keys", json={"scopes": ["admin"]}, headers=await bearer(services, "admin")
+        )
+    assert response.status_code == 400 and response.json()["field"] == "name"
