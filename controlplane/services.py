@@ -43,7 +43,13 @@ class Services:
             keys=ApiKeyService(sessions, audit),
             queues=QueueQueryService(sessions),
             events=EventQueryService(sessions),
-            ingest=IngestPipeline(sessions, Path(settings.spool_dir), settings.ingest_max_batch),
+            ingest=IngestPipeline(
+                sessions,
+                Path(settings.spool_dir),
+                settings.ingest_max_batch,
+                # SQLite has one writer at a time; concurrent write transactions would only fail with SQLITE_BUSY.
+                1 if settings.is_sqlite else settings.ingest_writers,
+            ),
         )
 
     async def close(self) -> None:

@@ -33,6 +33,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     spool_dir: str = "./mtactl-spool"
     # Upper bound on records written in one group commit.
     ingest_max_batch: int = 10_000
+    # Concurrent group-commit writers (each holds one database connection while writing).
+    ingest_writers: int = 2
 
     @property
     def is_sqlite(self) -> bool:

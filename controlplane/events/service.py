@@ -172,8 +172,11 @@ async def write_group(
 
 
 class IngestPipeline:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], spool_dir: Path, max_batch: int) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], spool_dir: Path, max_batch: int, writers: int = 1
+    ) -> None:
         self._sessions = sessions
+        self._writers = writers
         self._spool = Spool(spool_dir)
         self._max_batch = max_batch
         self._queue: asyncio.Queue[Submission] = asyncio.Queue()
@@ -182,7 +185,10 @@ class IngestPipeline:
         self._spool_dirty = False  # something was spooled since the spool was last found empty
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._write_loop()), asyncio.create_task(self._replay_loop())]
+        # Several writers keep the database busy while another group is being decoded or answered. They may run
+        # concurrently because every write is idempotent and the mirror merge does not depend on order.
+        self._tasks = [asyncio.create_task(self._write_loop()) for _ in range(self._writers)]
+        self._tasks.append(asyncio.create_task(self._replay_loop()))
         if self._spool.pending():
             self._spool_dirty = True
             self._replay_now.set()

@@ -71,8 +71,8 @@ async def test_the_endpoint_answers_202_while_the_database_is_down(
     spool_dir = tmp_path / "spool"
 
     class PipelineOnClosedPort(IngestPipeline):
-        def __init__(self, _sessions: object, _spool: Path, max_batch: int) -> None:
-            super().__init__(session_factory(unreachable), spool_dir, max_batch)
+        def __init__(self, _sessions: object, _spool: Path, max_batch: int, writers: int = 1) -> None:
+            super().__init__(session_factory(unreachable), spool_dir, max_batch, writers)
 
     monkeypatch.setattr("controlplane.services.IngestPipeline", PipelineOnClosedPort)
     key = await bearer(services, "events:ingest")
@@ -89,6 +89,22 @@ async def test_the_endpoint_answers_202_while_the_database_is_down(
         await replayer.replay_file(path)
     assert await count(services, EventRow) == 1
     assert list(spool_dir.glob("*.spool")) == []
+
+
+async def test_concurrent_writers_store_each_record_once_and_count_the_rest_as_duplicates(
+    services: Services, tmp_path: Path
+) -> None:
+    writers = 1 if services.settings.is_sqlite else 3  # as Services.start chooses
+    pipeline = IngestPipeline(services.sessions, tmp_path / "spool", max_batch=3, writers=writers)
+    await pipeline.start()
+    body = b"[" + b",".join(kumomta_records().values()) + b"]"
+    submissions = [decode_body(body, api_key=None, tenant=None) for _ in range(6)]
+    outcomes = await asyncio.gather(*(pipeline.submit(records, dead) for records, dead, _ in submissions))
+    await pipeline.stop()
+    assert sum(accepted for accepted, _, _ in outcomes) == 9
+    assert sum(duplicates for _, duplicates, _ in outcomes) == 5 * 9
+    assert await count(services, EventRow) == 9
+    assert await count(services, MessageRow) == 6
 
 
 async def test_replaying_a_spool_file_twice_adds_nothing(services: Services, tmp_path: Path) -> None:
