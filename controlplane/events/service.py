@@ -13,8 +13,6 @@ request is held (no reply) while the writer keeps retrying, and KumoMTA's client
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import logging
 from collections.abc import Sequence
@@ -49,6 +47,7 @@ from controlplane.events.schema import (
     StoredEvent,
 )
 from controlplane.events.spool import Spool, SpooledDeadLetter, SpooledRecord, SpoolFile
+from controlplane.pagination import decode_cursor, encode_cursor
 
 log = logging.getLogger("mtactl.ingest")
 SOURCE = "kumomta"
@@ -342,14 +341,14 @@ class EventCursor(msgspec.Struct, array_like=True):
     order: str
 
     def encode(self) -> str:
-        return base64.urlsafe_b64encode(msgspec.json.encode(self)).decode().rstrip("=")
+        return encode_cursor(self)
 
     @classmethod
     def decode(cls, text: str, order: str) -> tuple[datetime, bytes]:
+        cursor = decode_cursor(text, cls)
         try:
-            cursor = msgspec.json.decode(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)), type=cls)
             key = bytes.fromhex(cursor.key)
-        except (binascii.Error, ValueError, msgspec.DecodeError):
+        except ValueError:
             raise InvalidInput("cursor is not one this API issued", field="cursor") from None
         if cursor.order != order:
             raise InvalidInput("cursor was issued for another order", field="cursor")

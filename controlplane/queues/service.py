@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -27,6 +25,7 @@ from adapters.model import (
 )
 from controlplane.db.messages import COLUMNS, TABLE, filter_conditions, ordered_page, row_to_message
 from controlplane.errors import InvalidInput, NotFound
+from controlplane.pagination import decode_cursor, encode_cursor
 from controlplane.queues.schema import MessagePage, QueueSummary
 
 # Offset paging reads and discards every skipped row, so it is kept for shallow pages only; cursors go anywhere.
@@ -45,15 +44,11 @@ class Cursor(msgspec.Struct, array_like=True):
     id: uuid.UUID
 
     def encode(self) -> str:
-        return base64.urlsafe_b64encode(msgspec.json.encode(self)).decode().rstrip("=")
+        return encode_cursor(self)
 
     @classmethod
     def decode(cls, text: str, query: QueueFilter) -> tuple[Any, uuid.UUID]:
-        try:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-            cursor = msgspec.json.decode(raw, type=cls)
-        except (binascii.Error, ValueError, msgspec.DecodeError):
-            raise InvalidInput("cursor is not one this API issued", field="cursor") from None
+        cursor = decode_cursor(text, cls)
         if cursor.sort_by != query.effective_sort_by() or cursor.sort_order != query.sort_order:
             raise InvalidInput("cursor was issued for another sort_by/sort_order", field="cursor")
         value = cursor.value
