@@ -7,6 +7,9 @@
     ├── NotFound                 404  no such resource, or a feature switched off
     └── Conflict                 409  the request clashes with current state
 
+MTA adapter errors (``adapters.base``) map here too: ``UnsupportedOperation`` is 422, ``MtaUnreachable`` 503,
+``MtaAuthRefused`` and ``MtaRefused`` 502 (the fault is the node's, not the caller's).
+
 Every error body is ``{"error": <code>, "message": <text>, "field": <name or null>}``. Litestar's own request
 validation errors are reshaped into the same body, so clients parse one error format.
 """
@@ -21,6 +24,8 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
+
+from adapters.base import MtaError, MtaRefused, MtaUnreachable, UnsupportedOperation
 
 log = logging.getLogger("mtactl")
 
@@ -77,6 +82,16 @@ def handle_mtactl_error(_: Request[Any, Any, Any], exc: MtactlError) -> Response
     return error_response(exc.status_code, exc.code, exc.message, exc.field)
 
 
+def handle_mta_error(_: Request[Any, Any, Any], exc: MtaError) -> Response[ErrorBody]:
+    if isinstance(exc, UnsupportedOperation):
+        return error_response(422, "unsupported_operation", exc.message, "operation")
+    if isinstance(exc, MtaUnreachable):
+        return error_response(503, "mta_unreachable", exc.message, "nodes")
+    return error_response(
+        502, "mta_refused" if isinstance(exc, MtaRefused) else "mta_auth_refused", exc.message, "nodes"
+    )
+
+
 def handle_validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorBody]:
     field, message = _first_validation_problem(exc)
     return error_response(HTTP_400_BAD_REQUEST, "invalid_input", message, field)
@@ -116,6 +131,7 @@ def _first_validation_problem(exc: ValidationException) -> tuple[str | None, str
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     MtactlError: handle_mtactl_error,
+    MtaError: handle_mta_error,
     ValidationException: handle_validation_error,
     HTTPException: handle_http_error,
     Exception: handle_unexpected,

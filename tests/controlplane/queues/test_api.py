@@ -181,3 +181,19 @@ async def test_a_body_missing_a_field_names_that_field(services: Services) -> No
             "/api/v1/keys", json={"scopes": ["admin"]}, headers=await bearer(services, "admin")
         )
     assert response.status_code == 400 and response.json()["field"] == "name"
+
+
+def test_mta_errors_map_to_http_in_the_one_handler() -> None:
+    from adapters.base import MtaAuthRefused, MtaRefused, MtaUnreachable, UnsupportedOperation
+    from controlplane.errors import handle_mta_error
+
+    cases = [
+        (UnsupportedOperation("no priority on kumomta"), 422, "operation"),
+        (MtaUnreachable("node-1 unreachable"), 503, "nodes"),
+        (MtaRefused("node-1: 500", status=500), 502, "nodes"),
+        (MtaAuthRefused("node-1 refused"), 502, "nodes"),
+    ]
+    for error, status, field in cases:
+        response = handle_mta_error(None, error)  # type: ignore[arg-type]
+        assert (response.status_code, response.content.field) == (status, field)
+        assert response.content.message == error.message

@@ -1,0 +1,254 @@
+"""KumoMTA adapter over kumod's real admin HTTP API (shapes in fixtures/kumomta, defined in kumo-api-types).
+
+kumod has no queue listing: queue counts come from ``GET /metrics`` (Prometheus text). Suspensions of scheduled
+queues and of ready queues (egress paths) are separate resources; "resume" deletes a suspension by id. Bounce
+requests are decoded by kumod with ``deny_unknown_fields``, so only its known fields are ever sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import msgspec
+from prometheus_client.parser import text_string_to_metric_families
+
+from adapters.base import (
+    MtaAdapter,
+    MtaAuthRefused,
+    MtaError,
+    MtaRefused,
+    MtaUnreachable,
+    NodeHealth,
+    QueueCounts,
+    StandingBounce,
+    Suspension,
+    Target,
+)
+
+RETRY_DELAYS = (0.2, 0.5)  # three attempts in all
+
+
+class KumoAuth(msgspec.Struct, kw_only=True):
+    """How to authenticate to kumod: none (a trusted host), HTTP Basic, or a Bearer token."""
+
+    scheme: str = "none"  # "none" | "basic" | "bearer"
+    username: str | None = None
+    password: str | None = None
+    token: str | None = None
+
+    def httpx_auth(self) -> httpx.Auth | None:
+        if self.scheme == "basic":
+            return httpx.BasicAuth(self.username or "", self.password or "")
+        return None
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.scheme == "bearer" and self.token else {}
+
+
+class _SuspendEntry(msgspec.Struct):
+    id: str
+    reason: str
+    duration: str | None = None
+    campaign: str | None = None
+    tenant: str | None = None
+    domain: str | None = None
+
+
+class _ReadySuspendEntry(msgspec.Struct):
+    id: str
+    name: str
+    reason: str
+    duration: str | None = None
+
+
+class _BounceEntry(msgspec.Struct):
+    id: str
+    reason: str
+    duration: str | None = None
+    campaign: str | None = None
+    tenant: str | None = None
+    domain: str | None = None
+    total_bounced: int = 0
+
+
+class _IdResponse(msgspec.Struct):
+    id: str
+
+
+class KumoMtaClient(MtaAdapter):
+    kind = "kumomta"
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        auth: KumoAuth | None = None,
+        timeout: float = 10.0,
+        node: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.node = node or base_url
+        auth = auth or KumoAuth()
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            auth=auth.httpx_auth(),
+            headers=auth.headers(),
+            timeout=timeout,
+            transport=transport,
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _request(
+        self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
+    ) -> httpx.Response:
+        last_error = ""
+        for attempt in range(len(RETRY_DELAYS) + 1):
+            try:
+                response = await self._http.request(method, path, json=json, params=params)
+            except httpx.TransportError as exc:  # connect errors, timeouts, broken connections
+                last_error = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code in (401, 403):
+                    raise MtaAuthRefused(
+                        f"{self.node} refused the credentials ({response.status_code})", node=self.node
+                    )
+                if response.status_code < 500:
+                    if response.status_code >= 400:
+                        raise MtaRefused(
+                            f"{self.node}: {response.status_code} {response.text.strip()[:500]}",
+                            status=response.status_code,
+                            node=self.node,
+                        )
+                    return response
+                last_error = f"{response.status_code} {response.text.strip()[:500]}"
+                if attempt == len(RETRY_DELAYS):
+                    raise MtaRefused(f"{self.node}: {last_error}", status=response.status_code, node=self.node)
+            if attempt < len(RETRY_DELAYS):
+                await asyncio.sleep(RETRY_DELAYS[attempt])
+        raise MtaUnreachable(f"{self.node} unreachable: {last_error}", node=self.node)
+
+    async def health(self) -> NodeHealth:
+        now = datetime.now(UTC)
+        try:
+            await self._request("GET", "/api/check-liveness/v1")
+        except MtaError as exc:
+            return NodeHealth(reachable=False, checked_at=now, detail=exc.message)
+        return NodeHealth(reachable=True, checked_at=now)
+
+    async def queue_counts(self) -> QueueCounts:
+        text = (await self._request("GET", "/metrics")).text
+        scheduled: dict[str, int] = {}
+        ready: dict[str, int] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "scheduled_count" and "queue" in sample.labels:
+                    scheduled[sample.labels["queue"]] = int(sample.value)
+                elif sample.name == "ready_count" and "service" in sample.labels:
+                    ready[sample.labels["service"]] = int(sample.value)
+        return QueueCounts(scheduled=scheduled, ready=ready)
+
+    async def inspect_message(self, message_id: str) -> dict[str, Any]:
+        response = await self._request(
+            "GET", "/api/admin/inspect-message/v1", params={"id": message_id, "want_body": "false"}
+        )
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def suspend(self, target: Target, *, reason: str, duration: str | None = None) -> str:
+        body = _target_body(target) | {"reason": reason, **({"duration": duration} if duration else {})}
+        response = await self._request("POST", "/api/admin/suspend/v1", json=body)
+        return msgspec.json.decode(response.content, type=_IdResponse).id
+
+    async def suspend_ready_queue(self, name: str, *, reason: str, duration: str | None = None) -> str:
+        body = {"name": name, "reason": reason, **({"duration": duration} if duration else {})}
+        response = await self._request("POST", "/api/admin/suspend-ready-q/v1", json=body)
+        return msgspec.json.decode(response.content, type=_IdResponse).id
+
+    async def resume(self, suspension_id: str) -> None:
+        # The id may belong to a scheduled-queue or a ready-queue suspension; ask kumod which.
+        ready_ids = {s.id for s in await self._ready_suspensions()}
+        path = "/api/admin/suspend-ready-q/v1" if suspension_id in ready_ids else "/api/admin/suspend/v1"
+        await self._request("DELETE", path, json={"id": suspension_id})
+
+    async def _ready_suspensions(self) -> list[_ReadySuspendEntry]:
+        response = await self._request("GET", "/api/admin/suspend-ready-q/v1")
+        return msgspec.json.decode(response.content, type=list[_ReadySuspendEntry])
+
+    async def list_suspensions(self) -> list[Suspension]:
+        response = await self._request("GET", "/api/admin/suspend/v1")
+        scheduled = msgspec.json.decode(response.content, type=list[_SuspendEntry])
+        found = [
+            Suspension(
+                id=s.id, reason=s.reason, domain=s.domain, tenant=s.tenant, campaign=s.campaign, remaining=s.duration
+            )
+            for s in scheduled
+        ]
+        found += [
+            Suspension(id=s.id, reason=s.reason, ready_queue=s.name, remaining=s.duration)
+            for s in await self._ready_suspensions()
+        ]
+        return found
+
+    async def bounce(
+        self, target: Target, *, reason: str, duration: str | None = None, suppress_logging: bool = False
+    ) -> str:
+        body = _target_body(target) | {"reason": reason, "suppress_logging": suppress_logging}
+        if duration:
+            body["duration"] = duration
+        response = await self._request("POST", "/api/admin/bounce/v1", json=body)
+        return msgspec.json.decode(response.content, type=_IdResponse).id
+
+    async def cancel_bounce(self, bounce_id: str) -> None:
+        await self._request("DELETE", "/api/admin/bounce/v1", json={"id": bounce_id})
+
+    async def list_bounces(self) -> list[StandingBounce]:
+        response = await self._request("GET", "/api/admin/bounce/v1")
+        return [
+            StandingBounce(
+                id=b.id,
+                reason=b.reason,
+                domain=b.domain,
+                tenant=b.tenant,
+                campaign=b.campaign,
+                remaining=b.duration,
+                total_bounced=b.total_bounced,
+            )
+            for b in msgspec.json.decode(response.content, type=list[_BounceEntry])
+        ]
+
+    async def retry(self, target: Target, *, reason: str) -> None:
+        # A rebind that changes nothing but flushes makes every matching message due now.
+        await self._rebind(target, reason=reason, data={})
+
+    async def rebind(self, target: Target, *, reason: str, data: dict[str, str]) -> None:
+        await self._rebind(target, reason=reason, data=data)
+
+    async def _rebind(self, target: Target, *, reason: str, data: dict[str, str]) -> None:
+        body = _target_body(target) | {
+            "reason": reason,
+            "suppress_logging": False,
+            "data": data,
+            "trigger_rebind_event": False,
+            "always_flush": True,
+        }
+        await self._request("POST", "/api/admin/rebind/v1", json=body)
+
+
+def _target_body(target: Target) -> dict[str, Any]:
+    if target.is_empty():
+        # kumod reads an empty target as "every queue"; that must be asked for explicitly, never by omission.
+        raise ValueError("an operation needs a domain, tenant, campaign, routing_domain or queue_names")
+    if target.queue_names:
+        return {"queue_names": list(target.queue_names)}
+    fields = {
+        "domain": target.domain,
+        "tenant": target.tenant,
+        "campaign": target.campaign,
+        "routing_domain": target.routing_domain,
+    }
+    return {name: value for name, value in fields.items() if value}
