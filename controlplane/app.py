@@ -18,6 +18,7 @@ from controlplane.auth.controller import ApiKeysController
 from controlplane.auth.guard import PUBLIC_PATHS, ApiKeyAuthentication
 from controlplane.errors import EXCEPTION_HANDLERS
 from controlplane.events.controller import EventsController, MessageEventsController
+from controlplane.fleet.controller import NodesController
 from controlplane.health.controller import HealthController, mtactl_version
 from controlplane.jobs.runner import JobRunner, job_runner_for
 from controlplane.queues.controller import (
@@ -54,6 +55,7 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> Litestar:
         QueuesController,
         EventsController,
         MessageEventsController,
+        NodesController,
     ]
     if settings.enable_email_queue_model:
         route_handlers += [MessagesController, MetricsController]

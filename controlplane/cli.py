@@ -131,6 +131,74 @@ def keys_revoke(key_ref: str) -> None:
 
 
 @main.group()
+def nodes() -> None:
+    """The fleet registry."""
+
+
+@nodes.command("add")
+@click.option("--name", required=True)
+@click.option("--kind", type=click.Choice(["kumomta", "zonemta"]), required=True)
+@click.option("--url", "base_url", required=True, help="e.g. http://kumo-1.internal:8000")
+@click.option(
+    "--token",
+    default=None,
+    help="Bearer token for the node's admin API (prefer MTACTL_NODE_TOKEN)",
+    envvar="MTACTL_NODE_TOKEN",
+)
+@click.option("--basic-user", default=None)
+@click.option("--basic-password", default=None, envvar="MTACTL_NODE_PASSWORD")
+@click.option("--label", "labels", multiple=True, help="key=value, repeatable (e.g. region=eu)")
+def nodes_add(
+    name: str,
+    kind: str,
+    base_url: str,
+    token: str | None,
+    basic_user: str | None,
+    basic_password: str | None,
+    labels: tuple[str, ...],
+) -> None:
+    """Register a node (credentials are stored encrypted; needs MTACTL_SECRET_KEY)."""
+    from controlplane.fleet.schema import NodeCreate
+
+    credentials: dict[str, Any] | None = None
+    if token:
+        credentials = {"scheme": "bearer", "token": token}
+    elif basic_user:
+        credentials = {"scheme": "basic", "username": basic_user, "password": basic_password}
+    pairs = dict(label.partition("=")[::2] for label in labels)
+    try:
+        data = msgspec.convert(
+            {"name": name, "kind": kind, "base_url": base_url, "credentials": credentials, "labels": pairs}, NodeCreate
+        )
+    except msgspec.ValidationError as exc:
+        raise click.UsageError(str(exc)) from None
+    node = with_services(lambda s: s.fleet.create(data, actor="cli"))
+    click.echo(f"registered {node.name} ({node.id})")
+
+
+@nodes.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def nodes_list(as_json: bool) -> None:
+    """Nodes with their last health check (never their credentials)."""
+    found = with_services(lambda s: s.fleet.all())
+    if as_json:
+        click.echo(msgspec.json.encode(found).decode())
+        return
+    for node in found:
+        state = {True: "up", False: "down", None: "unchecked"}[node.reachable]
+        labels = ",".join(f"{k}={v}" for k, v in node.labels.items()) or "-"
+        click.echo(f"{node.id}  {node.name}  {node.kind}  {node.base_url}  {labels}  {state}")
+
+
+@nodes.command("remove")
+@click.argument("node")
+def nodes_remove(node: str) -> None:
+    """Remove a node by id or name."""
+    removed = with_services(lambda s: s.fleet.delete(node, actor="cli"))
+    click.echo(f"removed {removed.name} ({removed.id})")
+
+
+@main.group()
 def legacy() -> None:
     """Move data from the legacy QueueItem model."""
 

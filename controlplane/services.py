@@ -12,6 +12,8 @@ from controlplane.auth.service import ApiKeyService
 from controlplane.db.engine import create_engine, session_factory, upgrade_database
 from controlplane.db.partitions import ensure_partitions
 from controlplane.events.service import EventQueryService, IngestPipeline
+from controlplane.fleet.secrets import SecretBox
+from controlplane.fleet.service import FleetService
 from controlplane.queues.service import QueueQueryService
 from controlplane.settings import Settings
 
@@ -26,6 +28,7 @@ class Services:
     queues: QueueQueryService
     events: EventQueryService
     ingest: IngestPipeline
+    fleet: FleetService
 
     @classmethod
     async def start(cls, settings: Settings, *, migrate: bool = True) -> Services:
@@ -35,6 +38,7 @@ class Services:
             await ensure_partitions(engine)
         sessions = session_factory(engine)
         audit = AuditLog(sessions)
+        box = SecretBox(settings.secret_key) if settings.secret_key else None
         return cls(
             settings=settings,
             engine=engine,
@@ -50,6 +54,7 @@ class Services:
                 # SQLite has one writer at a time; concurrent write transactions would only fail with SQLITE_BUSY.
                 1 if settings.is_sqlite else settings.ingest_writers,
             ),
+            fleet=FleetService(sessions, audit, box),
         )
 
     async def close(self) -> None:

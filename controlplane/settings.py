@@ -27,6 +27,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # How often the in-process / worker heartbeat job runs; health reports the jobs stale after 3 missed beats.
     heartbeat_interval_seconds: float = 5.0
     log_level: str = "INFO"
+    # 32 bytes, base64: the AES-GCM key MTA credentials are encrypted under. Without it, nodes can be registered
+    # only without credentials (mtactl never stores a secret in the clear).
+    secret_key: str | None = None
+    # How often each node's health (and, later, its queues) is read.
+    sync_interval_seconds: float = 15.0
     # Event ingestion: records older than this are dropped (whole daily partitions on Postgres).
     event_retention_days: int = 30
     # Where accepted records wait, on local disk, while the database is unreachable (replayed when it is back).

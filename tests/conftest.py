@@ -17,7 +17,15 @@ import asyncpg
 import pytest
 from sqlalchemy import delete
 
-from controlplane.db.tables import ApiKeyRow, AuditRow, DeadLetterRow, EventRow, JobHeartbeatRow, MessageRow
+from controlplane.db.tables import (
+    ApiKeyRow,
+    AuditRow,
+    DeadLetterRow,
+    EventRow,
+    JobHeartbeatRow,
+    MessageRow,
+    NodeRow,
+)
 from controlplane.services import Services
 from controlplane.settings import Settings
 
@@ -75,7 +83,7 @@ async def services(backend_services: Services) -> AsyncIterator[Services]:
 
 async def _empty(services: Services) -> None:
     async with services.sessions.begin() as session:
-        for table in (MessageRow, ApiKeyRow, AuditRow, JobHeartbeatRow, EventRow, DeadLetterRow):
+        for table in (MessageRow, ApiKeyRow, AuditRow, JobHeartbeatRow, EventRow, DeadLetterRow, NodeRow):
             await session.execute(delete(table))
     services.keys._cache.clear()
 

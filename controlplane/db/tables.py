@@ -172,6 +172,26 @@ class DeadLetterRow(Base):
     api_key: Mapped[str | None] = mapped_column(String(100))
 
 
+class NodeRow(Base):
+    """An MTA node of the fleet. ``credentials`` is AES-GCM ciphertext (``controlplane.fleet.secrets``)."""
+
+    __tablename__ = "nodes"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    base_url: Mapped[str] = mapped_column(String(500))
+    auth_scheme: Mapped[str] = mapped_column(String(10))
+    credentials: Mapped[bytes | None] = mapped_column(LargeBinary)
+    labels: Mapped[dict[str, str]] = mapped_column(JsonDocument)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_checked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    reachable: Mapped[bool | None] = mapped_column(Boolean)
+    version: Mapped[str | None] = mapped_column(String(100))
+    health_detail: Mapped[str | None] = mapped_column(Text)
+
+
 class ApiKeyRow(Base):
     """API keys. Only a SHA-256 digest of the secret is stored (see ``controlplane.auth.service``)."""
 

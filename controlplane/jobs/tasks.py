@@ -44,7 +44,14 @@ async def maintain_events(services: Services, runner: str) -> None:
     await record_run(services, "maintain_events", runner)
 
 
+async def probe_nodes(services: Services, runner: str) -> None:
+    """Health of every registered node, so GET /api/v1/nodes shows when each was last seen."""
+    await services.fleet.probe_all()
+    await record_run(services, "probe_nodes", runner)
+
+
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob(name="heartbeat", run=heartbeat, interval=lambda s: s.heartbeat_interval_seconds),
     PeriodicJob(name="maintain_events", run=maintain_events, interval=lambda s: 3600.0),
+    PeriodicJob(name="probe_nodes", run=probe_nodes, interval=lambda s: s.sync_interval_seconds),
 )

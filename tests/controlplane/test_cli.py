@@ -13,8 +13,8 @@ import pytest
 from tests.support import fixture_path
 
 
-def mtactl(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MTACTL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/cli.db"}
+def mtactl(tmp_path: Path, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MTACTL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/cli.db", **(extra_env or {})}
     env.pop("MTACTL_REDIS_URL", None)
     return subprocess.run(
         [sys.executable, "-m", "controlplane.cli", *args],
@@ -67,3 +67,33 @@ def test_a_setting_with_a_bad_value_names_its_variable(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 2 and "MTACTL_ENABLE_LEGACY_QUEUE_ADAPTER" in result.stderr
+
+
+def test_nodes_are_added_listed_and_removed_from_the_cli(tmp_path: Path) -> None:
+    import base64
+
+    key = base64.b64encode(b"z" * 32).decode()
+    env = {"MTACTL_SECRET_KEY": key}
+    added = mtactl(
+        tmp_path,
+        "nodes",
+        "add",
+        "--name",
+        "kumo-1",
+        "--kind",
+        "kumomta",
+        "--url",
+        "http://k1:8000",
+        "--token",
+        "tkn",
+        "--label",
+        "region=eu",
+        extra_env=env,
+    )
+    assert added.returncode == 0, added.stderr
+    listed = json.loads(mtactl(tmp_path, "nodes", "list", "--json", extra_env=env).stdout)
+    assert [(n["name"], n["auth_scheme"], n["labels"]) for n in listed] == [("kumo-1", "bearer", {"region": "eu"})]
+    no_key = mtactl(tmp_path, "nodes", "add", "--name", "k2", "--kind", "kumomta", "--url", "http://k2", "--token", "t")
+    assert no_key.returncode != 0 and "MTACTL_SECRET_KEY" in no_key.stderr
+    assert mtactl(tmp_path, "nodes", "remove", "kumo-1", extra_env=env).returncode == 0
+    assert json.loads(mtactl(tmp_path, "nodes", "list", "--json", extra_env=env).stdout) == []

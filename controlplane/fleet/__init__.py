@@ -1,0 +1,1 @@
+"""The fleet registry: MTA nodes, their credentials and health."""

@@ -1,0 +1,206 @@
+"""Registering nodes, reading them back (without secrets), building their adapters, probing their health."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import msgspec
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from adapters.base import MtaAdapter, MtaError, adapter_for
+from adapters.kumomta.client import KumoAuth
+from controlplane.audit.service import AuditLog
+from controlplane.db.tables import NodeRow
+from controlplane.errors import Conflict, InvalidInput, NotFound
+from controlplane.fleet.schema import MtaKind, Node, NodeCreate, NodeCredentials, NodeUpdate
+from controlplane.fleet.secrets import SecretBox
+
+
+def _node(row: NodeRow) -> Node:
+    return Node(
+        id=row.id,
+        name=row.name,
+        kind=cast(MtaKind, row.kind),
+        base_url=row.base_url,
+        auth_scheme=row.auth_scheme,
+        labels=row.labels,
+        created_at=row.created_at,
+        last_checked_at=row.last_checked_at,
+        last_seen_at=row.last_seen_at,
+        reachable=row.reachable,
+        version=row.version,
+        health_detail=row.health_detail,
+    )
+
+
+def _check_credentials(credentials: NodeCredentials) -> None:
+    if credentials.scheme == "basic" and not (credentials.username and credentials.password):
+        raise InvalidInput("basic credentials need username and password", field="credentials")
+    if credentials.scheme == "bearer" and not credentials.token:
+        raise InvalidInput("bearer credentials need a token", field="credentials")
+
+
+class FleetService:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], audit: AuditLog, box: SecretBox | None) -> None:
+        self._sessions = sessions
+        self._audit = audit
+        self._box = box
+
+    def _seal(self, node_id: uuid.UUID, credentials: NodeCredentials | None) -> tuple[str, bytes | None]:
+        if credentials is None or credentials.scheme == "none":
+            return "none", None
+        _check_credentials(credentials)
+        if self._box is None:
+            raise InvalidInput(
+                "set MTACTL_SECRET_KEY to store node credentials (they are kept encrypted)", field="credentials"
+            )
+        return credentials.scheme, self._box.seal(msgspec.json.encode(credentials), context=node_id.bytes)
+
+    async def create(self, data: NodeCreate, *, actor: str) -> Node:
+        node_id = uuid.uuid4()
+        scheme, sealed = self._seal(node_id, data.credentials)
+        row = NodeRow(
+            id=node_id,
+            name=data.name,
+            kind=data.kind,
+            base_url=data.base_url.rstrip("/"),
+            auth_scheme=scheme,
+            credentials=sealed,
+            labels=data.labels,
+            created_at=datetime.now(UTC),
+        )
+        try:
+            async with self._sessions.begin() as session:
+                session.add(row)
+                await self._audit.record(
+                    actor=actor,
+                    action="node.create",
+                    target=str(node_id),
+                    success=True,
+                    detail={
+                        "name": data.name,
+                        "kind": data.kind,
+                        "base_url": row.base_url,
+                        "labels": data.labels,
+                        "auth_scheme": scheme,
+                    },
+                    session=session,
+                )
+        except IntegrityError:
+            raise Conflict(f"a node named {data.name!r} exists already", field="name") from None
+        return _node(row)
+
+    async def all(self) -> list[Node]:
+        async with self._sessions() as session:
+            return [_node(r) for r in (await session.scalars(select(NodeRow).order_by(NodeRow.name))).all()]
+
+    async def _row(self, session: AsyncSession, ref: str) -> NodeRow:
+        """A node by id or by name."""
+        try:
+            row = await session.get(NodeRow, uuid.UUID(ref))
+        except ValueError:
+            row = await session.scalar(select(NodeRow).where(NodeRow.name == ref))
+        if row is None:
+            raise NotFound(f"no node {ref!r}", field="node")
+        return row
+
+    async def get(self, ref: str) -> Node:
+        async with self._sessions() as session:
+            return _node(await self._row(session, ref))
+
+    async def update(self, ref: str, data: NodeUpdate, *, actor: str) -> Node:
+        try:
+            async with self._sessions.begin() as session:
+                row = await self._row(session, ref)
+                changed = []
+                if data.name is not None:
+                    row.name = data.name
+                    changed.append("name")
+                if data.base_url is not None:
+                    row.base_url = data.base_url.rstrip("/")
+                    changed.append("base_url")
+                if data.labels is not None:
+                    row.labels = data.labels
+                    changed.append("labels")
+                if data.credentials is not None:
+                    row.auth_scheme, row.credentials = self._seal(row.id, data.credentials)
+                    changed.append("credentials")
+                await self._audit.record(
+                    actor=actor,
+                    action="node.update",
+                    target=str(row.id),
+                    success=True,
+                    detail={"changed": changed},
+                    session=session,
+                )
+        except IntegrityError:
+            raise Conflict(f"a node named {data.name!r} exists already", field="name") from None
+        return _node(row)
+
+    async def delete(self, ref: str, *, actor: str) -> Node:
+        async with self._sessions.begin() as session:
+            row = await self._row(session, ref)
+            await session.delete(row)
+            await self._audit.record(
+                actor=actor,
+                action="node.delete",
+                target=str(row.id),
+                success=True,
+                detail={"name": row.name},
+                session=session,
+            )
+        return _node(row)
+
+    def adapter(self, row: NodeRow) -> MtaAdapter:
+        options: dict[str, Any] = {"node": row.name}
+        if row.kind == "kumomta":
+            auth = KumoAuth()
+            if row.credentials is not None:
+                if self._box is None:
+                    raise InvalidInput("MTACTL_SECRET_KEY is not set; node credentials cannot be read", field="node")
+                credentials = msgspec.json.decode(
+                    self._box.open(row.credentials, context=row.id.bytes), type=NodeCredentials
+                )
+                auth = KumoAuth(
+                    scheme=credentials.scheme,
+                    username=credentials.username,
+                    password=credentials.password,
+                    token=credentials.token,
+                )
+            options["auth"] = auth
+        return adapter_for(row.kind, row.base_url, **options)
+
+    async def probe_all(self) -> list[Node]:
+        """Check every node's health concurrently and record what was seen."""
+        async with self._sessions() as session:
+            rows = (await session.scalars(select(NodeRow))).all()
+        results = await asyncio.gather(*(self._probe(row) for row in rows))
+        async with self._sessions.begin() as session:
+            for row, (reachable, version, detail, checked_at) in zip(rows, results, strict=True):
+                stored = await session.get(NodeRow, row.id)
+                if stored is None:  # deleted meanwhile
+                    continue
+                stored.last_checked_at = checked_at
+                stored.reachable = reachable
+                stored.version = version or stored.version
+                stored.health_detail = detail
+                if reachable:
+                    stored.last_seen_at = checked_at
+        return await self.all()
+
+    async def _probe(self, row: NodeRow) -> tuple[bool, str | None, str | None, datetime]:
+        now = datetime.now(UTC)
+        try:
+            adapter = self.adapter(row)
+        except (MtaError, InvalidInput) as exc:
+            return False, None, getattr(exc, "message", str(exc)), now
+        try:
+            health = await adapter.health()
+            return health.reachable, health.version, health.detail, health.checked_at
+        finally:
+            await adapter.close()
