@@ -58,6 +58,22 @@ class Target(msgspec.Struct, kw_only=True, omit_defaults=True):
         return not (self.domain or self.tenant or self.campaign or self.routing_domain or self.queue_names)
 
 
+def queue_matches(target: Target, queue_name: str) -> bool:
+    """Whether ``target`` selects the scheduled queue ``queue_name``, by kumod's rules."""
+    from adapters.model import QueueName
+
+    if target.queue_names:
+        return queue_name in target.queue_names
+    parts = QueueName.parse(queue_name)
+    wanted = (
+        (target.domain, parts.domain),
+        (target.tenant, parts.tenant),
+        (target.campaign, parts.campaign),
+        (target.routing_domain, parts.routing_domain),
+    )
+    return not target.is_empty() and all(want is None or want == have for want, have in wanted)
+
+
 class Suspension(msgspec.Struct, kw_only=True):
     id: str
     reason: str

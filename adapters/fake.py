@@ -16,8 +16,8 @@ from adapters.base import (
     StandingBounce,
     Suspension,
     Target,
+    queue_matches,
 )
-from adapters.model import QueueName
 
 
 class FakeMta(MtaAdapter):
@@ -38,22 +38,7 @@ class FakeMta(MtaAdapter):
 
     def matching(self, target: Target) -> list[str]:
         """The scheduled queues a target selects, by kumod's rules."""
-        if target.queue_names:
-            return [q for q in self.scheduled if q in target.queue_names]
-        found = []
-        for name in self.scheduled:
-            parts = QueueName.parse(name)
-            if all(
-                wanted is None or wanted == have
-                for wanted, have in (
-                    (target.domain, parts.domain),
-                    (target.tenant, parts.tenant),
-                    (target.campaign, parts.campaign),
-                    (target.routing_domain, parts.routing_domain),
-                )
-            ):
-                found.append(name)
-        return found
+        return [name for name in self.scheduled if queue_matches(target, name)]
 
     async def health(self) -> NodeHealth:
         return NodeHealth(reachable=self.reachable, version="fake", checked_at=datetime.now(UTC))

@@ -21,6 +21,7 @@ from controlplane.events.controller import EventsController, MessageEventsContro
 from controlplane.fleet.controller import NodesController
 from controlplane.health.controller import HealthController, mtactl_version
 from controlplane.jobs.runner import JobRunner, job_runner_for
+from controlplane.operations.controller import OperationsController
 from controlplane.queues.controller import (
     LegacyMetricsController,
     MessagesController,
@@ -56,6 +57,7 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> Litestar:
         EventsController,
         MessageEventsController,
         NodesController,
+        OperationsController,
     ]
     if settings.enable_email_queue_model:
         route_handlers += [MessagesController, MetricsController]

@@ -14,6 +14,7 @@ from controlplane.db.partitions import ensure_partitions
 from controlplane.events.service import EventQueryService, IngestPipeline
 from controlplane.fleet.secrets import SecretBox
 from controlplane.fleet.service import FleetService
+from controlplane.operations.service import OperationService
 from controlplane.queues.service import QueueQueryService
 from controlplane.settings import Settings
 
@@ -29,6 +30,7 @@ class Services:
     events: EventQueryService
     ingest: IngestPipeline
     fleet: FleetService
+    operations: OperationService
 
     @classmethod
     async def start(cls, settings: Settings, *, migrate: bool = True) -> Services:
@@ -39,13 +41,15 @@ class Services:
         sessions = session_factory(engine)
         audit = AuditLog(sessions)
         box = SecretBox(settings.secret_key) if settings.secret_key else None
+        fleet = FleetService(sessions, audit, box)
+        queues = QueueQueryService(sessions)
         return cls(
             settings=settings,
             engine=engine,
             sessions=sessions,
             audit=audit,
             keys=ApiKeyService(sessions, audit),
-            queues=QueueQueryService(sessions),
+            queues=queues,
             events=EventQueryService(sessions),
             ingest=IngestPipeline(
                 sessions,
@@ -54,7 +58,8 @@ class Services:
                 # SQLite has one writer at a time; concurrent write transactions would only fail with SQLITE_BUSY.
                 1 if settings.is_sqlite else settings.ingest_writers,
             ),
-            fleet=FleetService(sessions, audit, box),
+            fleet=fleet,
+            operations=OperationService(sessions, audit, fleet, queues),
         )
 
     async def close(self) -> None:

@@ -25,6 +25,7 @@ from controlplane.db.tables import (
     JobHeartbeatRow,
     MessageRow,
     NodeRow,
+    OperationRow,
 )
 from controlplane.services import Services
 from controlplane.settings import Settings
@@ -83,7 +84,7 @@ async def services(backend_services: Services) -> AsyncIterator[Services]:
 
 async def _empty(services: Services) -> None:
     async with services.sessions.begin() as session:
-        for table in (MessageRow, ApiKeyRow, AuditRow, JobHeartbeatRow, EventRow, DeadLetterRow, NodeRow):
+        for table in (MessageRow, ApiKeyRow, AuditRow, JobHeartbeatRow, EventRow, DeadLetterRow, NodeRow, OperationRow):
             await session.execute(delete(table))
     services.keys._cache.clear()
 

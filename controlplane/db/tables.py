@@ -192,6 +192,22 @@ class NodeRow(Base):
     health_detail: Mapped[str | None] = mapped_column(Text)
 
 
+class OperationRow(Base):
+    """A queue operation as asked and as answered, dry runs included."""
+
+    __tablename__ = "operations"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    actor: Mapped[str] = mapped_column(String(200))
+    operation: Mapped[str] = mapped_column(String(20))
+    dry_run: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[str] = mapped_column(String(20))
+    request: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
+
+
 class ApiKeyRow(Base):
     """API keys. Only a SHA-256 digest of the secret is stored (see ``controlplane.auth.service``)."""
 

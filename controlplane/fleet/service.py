@@ -156,6 +156,21 @@ class FleetService:
             )
         return _node(row)
 
+    async def select(self, refs: list[str] | None) -> list[NodeRow]:
+        """Nodes by id, name or label selector ("region=eu"); every node when ``refs`` is empty."""
+        async with self._sessions() as session:
+            rows = list((await session.scalars(select(NodeRow).order_by(NodeRow.name))).all())
+        if not refs:
+            return rows
+        chosen: dict[uuid.UUID, NodeRow] = {}
+        for ref in refs:
+            key, is_label, value = ref.partition("=")
+            found = [r for r in rows if (r.labels.get(key) == value if is_label else ref in (str(r.id), r.name))]
+            if not found:
+                raise InvalidInput(f"no node matches {ref!r}", field="nodes")
+            chosen.update((r.id, r) for r in found)
+        return list(chosen.values())
+
     def adapter(self, row: NodeRow) -> MtaAdapter:
         options: dict[str, Any] = {"node": row.name}
         if row.kind == "kumomta":

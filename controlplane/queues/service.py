@@ -124,6 +124,33 @@ class QueueQueryService:
             raise NotFound(f"no message {message_id}", field="id")
         return row_to_message(row)
 
+    async def queued_in(
+        self,
+        *,
+        domain: str | None = None,
+        tenant_id: str | None = None,
+        campaign_id: str | None = None,
+        routing_domain: str | None = None,
+        queue_name: str | None = None,
+    ) -> tuple[int, list[str]]:
+        """Messages still queued for a target, and their queue names: what an operation on it would affect."""
+        c = COLUMNS
+        where: list[ColumnElement[bool]] = [c.status.in_(IN_QUEUE)]
+        for column, value in (
+            (c.domain, domain.lower() if domain else None),
+            (c.tenant_id, tenant_id),
+            (c.campaign_id, campaign_id),
+            (c.routing_domain, routing_domain),
+            (c.queue_name, queue_name),
+        ):
+            if value is not None:
+                where.append(column == value)
+        async with self._sessions() as session:
+            rows = (
+                await session.execute(select(c.queue_name, func.count()).where(*where).group_by(c.queue_name))
+            ).all()
+        return sum(n for _, n in rows), sorted(name for name, _ in rows)
+
     async def list_queues(self, *, tenant_id: str | None = None) -> list[QueueSummary]:
         c = COLUMNS
         statement = select(c.queue_name, c.status, c.queue_state, func.count()).group_by(

@@ -1,0 +1,1 @@
+"""Queue operations (suspend, resume, bounce, …) fanned out to the fleet."""

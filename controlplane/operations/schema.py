@@ -1,0 +1,50 @@
+"""Wire types of the operations API: a ``QueueOperation`` (seed 000 §2.3) plus targeting."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+from adapters.model import QueueOperationResult, QueueOperationType
+
+# humantime-style durations as kumod reads them: "90s", "2h", "1h 30m", "7days".
+Duration = Annotated[str, Meta(pattern=r"^\s*\d+\s*[a-z]+(\s*\d+\s*[a-z]+)*\s*$", max_length=50)]
+
+
+class OperationRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    operation: QueueOperationType
+    reason: Annotated[str, Meta(min_length=1, max_length=500)]
+    queue_name: Annotated[str, Meta(min_length=1, max_length=255)] | None = None
+    message_ids: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+    # Targeting: which queues (at least one of these or queue_name) and on which nodes.
+    domain: str | None = None
+    tenant: str | None = None
+    campaign: str | None = None
+    routing_domain: str | None = None
+    nodes: list[str] | None = None  # ids, names or label selectors "key=value"; default: every node
+    duration: Duration | None = None
+    dry_run: bool = False
+
+
+class NodeOutcome(msgspec.Struct, kw_only=True, omit_defaults=True):
+    node: str
+    node_id: uuid.UUID
+    result: QueueOperationResult
+    reference: str | None = None  # the MTA's id for what was created (suspension, bounce), needed to undo it
+
+
+class OperationRecord(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    created_at: datetime
+    finished_at: datetime | None
+    actor: str
+    status: str  # "planned" (dry run), "done", "partial", "failed"
+    dry_run: bool
+    request: OperationRequest
+    total: QueueOperationResult | None
+    nodes: list[NodeOutcome]

@@ -1,0 +1,160 @@
+"""POST /api/v1/operations end to end against stand-in kumods: fan-out, per-node failures, refusals, dry runs."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import pytest
+import respx
+
+from adapters.kumomta import client as kumo_client
+from adapters.model import MessageQueueStatus
+from controlplane.db.messages import insert_new
+from controlplane.services import Services
+from tests.controlplane.api_client import api, bearer
+from tests.fake_kumod import FakeKumod
+from tests.support import make_message
+
+KEY = base64.b64encode(b"o" * 32).decode()
+SUSPEND = {
+    "operation": "suspend",
+    "reason": "block at gmail",
+    "domain": "gmail.com",
+    "tenant": "acme",
+    "duration": "2h",
+}
+
+
+@pytest.fixture(autouse=True)
+def no_retry_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kumo_client, "RETRY_DELAYS", (0.0, 0.0))
+
+
+async def register(client: httpx.AsyncClient, headers: dict[str, str], *names: str) -> list[str]:
+    ids = []
+    for name in names:
+        body = {"name": name, "kind": "kumomta", "base_url": f"http://{name}.test:8000", "labels": {"region": "eu"}}
+        ids.append((await client.post("/api/v1/nodes", json=body, headers=headers)).json()["id"])
+    return ids
+
+
+@respx.mock
+async def test_suspend_then_resume_reaches_every_node_and_is_audited(services: Services) -> None:
+    kumods = {name: FakeKumod() for name in ("kumo-1", "kumo-2")}
+    for name, kumod in kumods.items():
+        respx.route(host=f"{name}.test").mock(side_effect=kumod)
+    async with services.sessions.begin() as session:
+        await insert_new(session, [make_message(domain="gmail.com", tenant_id="acme") for _ in range(3)])
+    async with api(services.settings, secret_key=KEY) as client:
+        headers = await bearer(services, "fleet:manage", "queue:manage")
+        await register(client, headers, "kumo-1", "kumo-2")
+        response = await client.post("/api/v1/operations", json=SUSPEND, headers=headers)
+        assert response.status_code == 200, response.text
+        record = response.json()
+        assert record["status"] == "done" and record["total"]["affected_messages"] == 3
+        assert record["total"]["affected_queues"] == ["acme@gmail.com"]
+        assert sorted(n["node"] for n in record["nodes"]) == ["kumo-1", "kumo-2"]
+        for outcome in record["nodes"]:  # each node reports the matching queues it holds, from its /metrics
+            assert outcome["reference"]
+            assert outcome["result"]["affected_queues"] == ["spring-promo:acme@gmail.com"]
+            assert outcome["result"]["affected_messages"] == 1843
+        for kumod in kumods.values():
+            assert [s["domain"] for s in kumod.suspensions.values()] == ["gmail.com"]
+        resumed = await client.post("/api/v1/operations", json=SUSPEND | {"operation": "resume"}, headers=headers)
+        assert resumed.json()["status"] == "done"
+        assert all(k.suspensions == {} for k in kumods.values())
+        listed = (await client.get("/api/v1/operations", headers=headers)).json()
+        assert [o["request"]["operation"] for o in listed] == ["resume", "suspend"]
+        one = (await client.get(f"/api/v1/operations/{record['id']}", headers=headers)).json()
+        assert one["nodes"] == record["nodes"]
+    audited = [e for e in await services.audit.recent(limit=20) if e.action.startswith("operation.")]
+    assert [(e.action, e.reason, e.success) for e in audited] == [
+        ("operation.resume", "block at gmail", True),
+        ("operation.suspend", "block at gmail", True),
+    ]
+
+
+@respx.mock
+async def test_an_unreachable_node_fails_alone_and_a_5xx_is_retried_boundedly(services: Services) -> None:
+    healthy, sick = FakeKumod(), FakeKumod(fail_with=503)
+    respx.route(host="kumo-1.test").mock(side_effect=healthy)
+    respx.route(host="kumo-2.test").mock(side_effect=sick)
+    respx.route(host="kumo-3.test").mock(side_effect=httpx.ConnectError("refused"))
+    async with api(services.settings, secret_key=KEY) as client:
+        headers = await bearer(services, "fleet:manage", "queue:manage")
+        await register(client, headers, "kumo-1", "kumo-2", "kumo-3")
+        record = (await client.post("/api/v1/operations", json=SUSPEND, headers=headers)).json()
+    assert record["status"] == "partial"
+    outcome = {n["node"]: n["result"] for n in record["nodes"]}
+    assert outcome["kumo-1"]["success"] and len(healthy.suspensions) == 1
+    assert "503" in outcome["kumo-2"]["errors"][0] and len(sick.requests) == 3  # three tries, then given up
+    assert "unreachable" in outcome["kumo-3"]["errors"][0]
+    assert len(record["total"]["errors"]) == 2
+
+
+@respx.mock
+async def test_refusals_happen_before_any_node_is_contacted(services: Services) -> None:
+    kumod = FakeKumod()
+    respx.route(host="kumo-1.test").mock(side_effect=kumod)
+    async with api(services.settings, secret_key=KEY) as client:
+        headers = await bearer(services, "fleet:manage", "queue:manage")
+        await register(client, headers, "kumo-1")
+        cases = [
+            (SUSPEND | {"operation": "set_priority", "metadata": {"priority": 9}}, 422, "operation"),
+            (SUSPEND | {"message_ids": ["abc"]}, 422, "operation"),
+            ({"operation": "suspend", "reason": "everything?"}, 400, "domain"),
+            (SUSPEND | {"operation": "rebind"}, 400, "metadata"),
+            (SUSPEND | {"nodes": ["kumo-9"]}, 400, "nodes"),
+            (SUSPEND | {"operation": "explode"}, 400, "operation"),
+            (SUSPEND | {"duration": "soon"}, 400, "duration"),
+            ({k: v for k, v in SUSPEND.items() if k != "reason"}, 400, "reason"),
+        ]
+        for body, status, field in cases:
+            response = await client.post("/api/v1/operations", json=body, headers=headers)
+            assert (response.status_code, response.json()["field"]) == (status, field), (body, response.text)
+        assert (
+            await client.post("/api/v1/operations", json=SUSPEND, headers=await bearer(services, "email:read"))
+        ).status_code == 403
+    assert kumod.requests == []
+
+
+@respx.mock
+async def test_a_dry_run_touches_no_mta_and_says_what_would_be_affected(services: Services) -> None:
+    kumod = FakeKumod()
+    respx.route(host="kumo-1.test").mock(side_effect=kumod)
+    async with services.sessions.begin() as session:
+        await insert_new(
+            session,
+            [
+                make_message(domain="gmail.com", tenant_id="acme"),
+                make_message(domain="gmail.com", tenant_id="acme", status=MessageQueueStatus.delivered),
+            ],
+        )
+    async with api(services.settings, secret_key=KEY) as client:
+        headers = await bearer(services, "fleet:manage", "queue:manage")
+        await register(client, headers, "kumo-1")
+        record = (
+            await client.post(
+                "/api/v1/operations", json=SUSPEND | {"operation": "bounce", "dry_run": True}, headers=headers
+            )
+        ).json()
+    assert record["status"] == "planned" and record["nodes"] == []
+    assert record["total"]["affected_messages"] == 1  # the delivered one is past bouncing
+    assert kumod.requests == []
+
+
+@respx.mock
+async def test_bounce_cancel_purge_and_retry_use_the_right_kumod_calls(services: Services) -> None:
+    kumod = FakeKumod()
+    respx.route(host="kumo-1.test").mock(side_effect=kumod)
+    async with api(services.settings, secret_key=KEY) as client:
+        headers = await bearer(services, "fleet:manage", "queue:manage")
+        await register(client, headers, "kumo-1")
+        for operation in ("bounce", "cancel", "purge", "retry"):
+            body = SUSPEND | {"operation": operation, "nodes": ["region=eu"]}
+            assert (await client.post("/api/v1/operations", json=body, headers=headers)).json()["status"] == "done"
+    posts = [(path, body) for method, path, body in kumod.requests if method == "POST"]
+    assert [p for p, _ in posts] == ["/api/admin/bounce/v1"] * 3 + ["/api/admin/rebind/v1"]
+    assert [b["suppress_logging"] for _, b in posts[:3]] == [False, False, True]
+    assert posts[3][1]["always_flush"] is True and posts[3][1]["data"] == {}
