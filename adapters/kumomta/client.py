@@ -8,9 +8,12 @@ requests are decoded by kumod with ``deny_unknown_fields``, so only its known fi
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 from datetime import UTC, datetime
 from typing import Any
 
+import certifi
 import httpx
 import msgspec
 from prometheus_client.parser import text_string_to_metric_families
@@ -29,6 +32,13 @@ from adapters.base import (
 )
 
 RETRY_DELAYS = (0.2, 0.5)  # three attempts in all
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    # Building a TLS context loads the CA bundle (~20 ms of CPU). Adapters are made per operation and node, so
+    # they share one: a fan-out to 100 nodes would otherwise spend two seconds before sending anything.
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 class KumoAuth(msgspec.Struct, kw_only=True):
@@ -98,6 +108,7 @@ class KumoMtaClient(MtaAdapter):
             headers=auth.headers(),
             timeout=timeout,
             transport=transport,
+            verify=_tls_context(),
         )
 
     async def close(self) -> None:
