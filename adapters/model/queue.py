@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
@@ -257,6 +257,11 @@ class QueueOperationResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     affected_queues: list[str]
     errors: list[str] | None = None
     timestamp: Timestamp
+
+
+def assume_utc(value: datetime) -> datetime:
+    """Timestamps given without an offset in queries are read as UTC: it is what operators type."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def normalize_address(address: str) -> str:

@@ -36,6 +36,7 @@ from adapters.model import (
     QueueSortField,
     QueueState,
     SmtpResponse,
+    assume_utc,
     normalize_address,
 )
 from controlplane.db.tables import MessageRow, search_text
@@ -155,13 +156,13 @@ def filter_conditions(query: QueueFilter, *, dialect: str) -> list[ColumnElement
         if value is not None:
             where.append(c[name] == value)
     if query.created_after is not None:
-        where.append(c.created_at >= _utc(query.created_after))
+        where.append(c.created_at >= assume_utc(query.created_after))
     if query.created_before is not None:
-        where.append(c.created_at < _utc(query.created_before))
+        where.append(c.created_at < assume_utc(query.created_before))
     if query.scheduled_after is not None:
-        where.append(c.scheduled_at >= _utc(query.scheduled_after))
+        where.append(c.scheduled_at >= assume_utc(query.scheduled_after))
     if query.scheduled_before is not None:
-        where.append(c.scheduled_at < _utc(query.scheduled_before))
+        where.append(c.scheduled_at < assume_utc(query.scheduled_before))
     if query.search_query:
         pattern = "%" + _escape_like(query.search_query.lower()) + "%"
         where.append(search_text().like(pattern, escape="\\"))
@@ -190,11 +191,6 @@ def filter_conditions(query: QueueFilter, *, dialect: str) -> list[ColumnElement
 
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _utc(value: datetime) -> datetime:
-    # Query parameters without an offset are read as UTC rather than refused: it is what operators type.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 # Only scheduled_at among the sort fields is nullable. NULL sorts as if larger than every value (last when

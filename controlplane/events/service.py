@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.kumomta.events import KumoLogRecord, record_decoder, split_body
 from adapters.kumomta.mapping import dedupe_key, observe
+from adapters.model import assume_utc
 from adapters.model.observation import MessageObservation
 from controlplane.db.engine import database_unavailable
 from controlplane.db.events import (
@@ -393,9 +394,9 @@ class EventQueryService:
         c = EVENTS.c
         where: list[ColumnElement[bool]] = []
         if since is not None:
-            where.append(c.event_at >= since)
+            where.append(c.event_at >= assume_utc(since))
         if until is not None:
-            where.append(c.event_at < until)
+            where.append(c.event_at < assume_utc(until))
         if types:
             where.append(c.type.in_(types))
         if domain is not None:

@@ -22,6 +22,7 @@ from adapters.model import (
     QueueName,
     QueueSortField,
     QueueState,
+    assume_utc,
 )
 from controlplane.db.messages import COLUMNS, TABLE, filter_conditions, ordered_page, row_to_message
 from controlplane.errors import InvalidInput, NotFound
@@ -72,15 +73,11 @@ def check_filter(query: QueueFilter) -> None:
         a, b = getattr(query, low), getattr(query, high)
         if a is not None and b is not None:
             if isinstance(a, datetime) and isinstance(b, datetime):
-                a, b = _aware(a), _aware(b)
+                a, b = assume_utc(a), assume_utc(b)
             if a > b:
                 raise InvalidInput(f"{high} must not be less than {low}", field=high)
     if query.offset is not None and query.offset > MAX_OFFSET:
         raise InvalidInput(f"offset may be at most {MAX_OFFSET}; page deeper with cursor", field="offset")
-
-
-def _aware(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 class QueueQueryService:

@@ -15,6 +15,17 @@ from tests.controlplane.api_client import api, bearer
 from tests.support import kumomta_records, shared_fixture
 
 INGEST = "/api/v1/events/ingest/kumomta"
+EVENT_TYPES = [
+    "Reception",
+    "Delivery",
+    "TransientFailure",
+    "Bounce",
+    "Expiration",
+    "AdminBounce",
+    "OOB",
+    "Feedback",
+    "Rejection",
+]
 
 
 async def count(services: Services, table: type) -> int:
@@ -133,6 +144,10 @@ async def test_events_list_with_filters_and_cursor(services: Services) -> None:
         assert sorted(e["type"] for e in bounces) == ["Bounce", "OOB"]
         late = (await client.get("/api/v1/events?since=2026-11-23T09:00:00Z", headers=reader)).json()["data"]
         assert late == []
+        # no offset: read as UTC, like the message filters (not a 500)
+        naive = await client.get("/api/v1/events?since=2026-11-23T08:30:00&until=2026-11-23T09:00:00", headers=reader)
+        assert naive.status_code == 200
+        assert sorted(e["type"] for e in naive.json()["data"]) == sorted(set(EVENT_TYPES) - {"Reception"})
         bad = await client.get("/api/v1/events?cursor=zzz", headers=reader)
         assert bad.status_code == 400 and bad.json()["field"] == "cursor"
 
