@@ -18,6 +18,8 @@ from typing import Any
 
 import msgspec
 
+from adapters.model import QueueName
+
 
 class MtaError(Exception):
     def __init__(self, message: str, *, node: str | None = None) -> None:
@@ -60,8 +62,6 @@ class Target(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 def queue_matches(target: Target, queue_name: str) -> bool:
     """Whether ``target`` selects the scheduled queue ``queue_name``, by kumod's rules."""
-    from adapters.model import QueueName
-
     if target.queue_names:
         return queue_name in target.queue_names
     parts = QueueName.parse(queue_name)

@@ -6,7 +6,15 @@ import hashlib
 import uuid
 
 from adapters.kumomta.events import KumoLogRecord
-from adapters.model import BounceType, MessageQueueStatus, QueueName, SmtpResponse, normalize_address
+from adapters.model import (
+    BounceType,
+    MessageQueueStatus,
+    QueueName,
+    SmtpResponse,
+    header,
+    normalize_address,
+    recipient_domain,
+)
 from adapters.model.observation import MessageObservation
 
 S = MessageQueueStatus
@@ -136,7 +144,7 @@ def observe(record: KumoLogRecord) -> MessageObservation | None:
     queue = QueueName.parse(record.queue)
     meta = record.meta or {}
     headers = {str(k): v for k, v in (record.headers or {}).items() if isinstance(v, str)} or None
-    message_id = next((v for k, v in (headers or {}).items() if k.lower() == "message-id"), record.id)
+    message_id = header(headers, "Message-ID") or record.id
     is_response = record.type != "Reception" and record.response is not None
     failure = record.type in FAILURE_TYPES
     return MessageObservation(
@@ -145,7 +153,7 @@ def observe(record: KumoLogRecord) -> MessageObservation | None:
         queue_name=record.queue,
         recipient=normalize_address(record.recipient),
         sender=normalize_address(record.sender),
-        domain=_recipient_domain(record),
+        domain=recipient_domain(record.recipient),
         routing_domain=queue.routing_domain,
         campaign_id=queue.campaign or _text(meta.get("campaign")),
         tenant_id=queue.tenant or _text(meta.get("tenant")),
@@ -166,10 +174,6 @@ def observe(record: KumoLogRecord) -> MessageObservation | None:
         headers=headers,
         metadata={"kumomta_id": record.id, **({"meta": meta} if meta else {})},
     )
-
-
-def _recipient_domain(record: KumoLogRecord) -> str:
-    return record.recipient.rpartition("@")[2].lower() or QueueName.parse(record.queue).domain.lower()
 
 
 def _text(value: object) -> str | None:

@@ -259,6 +259,12 @@ class QueueOperationResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     timestamp: Timestamp
 
 
+def header(headers: dict[str, str] | None, name: str) -> str | None:
+    """A header's value by case-insensitive name (header names are case-insensitive, RFC 5322)."""
+    wanted = name.lower()
+    return next((value for key, value in (headers or {}).items() if key.lower() == wanted), None)
+
+
 def assume_utc(value: datetime) -> datetime:
     """Timestamps given without an offset in queries are read as UTC: it is what operators type."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value

@@ -37,6 +37,7 @@ from adapters.model import (
     QueueState,
     SmtpResponse,
     assume_utc,
+    header,
     normalize_address,
 )
 from controlplane.db.tables import MessageRow, search_text
@@ -57,7 +58,7 @@ def message_to_values(message: MessageQueueItem, *, now: datetime | None = None)
     values["recipient"] = normalize_address(message.recipient)
     values["sender"] = normalize_address(message.sender)
     values["domain"] = message.domain.lower()
-    values["subject"] = _subject(message.headers)
+    values["subject"] = header(message.headers, "Subject")
     values["updated_at"] = now or datetime.now(UTC)
     return values
 
@@ -99,15 +100,6 @@ def row_to_message(row: Row[Any] | Any) -> MessageQueueItem:
         tags=list(m["tags"]) if m["tags"] is not None else None,
         metadata=m["metadata"],
     )
-
-
-def _subject(headers: dict[str, str] | None) -> str | None:
-    if not headers:
-        return None
-    for name, value in headers.items():
-        if name.lower() == "subject":
-            return value
-    return None
 
 
 async def insert_new(session: AsyncSession, messages: Sequence[MessageQueueItem]) -> set[uuid.UUID]:

@@ -28,7 +28,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from adapters.model import TERMINAL_STATUSES, QueueState
+from adapters.model import TERMINAL_STATUSES, QueueState, header
 from adapters.model.observation import EPOCH, MessageObservation, merge
 from controlplane.db.messages import COLUMNS, TABLE
 from controlplane.db.types import UtcDateTime
@@ -48,7 +48,6 @@ def combine(observations: Iterable[MessageObservation]) -> list[MessageObservati
 
 
 def _values(observation: MessageObservation, now: datetime) -> dict[str, Any]:
-    subject = next((v for k, v in (observation.headers or {}).items() if k.lower() == "subject"), None)
     return {
         "id": observation.id,
         "message_id": observation.message_id,
@@ -78,7 +77,7 @@ def _values(observation: MessageObservation, now: datetime) -> dict[str, Any]:
         "bounce_classification": observation.bounce_classification.value if observation.bounce_classification else None,
         "headers": observation.headers,
         "metadata": observation.metadata,
-        "subject": subject,
+        "subject": header(observation.headers, "Subject"),
         "updated_at": now,
     }
 

@@ -19,15 +19,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, String
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.kumomta.events import KumoLogRecord, record_decoder, split_body
 from adapters.kumomta.mapping import dedupe_key, observe
-from adapters.model import assume_utc
+from adapters.model import assume_utc, recipient_domain
 from adapters.model.observation import MessageObservation
 from controlplane.db.engine import database_unavailable
 from controlplane.db.events import (
@@ -39,6 +39,7 @@ from controlplane.db.events import (
     select_message_events,
 )
 from controlplane.db.mirror import apply_observations
+from controlplane.db.tables import MessageRow
 from controlplane.errors import InvalidInput
 from controlplane.events.schema import (
     DeadLetter,
@@ -124,8 +125,15 @@ def _check_text(record: KumoLogRecord) -> None:
             raise ValueError(f"{name} contains a NUL character")
 
 
+# Parts of the queue name land in these message_queue columns; their widths are the limits.
+DERIVED_COLUMN_WIDTHS: dict[str, int] = {
+    name: cast(String, MessageRow.__table__.c[name].type).length or 0
+    for name in ("tenant_id", "campaign_id", "routing_domain", "domain")
+}
+
+
 def _check_lengths(observation: MessageObservation) -> None:
-    for name, limit in (("tenant_id", 100), ("campaign_id", 100), ("routing_domain", 255), ("domain", 255)):
+    for name, limit in DERIVED_COLUMN_WIDTHS.items():
         value = getattr(observation, name)
         if value is not None and len(value) > limit:
             raise ValueError(f"{name} from the queue name is longer than {limit} characters")
@@ -144,7 +152,7 @@ def event_row(item: DecodedRecord, received_at: datetime) -> dict[str, Any]:
         "recipient": record.recipient,
         "sender": record.sender,
         "queue_name": record.queue,
-        "domain": observation.domain if observation else record.recipient.rpartition("@")[2].lower(),
+        "domain": observation.domain if observation else recipient_domain(record.recipient),
         "tenant_id": observation.tenant_id if observation else None,
         "campaign_id": observation.campaign_id if observation else None,
         "response_code": record.response.code if record.response else None,

@@ -57,11 +57,11 @@ def check(request: OperationRequest, nodes: list[NodeRow]) -> None:
         raise InvalidInput("no nodes are registered (or selected)", field="nodes")
 
 
-async def apply(adapter: MtaAdapter, request: OperationRequest, target: Target) -> tuple[str | None, list[str]]:
-    """Carry out the operation on one node; returns (reference, queues it acted on)."""
+async def apply(adapter: MtaAdapter, request: OperationRequest, target: Target) -> str | None:
+    """Carry out the operation on one node; returns the MTA's reference for what it created, if any."""
     reason = request.reason
     if request.operation is Op.suspend:
-        return await adapter.suspend(target, reason=reason, duration=request.duration), []
+        return await adapter.suspend(target, reason=reason, duration=request.duration)
     if request.operation is Op.resume:
         wanted = (request.metadata or {}).get("suspension_id")
         lifted = [
@@ -76,18 +76,18 @@ async def apply(adapter: MtaAdapter, request: OperationRequest, target: Target) 
         ]
         for ident in lifted:
             await adapter.resume(ident)
-        return ",".join(lifted) or None, []
+        return ",".join(lifted) or None
     if request.operation in (Op.bounce, Op.cancel, Op.purge):
         # cancel: failed administratively (AdminBounce, mirrored as "cancelled"); purge: the same, unlogged.
         return await adapter.bounce(
             target, reason=reason, duration=request.duration, suppress_logging=request.operation is Op.purge
-        ), []
+        )
     if request.operation is Op.retry:
         await adapter.retry(target, reason=reason)
-        return None, []
+        return None
     if request.operation is Op.rebind:
         await adapter.rebind(target, reason=reason, data=dict((request.metadata or {})["data"]))
-        return None, []
+        return None
     raise UnsupportedOperation(f"{request.operation.value} is not supported")
 
 
@@ -185,7 +185,7 @@ class OperationService:
             counts = await adapter.queue_counts()
             queues = sorted(q for q in counts.scheduled if queue_matches(target, q))
             affected = sum(counts.scheduled[q] for q in queues)
-            reference, _ = await apply(adapter, request, target)
+            reference = await apply(adapter, request, target)
         except (MtaError, InvalidInput) as exc:
             errors.append(getattr(exc, "message", str(exc)))
         finally:
