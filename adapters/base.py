@@ -159,6 +159,10 @@ class MtaAdapter(abc.ABC):
         return None
 
 
+# The node kinds with an adapter. ZoneMTA nodes can be registered ahead of their adapter, not operated on.
+ADAPTER_KINDS = frozenset({"kumomta", "fake"})
+
+
 def adapter_for(kind: str, base_url: str, **options: Any) -> MtaAdapter:
     """The adapter for a node's kind ("kumomta"; "fake" for tests). ZoneMTA is not implemented yet."""
     if kind == "kumomta":

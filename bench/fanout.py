@@ -92,7 +92,7 @@ async def run(args: argparse.Namespace) -> None:
         timings = []
         for _ in range(args.runs + 1):
             started = time.perf_counter()
-            record = await services.operations.run(request, actor="bench")
+            record = await services.operations.submit(request, actor="bench")
             timings.append(time.perf_counter() - started)
             if record.status != "done":
                 raise RuntimeError(f"operation {record.status}: {record.total}")

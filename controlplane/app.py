@@ -18,7 +18,7 @@ from controlplane.auth.controller import ApiKeysController
 from controlplane.auth.guard import PUBLIC_PATHS, ApiKeyAuthentication
 from controlplane.errors import EXCEPTION_HANDLERS
 from controlplane.events.controller import EventsController, MessageEventsController
-from controlplane.fleet.controller import NodesController
+from controlplane.fleet.controller import BouncesController, NodesController, SuspensionsController
 from controlplane.health.controller import HealthController, mtactl_version
 from controlplane.jobs.runner import JobRunner, job_runner_for
 from controlplane.operations.controller import OperationsController
@@ -41,6 +41,8 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> Litestar:
         app.state.services = services
         app.state.jobs_runner = runner
         await services.ingest.start()
+        if not settings.redis_url:  # operations run in this process only: any left running were cut off
+            await services.operations.mark_interrupted()
         if run_jobs:
             await runner.start()
         try:
@@ -57,6 +59,8 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> Litestar:
         EventsController,
         MessageEventsController,
         NodesController,
+        SuspensionsController,
+        BouncesController,
         OperationsController,
     ]
     if settings.enable_email_queue_model:

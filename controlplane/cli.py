@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -196,6 +197,174 @@ def nodes_remove(node: str) -> None:
     """Remove a node by id or name."""
     removed = with_services(lambda s: s.fleet.delete(node, actor="cli"))
     click.echo(f"removed {removed.name} ({removed.id})")
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no login name (e.g. a container running as an unnamed uid)
+        return "cli"
+
+
+def _targeting(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that say which queues, on which nodes, an operation is for (as kcli's, plus --node)."""
+    options = [
+        click.option("--domain", default=None, help="Destination domain, e.g. gmail.com"),
+        click.option("--tenant", default=None),
+        click.option("--campaign", default=None),
+        click.option("--routing-domain", default=None),
+        click.option("--queue", "queue_name", default=None, help="One scheduled queue by its full name"),
+        click.option(
+            "--node", "nodes", multiple=True, help="Node id, name or label key=value; repeatable (default: all)"
+        ),
+        click.option("--dry-run", is_flag=True, help="Say what would be affected; contact no node."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _run_operation(operation: str, reason: str, **fields: Any) -> None:
+    """Run one operation to its end (in this process) and print the outcome per node.
+
+    Exit status: 0 when every node succeeded (or on a dry run), 2 when some nodes failed, 1 when all did.
+    """
+    from controlplane.operations.schema import OperationRequest
+
+    body = {k: v for k, v in fields.items() if v not in (None, (), [])}
+    body["nodes"] = list(body["nodes"]) if "nodes" in body else None
+    try:
+        request = msgspec.convert({"operation": operation, "reason": reason, **body}, OperationRequest)
+    except msgspec.ValidationError as exc:
+        raise click.UsageError(str(exc)) from None
+    record = with_services(lambda s: s.operations.submit(request, actor=_actor(), wait=None, run_here=True))
+    total = record.total
+    if total is not None:
+        queues = ", ".join(total.affected_queues) or "none"
+        click.echo(f"{record.status}: {operation} — mirror: {total.affected_messages} queued message(s) in {queues}")
+    for outcome in record.nodes:
+        result = outcome.result
+        state = "ok" if result.success else "FAILED: " + "; ".join(result.errors or [])
+        reference = f" id={outcome.reference}" if outcome.reference else ""
+        where = f"{result.affected_messages} message(s) in {len(result.affected_queues)} queue(s)"
+        click.echo(f"  {outcome.node}: {where} {state}{reference}")
+    click.echo(f"operation {record.id}", err=True)
+    if record.status == "partial":
+        sys.exit(2)
+    if record.status == "failed":
+        sys.exit(1)
+
+
+@main.command("queue-summary")
+@click.option("--refresh", is_flag=True, help="Read every node now instead of showing the last sync.")
+@click.option("--json", "as_json", is_flag=True)
+def queue_summary(refresh: bool, as_json: bool) -> None:
+    """Queues across the fleet: per-node scheduled counts, mirrored messages, suspensions."""
+
+    async def read(services: Services) -> Any:
+        if refresh:
+            for synced in await services.fleet_state.sync():
+                if synced.error:
+                    click.echo(f"{synced.node}: not read ({synced.error}); showing its last sync", err=True)
+        return await services.queues.list_queues()
+
+    listing = with_services(read)
+    if as_json:
+        click.echo(msgspec.json.encode(listing).decode())
+        return
+    width = max([len(q.queue_name) for q in listing.data] + [len("QUEUE")])
+    click.echo(f"{'QUEUE':<{width}}  {'SCHEDULED':>9}  {'MIRRORED':>8}  STATE      NODES")
+    for q in listing.data:
+        nodes = " ".join(f"{n.node}={n.scheduled}" for n in q.nodes) or "-"
+        state = q.queue_state.value + (f" ({', '.join(q.suspended_by)})" if q.suspended_by else "")
+        click.echo(f"{q.queue_name:<{width}}  {q.scheduled:>9}  {q.total:>8}  {state:<10} {nodes}")
+    if listing.ready_queues:
+        click.echo("")
+        click.echo("READY QUEUE (node)  READY  STATE")
+        for r in listing.ready_queues:
+            click.echo(f"{r.name} ({r.node})  {r.ready}  {r.queue_state.value}")
+
+
+@main.command()
+@_targeting
+@click.option("--reason", required=True)
+@click.option("--duration", default=None, help="e.g. 2h, 30m; the node's default when omitted")
+def suspend(reason: str, duration: str | None, **target: Any) -> None:
+    """Suspend delivery to the target queues on the selected nodes."""
+    _run_operation("suspend", reason, duration=duration, **target)
+
+
+@main.command()
+@_targeting
+@click.option("--id", "suspension_id", default=None, help="Lift this one suspension (see `mtactl holds`)")
+@click.option("--reason", default="resumed from the command line", show_default=True)
+def resume(reason: str, suspension_id: str | None, **target: Any) -> None:
+    """Lift the suspensions of the target queues (or the one named by --id)."""
+    metadata = {"suspension_id": suspension_id} if suspension_id else None
+    _run_operation("resume", reason, metadata=metadata, **target)
+
+
+@main.command()
+@_targeting
+@click.option("--reason", required=True)
+@click.option("--duration", default=None, help="How long the bounce stands for new messages (default: the node's)")
+def bounce(reason: str, duration: str | None, **target: Any) -> None:
+    """Fail the target queues' messages (and, while the bounce stands, new ones)."""
+    _run_operation("bounce", reason, duration=duration, **target)
+
+
+@main.command()
+@_targeting
+@click.option("--reason", default="retry from the command line", show_default=True)
+def retry(reason: str, **target: Any) -> None:
+    """Make the target queues' messages due now."""
+    _run_operation("retry", reason, **target)
+
+
+@main.command()
+def holds() -> None:
+    """Suspensions and standing bounces on every node, as last synced."""
+    found = with_services(lambda s: s.fleet_state.holds())
+    for hold in found:
+        scope = hold.ready_queue or "@".join(filter(None, [hold.tenant, hold.domain])) or "(all)"
+        if hold.campaign:
+            scope = f"{hold.campaign}:{scope}"
+        left = hold.remaining or "-"
+        click.echo(f"{hold.kind.value:<10} {hold.id}  {hold.node}  {scope}  left={left}  {hold.reason}")
+
+
+@main.group()
+def ops() -> None:
+    """Operations pushed to the fleet."""
+
+
+@ops.command("list")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 500))
+@click.option("--json", "as_json", is_flag=True)
+def ops_list(limit: int, as_json: bool) -> None:
+    """Recent operations, newest first."""
+    records = with_services(lambda s: s.operations.recent(limit=limit))
+    if as_json:
+        click.echo(msgspec.json.encode(records).decode())
+        return
+    for r in records:
+        target = r.request.queue_name or "@".join(filter(None, [r.request.tenant, r.request.domain])) or "-"
+        progress = f"{r.progress.nodes_done}/{r.progress.nodes_total} nodes"
+        when = r.created_at.strftime("%Y-%m-%d %H:%M:%S")
+        click.echo(f"{r.id}  {when}  {r.request.operation.value:<8} {target}  {r.status:<11} {progress}  {r.actor}")
+
+
+@ops.command("show")
+@click.argument("operation_id")
+def ops_show(operation_id: str) -> None:
+    """One operation with its per-node outcome, as JSON."""
+    import uuid
+
+    try:
+        ident = uuid.UUID(operation_id)
+    except ValueError:
+        raise click.UsageError(f"{operation_id!r} is not an operation id") from None
+    click.echo(msgspec.json.encode(with_services(lambda s: s.operations.get(ident))).decode())
 
 
 @main.group()

@@ -14,6 +14,7 @@ from controlplane.db.partitions import ensure_partitions
 from controlplane.events.service import EventQueryService, IngestPipeline
 from controlplane.fleet.secrets import SecretBox
 from controlplane.fleet.service import FleetService
+from controlplane.fleet.state import FleetStateService
 from controlplane.operations.service import OperationService
 from controlplane.queues.service import QueueQueryService
 from controlplane.settings import Settings
@@ -30,6 +31,7 @@ class Services:
     events: EventQueryService
     ingest: IngestPipeline
     fleet: FleetService
+    fleet_state: FleetStateService
     operations: OperationService
 
     @classmethod
@@ -59,8 +61,10 @@ class Services:
                 1 if settings.is_sqlite else settings.ingest_writers,
             ),
             fleet=fleet,
-            operations=OperationService(sessions, audit, fleet, queues),
+            fleet_state=FleetStateService(sessions, audit, fleet),
+            operations=OperationService(sessions, audit, fleet, queues, redis_url=settings.redis_url),
         )
 
     async def close(self) -> None:
+        await self.operations.close()
         await self.engine.dispose()

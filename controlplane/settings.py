@@ -30,8 +30,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # 32 bytes, base64: the AES-GCM key MTA credentials are encrypted under. Without it, nodes can be registered
     # only without credentials (mtactl never stores a secret in the clear).
     secret_key: str | None = None
-    # How often each node's health (and, later, its queues) is read.
+    # How often each node's health, queue counts, suspensions and bounces are read.
     sync_interval_seconds: float = 15.0
+    # How long POST /api/v1/operations waits for an operation to finish before answering 202 (it keeps running).
+    operation_wait_seconds: float = 10.0
     # Event ingestion: records older than this are dropped (whole daily partitions on Postgres).
     event_retention_days: int = 30
     # Where accepted records wait, on local disk, while the database is unreachable (replayed when it is back).

@@ -24,6 +24,8 @@ from controlplane.db.tables import (
     EventRow,
     JobHeartbeatRow,
     MessageRow,
+    NodeHoldRow,
+    NodeQueueRow,
     NodeRow,
     OperationRow,
 )
@@ -84,7 +86,18 @@ async def services(backend_services: Services) -> AsyncIterator[Services]:
 
 async def _empty(services: Services) -> None:
     async with services.sessions.begin() as session:
-        for table in (MessageRow, ApiKeyRow, AuditRow, JobHeartbeatRow, EventRow, DeadLetterRow, NodeRow, OperationRow):
+        for table in (
+            MessageRow,
+            ApiKeyRow,
+            AuditRow,
+            JobHeartbeatRow,
+            EventRow,
+            DeadLetterRow,
+            NodeRow,
+            OperationRow,
+            NodeQueueRow,
+            NodeHoldRow,
+        ):
             await session.execute(delete(table))
     services.keys._cache.clear()
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
+import threading
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 
+from adapters.model import QueueName
 from tests.support import shared_fixture
 
 
@@ -16,7 +21,9 @@ class FakeKumod:
         self.scheduled = (
             scheduled if scheduled is not None else {"spring-promo:acme@gmail.com": 1843, "acme@yahoo.com": 5210}
         )
+        self.ready: dict[str, int] = {}
         self.suspensions: dict[str, dict[str, Any]] = {}
+        self.ready_suspensions: dict[str, dict[str, Any]] = {}
         self.bounces: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str, Any]] = []
         self.fail_with = fail_with
@@ -28,8 +35,11 @@ class FakeKumod:
             return httpx.Response(self.fail_with, text="kumod is unwell")
         route = (request.method, request.url.path)
         if route == ("GET", "/metrics"):
-            lines = [f'scheduled_count{{queue="{q}"}} {n}' for q, n in self.scheduled.items()]
-            return httpx.Response(200, text="# TYPE scheduled_count gauge\n" + "\n".join(lines) + "\n")
+            lines = ["# TYPE scheduled_count gauge"]
+            lines += [f'scheduled_count{{queue="{q}"}} {n}' for q, n in self.scheduled.items()]
+            lines += ["# TYPE ready_count gauge"]
+            lines += [f'ready_count{{service="{q}"}} {n}' for q, n in self.ready.items()]
+            return httpx.Response(200, text="\n".join(lines) + "\n")
         if route == ("GET", "/api/check-liveness/v1"):
             return httpx.Response(200)
         if route == ("POST", "/api/admin/suspend/v1"):
@@ -49,7 +59,20 @@ class FakeKumod:
             self.suspensions.pop(body["id"], None)
             return httpx.Response(200)
         if route == ("GET", "/api/admin/suspend-ready-q/v1"):
-            return httpx.Response(200, json=[])
+            return httpx.Response(200, json=list(self.ready_suspensions.values()))
+        if route == ("DELETE", "/api/admin/suspend-ready-q/v1"):
+            self.ready_suspensions.pop(body["id"], None)
+            return httpx.Response(200)
+        if route == ("GET", "/api/admin/bounce/v1"):
+            entries = [
+                {k: b.get(k) for k in ("id", "campaign", "tenant", "domain", "reason")}
+                | {"duration": "5m", "bounced": {}, "total_bounced": b["total_bounced"]}
+                for b in self.bounces.values()
+            ]
+            return httpx.Response(200, json=entries)
+        if route == ("DELETE", "/api/admin/bounce/v1"):
+            self.bounces.pop(body["id"], None)
+            return httpx.Response(200)
         if route == ("POST", "/api/admin/bounce/v1"):
             allowed = set(json.loads(shared_fixture("kumomta/bounce_request.json"))) | {
                 "queue_names",
@@ -59,8 +82,59 @@ class FakeKumod:
             if set(body) - allowed:  # kumod's deny_unknown_fields
                 return httpx.Response(400, text=f"unknown field {sorted(set(body) - allowed)}")
             ident = str(uuid.uuid4())
-            self.bounces[ident] = body | {"id": ident}
-            return httpx.Response(200, json={"id": ident, "bounced": {}, "total_bounced": 0})
+            bounced = {q: n for q, n in self.scheduled.items() if self.selects(body, q)}
+            for queue in bounced:
+                self.scheduled[queue] = 0
+            self.bounces[ident] = body | {"id": ident, "total_bounced": sum(bounced.values())}
+            return httpx.Response(200, json={"id": ident, "bounced": bounced, "total_bounced": sum(bounced.values())})
         if route == ("POST", "/api/admin/rebind/v1"):
             return httpx.Response(200, json={})
         return httpx.Response(404, text="not found")
+
+    @staticmethod
+    def selects(body: dict[str, Any], queue: str) -> bool:
+        parts = QueueName.parse(queue)
+        if body.get("queue_names"):
+            return queue in body["queue_names"]
+        wanted = {"domain": parts.domain, "tenant": parts.tenant, "campaign": parts.campaign}
+        return all(body.get(k) in (None, v) for k, v in wanted.items())
+
+
+async def register(client: httpx.AsyncClient, headers: dict[str, str], *names: str) -> list[str]:
+    """Register stand-in kumods named ``names`` (served at http://<name>.test:8000), labelled region=eu."""
+    ids = []
+    for name in names:
+        body = {"name": name, "kind": "kumomta", "base_url": f"http://{name}.test:8000", "labels": {"region": "eu"}}
+        response = await client.post("/api/v1/nodes", json=body, headers=headers)
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["id"])
+    return ids
+
+
+@contextlib.contextmanager
+def serving(kumod: FakeKumod) -> Iterator[str]:
+    """Serve ``kumod`` over real HTTP on a free local port (for tests that run mtactl as a separate process)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            request = httpx.Request(self.command, f"http://kumod{self.path}", content=self.rfile.read(length))
+            response = kumod(request)
+            self.send_response(response.status_code)
+            self.send_header("Content-Length", str(len(response.content)))
+            self.end_headers()
+            self.wfile.write(response.content)
+
+        do_GET = do_POST = do_DELETE = _answer
+
+        def log_message(self, *_: Any) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

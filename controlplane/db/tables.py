@@ -190,6 +190,38 @@ class NodeRow(Base):
     reachable: Mapped[bool | None] = mapped_column(Boolean)
     version: Mapped[str | None] = mapped_column(String(100))
     health_detail: Mapped[str | None] = mapped_column(Text)
+    last_synced_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    sync_error: Mapped[str | None] = mapped_column(Text)
+
+
+class NodeQueueRow(Base):
+    """A node's queue as last read from it: a scheduled queue (by queue name) or a ready queue (egress path)."""
+
+    __tablename__ = "node_queues"
+    __table_args__ = (PrimaryKeyConstraint("node_id", "kind", "queue_name"),)
+
+    node_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    kind: Mapped[str] = mapped_column(String(10))  # "scheduled" | "ready"
+    queue_name: Mapped[str] = mapped_column(String(500))
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
+class NodeHoldRow(Base):
+    """A suspension or standing bounce that exists on a node, as last read from it (the node's id for it kept)."""
+
+    __tablename__ = "node_holds"
+    __table_args__ = (PrimaryKeyConstraint("node_id", "kind", "hold_id"),)
+
+    node_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    kind: Mapped[str] = mapped_column(String(10))  # "suspension" | "bounce"
+    hold_id: Mapped[str] = mapped_column(String(100), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    domain: Mapped[str | None] = mapped_column(String(255))
+    tenant: Mapped[str | None] = mapped_column(String(255))
+    campaign: Mapped[str | None] = mapped_column(String(255))
+    ready_queue: Mapped[str | None] = mapped_column(String(500))
+    remaining: Mapped[str | None] = mapped_column(String(100))
+    total_bounced: Mapped[int] = mapped_column(BigInteger)
 
 
 class OperationRow(Base):

@@ -6,11 +6,11 @@ from typing import Any
 
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from controlplane.auth.guard import requires
 from controlplane.auth.schema import Principal, Scope
-from controlplane.fleet.schema import Node, NodeCreate, NodeUpdate
+from controlplane.fleet.schema import Hold, HoldKind, Node, NodeCreate, NodeSync, NodeUpdate
 from controlplane.services import Services
 
 AnyRequest = Request[Principal, Any, Any]
@@ -31,6 +31,10 @@ class NodesController(Controller):
     async def list_nodes(self, services: NamedDependency[Services]) -> list[Node]:
         return await services.fleet.all()
 
+    @post("/sync", summary="Read every node's queues, suspensions and bounces now", status_code=200)
+    async def sync_nodes(self, services: NamedDependency[Services]) -> list[NodeSync]:
+        return await services.fleet_state.sync()
+
     @get("/{node:str}", summary="One node, by id or name")
     async def get_node(self, services: NamedDependency[Services], node: FromPath[str]) -> Node:
         return await services.fleet.get(node)
@@ -44,3 +48,33 @@ class NodesController(Controller):
     @delete("/{node:str}", summary="Remove a node from the registry", status_code=200)
     async def delete_node(self, request: AnyRequest, services: NamedDependency[Services], node: FromPath[str]) -> Node:
         return await services.fleet.delete(node, actor=request.user.actor)
+
+
+def holds_controller(kind: HoldKind, route: str, verb: str) -> type[Controller]:
+    """Listing and lifting one kind of hold (suspensions, standing bounces) across the fleet."""
+
+    class HoldsController(Controller):
+        path = route
+        tags = ["operations"]
+        guards = [requires(Scope.queue_manage)]
+
+        @get("/", summary=f"Active {kind.value}s on every node, as last synced")
+        async def list_holds(self, services: NamedDependency[Services]) -> list[Hold]:
+            return await services.fleet_state.holds(kind)
+
+        @delete("/{hold_id:str}", summary=f"{verb} a {kind.value} on every node holding it", status_code=200)
+        async def lift_hold(
+            self,
+            request: AnyRequest,
+            services: NamedDependency[Services],
+            hold_id: FromPath[str],
+            reason: FromQuery[str | None] = None,
+        ) -> list[Hold]:
+            return await services.fleet_state.lift(kind, hold_id, actor=request.user.actor, reason=reason)
+
+    HoldsController.__name__ = f"{kind.value.title()}sController"
+    return HoldsController
+
+
+SuspensionsController = holds_controller(HoldKind.suspension, "/api/v1/suspensions", "Resume (lift)")
+BouncesController = holds_controller(HoldKind.bounce, "/api/v1/bounces", "Cancel")

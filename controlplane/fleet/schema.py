@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 from datetime import datetime
 from typing import Annotated, Literal
@@ -57,3 +58,34 @@ class Node(msgspec.Struct, kw_only=True):
     reachable: bool | None
     version: str | None
     health_detail: str | None
+    last_synced_at: datetime | None = None  # when its queues, suspensions and bounces were last read
+    sync_error: str | None = None  # why the last read failed (what was read before is kept)
+
+
+class HoldKind(enum.StrEnum):
+    suspension = "suspension"
+    bounce = "bounce"
+
+
+class Hold(msgspec.Struct, kw_only=True):
+    """A suspension or standing bounce on one node, as last read from it. ``id`` is the node's own id for it."""
+
+    id: str
+    kind: HoldKind
+    node: str
+    node_id: uuid.UUID
+    reason: str
+    domain: str | None
+    tenant: str | None
+    campaign: str | None
+    ready_queue: str | None  # set for a suspension of an egress path (ready queue) rather than scheduled queues
+    remaining: str | None  # time left, as the node reports it
+    total_bounced: int  # bounces only: messages failed by it so far
+    synced_at: datetime | None
+
+
+class NodeSync(msgspec.Struct, kw_only=True):
+    node: str
+    node_id: uuid.UUID
+    synced_at: datetime | None
+    error: str | None

@@ -8,14 +8,14 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.base import MtaAdapter, MtaError, adapter_for
 from adapters.kumomta.client import KumoAuth
 from controlplane.audit.service import AuditLog
-from controlplane.db.tables import NodeRow
+from controlplane.db.tables import NodeHoldRow, NodeQueueRow, NodeRow
 from controlplane.errors import Conflict, InvalidInput, NotFound
 from controlplane.fleet.schema import MtaKind, Node, NodeCreate, NodeCredentials, NodeUpdate
 from controlplane.fleet.secrets import SecretBox
@@ -35,6 +35,8 @@ def _node(row: NodeRow) -> Node:
         reachable=row.reachable,
         version=row.version,
         health_detail=row.health_detail,
+        last_synced_at=row.last_synced_at,
+        sync_error=row.sync_error,
     )
 
 
@@ -146,6 +148,9 @@ class FleetService:
         async with self._sessions.begin() as session:
             row = await self._row(session, ref)
             await session.delete(row)
+            # What was read from the node goes with it (no foreign keys: SQLite would not enforce them by default).
+            await session.execute(delete(NodeQueueRow).where(NodeQueueRow.node_id == row.id))
+            await session.execute(delete(NodeHoldRow).where(NodeHoldRow.node_id == row.id))
             await self._audit.record(
                 actor=actor,
                 action="node.delete",

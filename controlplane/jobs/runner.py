@@ -11,6 +11,7 @@ import abc
 import asyncio
 import logging
 import math
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -114,11 +115,23 @@ async def run_worker(services: Services, *, burst: bool = False) -> None:
         task.__qualname__ = job.name
         return task
 
+    async def run_operation(ctx: dict[str, Any], *, operation_id: str) -> None:
+        await services.operations.execute(uuid.UUID(operation_id))
+
+    run_operation.__qualname__ = "run_operation"  # saq finds functions by qualified name; enqueued by this name
+
     tasks = [saq_task(job) for job in PERIODIC_JOBS]
     cron_jobs = [
         CronJob(task, cron=cron_every(job.interval(settings))) for task, job in zip(tasks, PERIODIC_JOBS, strict=True)
     ]
-    worker = Worker(queue, functions=tasks, cron_jobs=cron_jobs, burst=burst)
+    # A burst worker stops once the queue stays empty for dequeue_timeout seconds (saq requires one with burst).
+    worker = Worker(
+        queue,
+        functions=[*tasks, run_operation],
+        cron_jobs=cron_jobs,
+        burst=burst,
+        dequeue_timeout=1.0 if burst else 0.0,
+    )
     try:
         await worker.start()
     finally:

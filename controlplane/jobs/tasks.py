@@ -50,8 +50,15 @@ async def probe_nodes(services: Services, runner: str) -> None:
     await record_run(services, "probe_nodes", runner)
 
 
+async def sync_nodes(services: Services, runner: str) -> None:
+    """Queue counts, suspensions and bounces of every node, for GET /api/v1/queues and the holds listings."""
+    await services.fleet_state.sync()
+    await record_run(services, "sync_nodes", runner)
+
+
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob(name="heartbeat", run=heartbeat, interval=lambda s: s.heartbeat_interval_seconds),
     PeriodicJob(name="maintain_events", run=maintain_events, interval=lambda s: 3600.0),
     PeriodicJob(name="probe_nodes", run=probe_nodes, interval=lambda s: s.sync_interval_seconds),
+    PeriodicJob(name="sync_nodes", run=sync_nodes, interval=lambda s: s.sync_interval_seconds),
 )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from controlplane.auth.guard import requires
@@ -15,22 +16,38 @@ from controlplane.errors import InvalidInput
 from controlplane.operations.schema import OperationRecord, OperationRequest
 from controlplane.services import Services
 
+MAX_WAIT_SECONDS = 60.0
+
 
 class OperationsController(Controller):
     path = "/api/v1/operations"
     tags = ["operations"]
     guards = [requires(Scope.queue_manage)]
 
-    @post("/", summary="Run (or, with dry_run, plan) an operation across the fleet", status_code=200)
+    @post(
+        "/",
+        summary="Run (or, with dry_run, plan) an operation across the fleet",
+        description=(
+            "Answers 200 with the finished operation, or 202 with it still `running` when it takes longer than "
+            "`wait` seconds (default MTACTL_OPERATION_WAIT_SECONDS); follow its progress at the Location given."
+        ),
+        status_code=200,
+        responses={202: ResponseSpec(data_container=OperationRecord, description="Still running")},
+    )
     async def run_operation(
         self,
         request: Request[Principal, Any, Any],
         services: NamedDependency[Services],
         data: JSONBody[OperationRequest],
-    ) -> OperationRecord:
+        wait: Annotated[float | None, QueryParameter(ge=0, le=MAX_WAIT_SECONDS)] = None,
+    ) -> Response[OperationRecord]:
         if request.user.tenant_id is not None and data.tenant != request.user.tenant_id:
             raise InvalidInput("a tenant-bound key must target its own tenant", field="tenant")
-        return await services.operations.run(data, actor=request.user.actor)
+        wait = services.settings.operation_wait_seconds if wait is None else wait
+        record = await services.operations.submit(data, actor=request.user.actor, wait=wait)
+        if record.status == "running":
+            return Response(record, status_code=202, headers={"Location": f"/api/v1/operations/{record.id}"})
+        return Response(record, status_code=200)
 
     @get("/", summary="Operations, newest first")
     async def list_operations(
@@ -38,7 +55,7 @@ class OperationsController(Controller):
     ) -> list[OperationRecord]:
         return await services.operations.recent(limit=limit)
 
-    @get("/{operation_id:str}", summary="One operation with its per-node outcome")
+    @get("/{operation_id:str}", summary="One operation with its progress and per-node outcome")
     async def get_operation(self, services: NamedDependency[Services], operation_id: FromPath[str]) -> OperationRecord:
         try:
             ident = uuid.UUID(operation_id)

@@ -38,13 +38,22 @@ class NodeOutcome(msgspec.Struct, kw_only=True, omit_defaults=True):
     reference: str | None = None  # the MTA's id for what was created (suspension, bounce), needed to undo it
 
 
+class OperationProgress(msgspec.Struct, kw_only=True):
+    nodes_total: int
+    nodes_done: int
+
+
 class OperationRecord(msgspec.Struct, kw_only=True):
+    """An operation and what came of it. ``status``: ``planned`` (dry run), ``running``, then ``done`` (every node
+    succeeded), ``partial``, ``failed``, or ``interrupted`` (the process running it stopped first)."""
+
     id: uuid.UUID
     created_at: datetime
     finished_at: datetime | None
     actor: str
-    status: str  # "planned" (dry run), "done", "partial", "failed"
+    status: str
     dry_run: bool
     request: OperationRequest
-    total: QueueOperationResult | None
-    nodes: list[NodeOutcome]
+    total: QueueOperationResult | None  # while running: what the mirror says the operation affects
+    nodes: list[NodeOutcome]  # per node, as each finishes
+    progress: OperationProgress

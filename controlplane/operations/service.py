@@ -1,9 +1,11 @@
 """Validating an operation, planning it against the mirror, and fanning it out to the selected nodes.
 
 Everything that can be refused is refused before any node is contacted: bad targets, operations the MTA kind
-does not have (set_priority, message-scoped operations on KumoMTA), unknown nodes. The fan-out then runs on all
-nodes concurrently; one node failing is recorded for that node and does not stop the others. Every operation,
-dry runs included, is stored and audited.
+does not have (set_priority, message-scoped operations on KumoMTA), unknown nodes. The operation is then stored
+as ``running`` and carried out as a job: a task in this process on the embedded default, a saq job with Redis.
+The job fans out to all nodes concurrently; one node failing is recorded for that node and does not stop the
+others; the per-node outcomes are written as they arrive, so ``GET /api/v1/operations/{id}`` shows progress.
+Every operation, dry runs included, is stored and audited.
 """
 
 from __future__ import annotations
@@ -14,19 +16,30 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from adapters.base import MtaAdapter, MtaError, Target, UnsupportedOperation, queue_matches
+from adapters.base import ADAPTER_KINDS, MtaAdapter, MtaError, Target, UnsupportedOperation, queue_matches
 from adapters.model import QueueOperationResult, QueueOperationType
 from controlplane.audit.service import AuditLog
-from controlplane.db.tables import NodeRow, OperationRow
+from controlplane.db.tables import NodeHoldRow, NodeRow, OperationRow
 from controlplane.errors import InvalidInput, NotFound
+from controlplane.fleet.schema import HoldKind
 from controlplane.fleet.service import FleetService
-from controlplane.operations.schema import NodeOutcome, OperationRecord, OperationRequest
+from controlplane.operations.schema import NodeOutcome, OperationProgress, OperationRecord, OperationRequest
 from controlplane.queues.service import QueueQueryService
 
 Op = QueueOperationType
+
+
+def suspension_id_of(request: OperationRequest) -> str | None:
+    """A resume may name the one suspension to lift (``metadata.suspension_id``) instead of a target."""
+    if request.operation is not Op.resume:
+        return None
+    value = (request.metadata or {}).get("suspension_id")
+    if value is not None and not (isinstance(value, str) and value):
+        raise InvalidInput("metadata.suspension_id must be a suspension id (a string)", field="metadata")
+    return value
 
 
 def target_of(request: OperationRequest) -> Target:
@@ -37,7 +50,7 @@ def target_of(request: OperationRequest) -> Target:
         routing_domain=request.routing_domain,
         queue_names=[request.queue_name] if request.queue_name else None,
     )
-    if target.is_empty():
+    if target.is_empty() and suspension_id_of(request) is None:
         # An empty target means "every queue" to kumod; that is never what a missing field should mean.
         raise InvalidInput("name the queues: domain, tenant, campaign, routing_domain or queue_name", field="domain")
     return target
@@ -55,6 +68,11 @@ def check(request: OperationRequest, nodes: list[NodeRow]) -> None:
             raise InvalidInput('rebind needs metadata.data, e.g. {"data": {"tenant": "acme-warm"}}', field="metadata")
     if not nodes:
         raise InvalidInput("no nodes are registered (or selected)", field="nodes")
+    without_adapter = sorted(n.name for n in nodes if n.kind not in ADAPTER_KINDS)
+    if without_adapter:
+        raise UnsupportedOperation(
+            f"no adapter yet for the kind of {', '.join(without_adapter)}; leave them out with `nodes`"
+        )
 
 
 async def apply(adapter: MtaAdapter, request: OperationRequest, target: Target) -> str | None:
@@ -63,7 +81,7 @@ async def apply(adapter: MtaAdapter, request: OperationRequest, target: Target) 
     if request.operation is Op.suspend:
         return await adapter.suspend(target, reason=reason, duration=request.duration)
     if request.operation is Op.resume:
-        wanted = (request.metadata or {}).get("suspension_id")
+        wanted = suspension_id_of(request)
         lifted = [
             s.id
             for s in await adapter.list_suspensions()
@@ -91,6 +109,11 @@ async def apply(adapter: MtaAdapter, request: OperationRequest, target: Target) 
     raise UnsupportedOperation(f"{request.operation.value} is not supported")
 
 
+# How often a running operation writes its per-node outcomes so far (each write is one small UPDATE).
+PROGRESS_EVERY_SECONDS = 0.5
+FINISHED = ("planned", "done", "partial", "failed", "interrupted")
+
+
 class OperationService:
     def __init__(
         self,
@@ -98,13 +121,23 @@ class OperationService:
         audit: AuditLog,
         fleet: FleetService,
         queues: QueueQueryService,
+        *,
+        redis_url: str | None = None,
     ) -> None:
         self._sessions = sessions
         self._audit = audit
         self._fleet = fleet
         self._queues = queues
+        self._redis_url = redis_url
+        self._saq: Any = None
+        self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
 
-    async def run(self, request: OperationRequest, *, actor: str) -> OperationRecord:
+    async def submit(
+        self, request: OperationRequest, *, actor: str, wait: float | None = None, run_here: bool = False
+    ) -> OperationRecord:
+        """Validate, plan and start an operation; return it once finished or after ``wait`` seconds, whichever
+        comes first (``wait=None``: until finished). ``run_here`` keeps the job in this process even with Redis
+        (the CLI, which waits for it anyway)."""
         target = target_of(request)
         nodes = await self._fleet.select(request.nodes)
         check(request, nodes)
@@ -116,62 +149,163 @@ class OperationService:
             queue_name=request.queue_name,
         )
         now = datetime.now(UTC)
-        outcomes: list[NodeOutcome] = []
-        if not request.dry_run:
-            results = await asyncio.gather(*(self._on_node(row, request, target) for row in nodes))
-            outcomes = list(results)
-        errors = [f"{o.node}: {e}" for o in outcomes for e in (o.result.errors or [])]
-        succeeded = sum(o.result.success for o in outcomes)
-        status = "planned" if request.dry_run else ("done" if not errors else "partial" if succeeded else "failed")
-        total = QueueOperationResult(
-            success=not errors,
+        plan = QueueOperationResult(
+            success=True,
             operation=request.operation,
             affected_messages=affected,
             affected_queues=queue_names,
-            errors=errors or None,
             timestamp=now,
         )
-        record = OperationRecord(
+        row = OperationRow(
             id=uuid.uuid4(),
             created_at=now,
-            finished_at=datetime.now(UTC),
+            finished_at=now if request.dry_run else None,
             actor=actor,
-            status=status,
+            operation=request.operation.value,
             dry_run=request.dry_run,
-            request=request,
-            total=total,
-            nodes=outcomes,
+            status="planned" if request.dry_run else "running",
+            request=msgspec.to_builtins(request),
+            result=msgspec.to_builtins(
+                {"total": plan, "nodes": [], "node_ids": [str(n.id) for n in nodes], "nodes_total": len(nodes)}
+            ),
         )
         async with self._sessions.begin() as session:
-            session.add(
-                OperationRow(
-                    id=record.id,
-                    created_at=record.created_at,
-                    finished_at=record.finished_at,
-                    actor=actor,
-                    operation=request.operation.value,
-                    dry_run=request.dry_run,
-                    status=status,
-                    request=msgspec.to_builtins(request),
-                    result=msgspec.to_builtins({"total": total, "nodes": outcomes}),
+            session.add(row)
+            if request.dry_run:
+                await self._audit_operation(session, row, target, nodes=[n.name for n in nodes], errors=[])
+        if request.dry_run:
+            return _record(row)
+        if self._redis_url and not run_here:
+            await self._enqueue(row.id)
+        else:
+            task = asyncio.create_task(self.execute(row.id))
+            self._tasks[row.id] = task
+            task.add_done_callback(lambda _: self._tasks.pop(row.id, None))
+        await self._wait(row.id, wait)
+        return await self.get(row.id)
+
+    async def _enqueue(self, operation_id: uuid.UUID) -> None:
+        from saq import Queue
+
+        if self._saq is None:
+            self._saq = Queue.from_url(self._redis_url or "", name="mtactl")
+        # saq's default job timeout (10 s) is shorter than a fan-out to slow nodes with retries may take.
+        await self._saq.enqueue("run_operation", operation_id=str(operation_id), timeout=900, retries=1)
+
+    async def _wait(self, operation_id: uuid.UUID, wait: float | None) -> None:
+        task = self._tasks.get(operation_id)
+        if task is not None:
+            await asyncio.wait({task}, timeout=wait)
+            return
+        # On a saq worker: watch the stored status (the worker writes it when done).
+        deadline = None if wait is None else asyncio.get_running_loop().time() + wait
+        while deadline is None or asyncio.get_running_loop().time() < deadline:
+            async with self._sessions() as session:
+                status = await session.scalar(select(OperationRow.status).where(OperationRow.id == operation_id))
+            if status in FINISHED:
+                return
+            await asyncio.sleep(0.05)
+
+    async def execute(self, operation_id: uuid.UUID) -> None:
+        """Carry out a stored ``running`` operation on its nodes; a no-op for one already finished (so a job that
+        is delivered twice does not act twice)."""
+        async with self._sessions() as session:
+            row = await session.get(OperationRow, operation_id)
+        if row is None or row.status != "running":
+            return
+        request = msgspec.convert(row.request, OperationRequest)
+        target = target_of(request)
+        result: dict[str, Any] = dict(row.result or {})
+        node_ids = [uuid.UUID(i) for i in result.get("node_ids", [])]
+        async with self._sessions() as session:
+            found = {r.id: r for r in (await session.scalars(select(NodeRow).where(NodeRow.id.in_(node_ids)))).all()}
+        outcomes: list[NodeOutcome] = [
+            _outcome_error(node_id, request, "the node was removed before the operation reached it")
+            for node_id in node_ids
+            if node_id not in found
+        ]
+        last_write = asyncio.get_running_loop().time()
+        for finished in asyncio.as_completed([self._on_node(found[i], request, target) for i in found]):
+            outcomes.append(await finished)
+            now = asyncio.get_running_loop().time()
+            if now - last_write >= PROGRESS_EVERY_SECONDS and len(outcomes) < len(node_ids):
+                last_write = now
+                await self._write_progress(operation_id, result, outcomes)
+        await self._finish(row, request, target, result, outcomes, list(found.values()))
+
+    async def _write_progress(
+        self, operation_id: uuid.UUID, result: dict[str, Any], outcomes: list[NodeOutcome]
+    ) -> None:
+        async with self._sessions.begin() as session:
+            stored = await session.get(OperationRow, operation_id)
+            if stored is not None:
+                stored.result = result | {"nodes": msgspec.to_builtins(outcomes)}
+
+    async def _finish(
+        self,
+        row: OperationRow,
+        request: OperationRequest,
+        target: Target,
+        result: dict[str, Any],
+        outcomes: list[NodeOutcome],
+        nodes: list[NodeRow],
+    ) -> None:
+        outcomes.sort(key=lambda o: o.node)
+        errors = [f"{o.node}: {e}" for o in outcomes for e in (o.result.errors or [])]
+        succeeded = sum(o.result.success for o in outcomes)
+        plan = msgspec.convert(result["total"], QueueOperationResult)
+        total = msgspec.structs.replace(plan, success=not errors, errors=errors or None)
+        async with self._sessions.begin() as session:
+            stored = await session.get(OperationRow, row.id)
+            if stored is None:
+                return
+            stored.status = "done" if not errors else "partial" if succeeded else "failed"
+            stored.finished_at = datetime.now(UTC)
+            stored.result = result | msgspec.to_builtins({"total": total, "nodes": outcomes})
+            await record_effects(session, request, target, outcomes)
+            await self._audit_operation(session, stored, target, nodes=[n.name for n in nodes], errors=errors)
+
+    async def _audit_operation(
+        self, session: AsyncSession, row: OperationRow, target: Target, *, nodes: list[str], errors: list[str]
+    ) -> None:
+        await self._audit.record(
+            actor=row.actor,
+            action=f"operation.{row.operation}",
+            target=msgspec.json.encode(target).decode(),
+            reason=row.request.get("reason"),
+            success=not errors,
+            session=session,
+            detail={
+                "operation_id": str(row.id),
+                "status": row.status,
+                "dry_run": row.dry_run,
+                "nodes": nodes,
+                "errors": errors,
+            },
+        )
+
+    async def mark_interrupted(self) -> int:
+        """Operations left ``running`` by a process that stopped; called at start-up of the in-process runner,
+        where no other process can be running them."""
+        async with self._sessions.begin() as session:
+            rows = (await session.scalars(select(OperationRow).where(OperationRow.status == "running"))).all()
+            for row in rows:
+                row.status = "interrupted"
+                row.finished_at = datetime.now(UTC)
+                await self._audit_operation(
+                    session,
+                    row,
+                    target_of(msgspec.convert(row.request, OperationRequest)),
+                    nodes=[],
+                    errors=["interrupted: the process running it stopped; check the nodes before retrying"],
                 )
-            )
-            await self._audit.record(
-                actor=actor,
-                action=f"operation.{request.operation.value}",
-                target=msgspec.json.encode(target).decode(),
-                reason=request.reason,
-                success=not errors,
-                session=session,
-                detail={
-                    "operation_id": str(record.id),
-                    "status": status,
-                    "dry_run": request.dry_run,
-                    "nodes": [n.name for n in nodes],
-                    "errors": errors,
-                },
-            )
-        return record
+        return len(rows)
+
+    async def close(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+        if self._saq is not None:
+            await self._saq.disconnect()
 
     async def _on_node(self, row: NodeRow, request: OperationRequest, target: Target) -> NodeOutcome:
         now = datetime.now(UTC)
@@ -182,10 +316,12 @@ class OperationService:
         adapter: MtaAdapter | None = None
         try:
             adapter = self._fleet.adapter(row)
+            # The count is read first: it is what the change affects (a bounce empties the queues it counts), and
+            # a node that cannot even report its queues is not sent the change.
             counts = await adapter.queue_counts()
+            reference = await apply(adapter, request, target)
             queues = sorted(q for q in counts.scheduled if queue_matches(target, q))
             affected = sum(counts.scheduled[q] for q in queues)
-            reference = await apply(adapter, request, target)
         except (MtaError, InvalidInput) as exc:
             errors.append(getattr(exc, "message", str(exc)))
         finally:
@@ -216,8 +352,63 @@ class OperationService:
         return _record(row)
 
 
+async def record_effects(
+    session: AsyncSession, request: OperationRequest, target: Target, outcomes: list[NodeOutcome]
+) -> None:
+    """Store the suspensions and bounces an operation created (and drop those it lifted) at once, so the queue
+    listing shows them without waiting for the next sync, which then confirms or corrects them."""
+    done = [o for o in outcomes if o.result.success and o.reference]
+    if not done:
+        return
+    if request.operation is Op.resume:
+        for outcome in done:
+            await session.execute(
+                delete(NodeHoldRow).where(
+                    NodeHoldRow.node_id == outcome.node_id,
+                    NodeHoldRow.kind == HoldKind.suspension.value,
+                    NodeHoldRow.hold_id.in_((outcome.reference or "").split(",")),
+                )
+            )
+        return
+    kind = HoldKind.suspension if request.operation is Op.suspend else HoldKind.bounce
+    rows = [
+        {
+            "node_id": o.node_id,
+            "kind": kind.value,
+            "hold_id": o.reference,
+            "reason": request.reason,
+            "domain": target.domain,
+            "tenant": target.tenant,
+            "campaign": target.campaign,
+            "ready_queue": None,
+            "remaining": request.duration,
+            "total_bounced": o.result.affected_messages if kind is HoldKind.bounce else 0,
+        }
+        for o in done
+    ]
+    # One statement for the whole fleet (a fan-out to hundreds of nodes must not cost hundreds of round trips).
+    # The ids are fresh from the nodes, so a clash means a sync already stored the same hold: keep that one.
+    await session.execute(
+        delete(NodeHoldRow).where(NodeHoldRow.kind == kind.value, NodeHoldRow.hold_id.in_([o.reference for o in done]))
+    )
+    await session.execute(insert(NodeHoldRow), rows)
+
+
+def _outcome_error(node_id: uuid.UUID, request: OperationRequest, error: str) -> NodeOutcome:
+    result = QueueOperationResult(
+        success=False,
+        operation=request.operation,
+        affected_messages=0,
+        affected_queues=[],
+        errors=[error],
+        timestamp=datetime.now(UTC),
+    )
+    return NodeOutcome(node=str(node_id), node_id=node_id, result=result)
+
+
 def _record(row: OperationRow) -> OperationRecord:
     result: dict[str, Any] = row.result or {}
+    nodes = msgspec.convert(result.get("nodes", []), list[NodeOutcome])
     return OperationRecord(
         id=row.id,
         created_at=row.created_at,
@@ -227,5 +418,6 @@ def _record(row: OperationRow) -> OperationRecord:
         dry_run=row.dry_run,
         request=msgspec.convert(row.request, OperationRequest),
         total=msgspec.convert(result["total"], QueueOperationResult) if result.get("total") else None,
-        nodes=msgspec.convert(result.get("nodes", []), list[NodeOutcome]),
+        nodes=nodes,
+        progress=OperationProgress(nodes_total=int(result.get("nodes_total", len(nodes))), nodes_done=len(nodes)),
     )

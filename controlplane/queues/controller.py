@@ -103,7 +103,7 @@ class QueuesController(Controller):
 
     @get("/", summary="One row per queue with its state and message counts by status")
     async def list_queues(self, request: AnyRequest, services: NamedDependency[Services]) -> QueueList:
-        return QueueList(data=await services.queues.list_queues(tenant_id=tenant_for(request.user, None)))
+        return await services.queues.list_queues(tenant_id=tenant_for(request.user, None))
 
 
 class MetricsController(Controller):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import msgspec
 
 from adapters.legacy import QueueItem
@@ -22,8 +24,17 @@ class LegacyQueueItemPage(msgspec.Struct, kw_only=True):
     has_more: bool
 
 
+class NodeQueueCount(msgspec.Struct, kw_only=True):
+    node: str
+    node_id: uuid.UUID
+    scheduled: int
+
+
 class QueueSummary(msgspec.Struct, kw_only=True):
-    """One queue (by ``queue_name``) with the number of its messages in each status."""
+    """One scheduled queue (by ``queue_name``): its mirrored messages by status, and what each node holds in it.
+
+    ``queue_state`` is ``suspended`` while a suspension on any node matches the queue (ids in ``suspended_by``).
+    """
 
     queue_name: str
     domain: str
@@ -32,7 +43,23 @@ class QueueSummary(msgspec.Struct, kw_only=True):
     queue_state: QueueState
     total: int
     messages_by_status: dict[MessageQueueStatus, int]
+    scheduled: int = 0  # messages the nodes report in this queue, summed (per node in ``nodes``)
+    nodes: list[NodeQueueCount] = msgspec.field(default_factory=list)
+    suspended_by: list[str] = msgspec.field(default_factory=list)
+    bounced_by: list[str] = msgspec.field(default_factory=list)  # standing bounces failing this queue's messages
+
+
+class ReadyQueueSummary(msgspec.Struct, kw_only=True):
+    """A ready queue (egress path) on one node: messages due now, waiting for a connection."""
+
+    name: str
+    node: str
+    node_id: uuid.UUID
+    ready: int
+    queue_state: QueueState
+    suspended_by: list[str] = msgspec.field(default_factory=list)
 
 
 class QueueList(msgspec.Struct, kw_only=True):
     data: list[QueueSummary]
+    ready_queues: list[ReadyQueueSummary] = msgspec.field(default_factory=list)

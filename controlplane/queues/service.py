@@ -25,9 +25,11 @@ from adapters.model import (
     assume_utc,
 )
 from controlplane.db.messages import COLUMNS, TABLE, filter_conditions, ordered_page, row_to_message
+from controlplane.db.tables import NodeHoldRow, NodeQueueRow, NodeRow
 from controlplane.errors import InvalidInput, NotFound
+from controlplane.fleet.state import hold_matches
 from controlplane.pagination import decode_cursor, encode_cursor
-from controlplane.queues.schema import MessagePage, QueueSummary
+from controlplane.queues.schema import MessagePage, NodeQueueCount, QueueList, QueueSummary, ReadyQueueSummary
 
 # Offset paging reads and discards every skipped row, so it is kept for shallow pages only; cursors go anywhere.
 MAX_OFFSET = 10_000
@@ -148,7 +150,11 @@ class QueueQueryService:
             ).all()
         return sum(n for _, n in rows), sorted(name for name, _ in rows)
 
-    async def list_queues(self, *, tenant_id: str | None = None) -> list[QueueSummary]:
+    async def list_queues(self, *, tenant_id: str | None = None) -> QueueList:
+        """Every queue the mirror or a node knows, with mirrored counts, per-node counts and matching holds.
+
+        A tenant-bound caller sees its own queues only, and no ready queues (egress paths are shared by tenants).
+        """
         c = COLUMNS
         statement = select(c.queue_name, c.status, c.queue_state, func.count()).group_by(
             c.queue_name, c.status, c.queue_state
@@ -157,26 +163,77 @@ class QueueQueryService:
             statement = statement.where(c.tenant_id == tenant_id)
         async with self._sessions() as session:
             rows = (await session.execute(statement)).all()
+            node_queues = (
+                await session.execute(
+                    select(NodeQueueRow, NodeRow.name).join(NodeRow, NodeRow.id == NodeQueueRow.node_id)
+                )
+            ).all()
+            holds = (
+                (
+                    await session.execute(
+                        select(NodeHoldRow)
+                        .join(NodeRow, NodeRow.id == NodeHoldRow.node_id)
+                        .order_by(NodeHoldRow.hold_id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
         counts: dict[str, dict[MessageQueueStatus, int]] = defaultdict(lambda: dict.fromkeys(MessageQueueStatus, 0))
         states: dict[str, set[QueueState]] = defaultdict(set)
         for queue_name, status, state, count in rows:
             counts[queue_name][MessageQueueStatus(status)] += count
             states[queue_name].add(QueueState(state))
+        on_nodes: dict[str, list[NodeQueueCount]] = defaultdict(list)
+        ready: list[ReadyQueueSummary] = []
+        for queue, node_name in node_queues:
+            if queue.kind == "scheduled":
+                if tenant_id is None or QueueName.parse(queue.queue_name).tenant == tenant_id:
+                    on_nodes[queue.queue_name].append(
+                        NodeQueueCount(node=node_name, node_id=queue.node_id, scheduled=queue.count)
+                    )
+            elif tenant_id is None:
+                suspended_by = [
+                    h.hold_id
+                    for h in holds
+                    if h.kind == "suspension" and h.node_id == queue.node_id and h.ready_queue == queue.queue_name
+                ]
+                ready.append(
+                    ReadyQueueSummary(
+                        name=queue.queue_name,
+                        node=node_name,
+                        node_id=queue.node_id,
+                        ready=queue.count,
+                        queue_state=QueueState.suspended if suspended_by else QueueState.active,
+                        suspended_by=suspended_by,
+                    )
+                )
         summaries = []
-        for queue_name in sorted(counts):
+        for queue_name in sorted(counts.keys() | on_nodes.keys()):
             parts = QueueName.parse(queue_name)
+            matching = [h for h in holds if hold_matches(h, queue_name)]
+            suspended_by = sorted({h.hold_id for h in matching if h.kind == "suspension"})
+            if suspended_by:
+                states[queue_name].add(QueueState.suspended)
+            by_status = counts.get(queue_name) or dict.fromkeys(MessageQueueStatus, 0)
+            nodes = sorted(on_nodes.get(queue_name, []), key=lambda n: n.node)
             summaries.append(
                 QueueSummary(
                     queue_name=queue_name,
                     domain=parts.domain,
                     tenant_id=parts.tenant,
                     campaign_id=parts.campaign,
-                    queue_state=next(s for s in STATE_SEVERITY if s in states[queue_name]),
-                    total=sum(counts[queue_name].values()),
-                    messages_by_status=counts[queue_name],
+                    queue_state=next((s for s in STATE_SEVERITY if s in states[queue_name]), QueueState.active),
+                    total=sum(by_status.values()),
+                    messages_by_status=by_status,
+                    scheduled=sum(n.scheduled for n in nodes),
+                    nodes=nodes,
+                    suspended_by=suspended_by,
+                    bounced_by=sorted({h.hold_id for h in matching if h.kind == "bounce"}),
                 )
             )
-        return summaries
+        ready.sort(key=lambda r: (r.name, r.node))
+        return QueueList(data=summaries, ready_queues=ready)
 
     async def metrics(
         self,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fake_kumod import FakeKumod, serving
 from tests.support import fixture_path
 
 
@@ -97,3 +98,61 @@ def test_nodes_are_added_listed_and_removed_from_the_cli(tmp_path: Path) -> None
     assert no_key.returncode != 0 and "MTACTL_SECRET_KEY" in no_key.stderr
     assert mtactl(tmp_path, "nodes", "remove", "kumo-1", extra_env=env).returncode == 0
     assert json.loads(mtactl(tmp_path, "nodes", "list", "--json", extra_env=env).stdout) == []
+
+
+def test_suspend_queue_summary_resume_and_ops_list_work_like_kcli_across_the_fleet(tmp_path: Path) -> None:
+    kumod = FakeKumod({"acme@gmail.com": 25, "acme@yahoo.com": 4})
+    with serving(kumod) as url:
+        assert mtactl(tmp_path, "nodes", "add", "--name", "kumo-1", "--kind", "kumomta", "--url", url).returncode == 0
+        target = ["--domain", "gmail.com", "--tenant", "acme"]
+
+        planned = mtactl(tmp_path, "suspend", *target, "--reason", "block at gmail", "--duration", "2h", "--dry-run")
+        assert planned.returncode == 0, planned.stderr
+        assert planned.stdout.startswith("planned: suspend") and kumod.requests == []
+
+        done = mtactl(tmp_path, "suspend", *target, "--reason", "block at gmail", "--duration", "2h")
+        assert done.returncode == 0, done.stderr
+        assert "kumo-1: 25 message(s) in 1 queue(s) ok id=" in done.stdout
+        (suspension,) = kumod.suspensions.values()
+        assert (suspension["domain"], suspension["tenant"], suspension["reason"]) == (
+            "gmail.com",
+            "acme",
+            "block at gmail",
+        )
+
+        summary = mtactl(tmp_path, "queue-summary", "--refresh", "--json")
+        queues = {q["queue_name"]: q for q in json.loads(summary.stdout)["data"]}
+        assert queues["acme@gmail.com"]["queue_state"] == "suspended" and queues["acme@gmail.com"]["scheduled"] == 25
+        assert queues["acme@yahoo.com"]["queue_state"] == "active"
+        table = mtactl(tmp_path, "queue-summary").stdout
+        assert "acme@gmail.com" in table and "kumo-1=25" in table and "suspended" in table
+        assert suspension["id"] in mtactl(tmp_path, "holds").stdout
+
+        assert mtactl(tmp_path, "resume", *target).returncode == 0
+        assert kumod.suspensions == {}
+        assert mtactl(tmp_path, "retry", "--domain", "yahoo.com").returncode == 0
+        bounced = mtactl(tmp_path, "bounce", "--domain", "yahoo.com", "--reason", "bad list")
+        assert bounced.returncode == 0 and kumod.scheduled["acme@yahoo.com"] == 0
+
+        listed = mtactl(tmp_path, "ops", "list", "--json")
+        operations = [(o["request"]["operation"], o["status"]) for o in json.loads(listed.stdout)]
+        assert operations == [
+            ("bounce", "done"),
+            ("retry", "done"),
+            ("resume", "done"),
+            ("suspend", "done"),
+            ("suspend", "planned"),
+        ]
+        assert json.loads(listed.stdout)[0]["actor"].startswith("cli")
+
+        unbounded = mtactl(tmp_path, "suspend", "--reason", "everything?")
+        assert unbounded.returncode != 0 and "domain" in unbounded.stderr
+        unknown = mtactl(tmp_path, "suspend", "--domain", "x.com", "--reason", "r", "--node", "kumo-9")
+        assert unknown.returncode != 0 and "kumo-9" in unknown.stderr
+
+
+def test_an_operation_that_fails_on_every_node_exits_1(tmp_path: Path) -> None:
+    with serving(FakeKumod(fail_with=400)) as url:
+        mtactl(tmp_path, "nodes", "add", "--name", "kumo-1", "--kind", "kumomta", "--url", url)
+        failed = mtactl(tmp_path, "suspend", "--domain", "gmail.com", "--reason", "r")
+    assert failed.returncode == 1 and "FAILED" in failed.stdout

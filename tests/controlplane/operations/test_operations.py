@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import dataclasses
+from collections.abc import Awaitable, Callable
 
 import httpx
+import msgspec
 import pytest
 import respx
 
 from adapters.kumomta import client as kumo_client
 from adapters.model import MessageQueueStatus
 from controlplane.db.messages import insert_new
+from controlplane.jobs.runner import run_worker
+from controlplane.operations import service as operations_service
+from controlplane.operations.schema import OperationRequest
+from controlplane.operations.service import OperationService
 from controlplane.services import Services
+from tests.conftest import REDIS_URL
 from tests.controlplane.api_client import api, bearer
-from tests.fake_kumod import FakeKumod
+from tests.fake_kumod import FakeKumod, register
 from tests.support import make_message
 
 KEY = base64.b64encode(b"o" * 32).decode()
@@ -29,14 +38,6 @@ SUSPEND = {
 @pytest.fixture(autouse=True)
 def no_retry_delay(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kumo_client, "RETRY_DELAYS", (0.0, 0.0))
-
-
-async def register(client: httpx.AsyncClient, headers: dict[str, str], *names: str) -> list[str]:
-    ids = []
-    for name in names:
-        body = {"name": name, "kind": "kumomta", "base_url": f"http://{name}.test:8000", "labels": {"region": "eu"}}
-        ids.append((await client.post("/api/v1/nodes", json=body, headers=headers)).json()["id"])
-    return ids
 
 
 @respx.mock
@@ -158,3 +159,124 @@ async def test_bounce_cancel_purge_and_retry_use_the_right_kumod_calls(services:
     assert [p for p, _ in posts] == ["/api/admin/bounce/v1"] * 3 + ["/api/admin/rebind/v1"]
     assert [b["suppress_logging"] for _, b in posts[:3]] == [False, False, True]
     assert posts[3][1]["always_flush"] is True and posts[3][1]["data"] == {}
+
+
+def gated(kumod: FakeKumod, gate: asyncio.Event) -> Callable[[httpx.Request], Awaitable[httpx.Response]]:
+    """A stand-in kumod that answers only once ``gate`` is set: a slow node, held as long as the test needs."""
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        await gate.wait()
+        return kumod(request)
+
+    return answer
+
+
+async def until(predicate: Callable[[], Awaitable[bool]], seconds: float = 10.0) -> None:
+    for _ in range(int(seconds / 0.02)):
+        if await predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached in time")
+
+
+@respx.mock
+async def test_a_long_operation_answers_202_and_reports_progress_node_by_node(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(operations_service, "PROGRESS_EVERY_SECONDS", 0.0)
+    fast, slow, gate = FakeKumod(), FakeKumod(), asyncio.Event()
+    respx.route(host="kumo-1.test").mock(side_effect=fast)
+    respx.route(host="kumo-2.test").mock(side_effect=gated(slow, gate))
+    async with api(services.settings, secret_key=KEY) as client:
+        headers = await bearer(services, "fleet:manage", "queue:manage")
+        await register(client, headers, "kumo-1", "kumo-2")
+        response = await client.post("/api/v1/operations?wait=0.1", json=SUSPEND, headers=headers)
+        assert response.status_code == 202, response.text
+        running = response.json()
+        assert running["status"] == "running" and running["progress"]["nodes_total"] == 2
+        location = response.headers["Location"]
+        assert location == f"/api/v1/operations/{running['id']}"
+
+        async def fast_node_reported() -> bool:
+            return (await client.get(location, headers=headers)).json()["progress"]["nodes_done"] == 1
+
+        await until(fast_node_reported)
+        partway = (await client.get(location, headers=headers)).json()
+        assert partway["status"] == "running" and [n["node"] for n in partway["nodes"]] == ["kumo-1"]
+
+        gate.set()
+
+        async def finished() -> bool:
+            return (await client.get(location, headers=headers)).json()["status"] == "done"
+
+        await until(finished)
+        done = (await client.get(location, headers=headers)).json()
+        assert done["progress"] == {"nodes_total": 2, "nodes_done": 2} and done["finished_at"]
+        assert (await client.post("/api/v1/operations?wait=99", json=SUSPEND, headers=headers)).status_code == 400
+    assert len(fast.suspensions) == 1 and len(slow.suspensions) == 1
+
+
+@respx.mock
+async def test_with_redis_an_operation_runs_on_a_saq_worker(services: Services) -> None:
+    kumod = FakeKumod()
+    respx.route(host="kumo-1.test").mock(side_effect=kumod)
+    async with api(services.settings, secret_key=KEY) as client:
+        await register(client, await bearer(services, "fleet:manage"), "kumo-1")
+    on_saq = OperationService(services.sessions, services.audit, services.fleet, services.queues, redis_url=REDIS_URL)
+    worker_services = dataclasses.replace(
+        services, settings=msgspec.structs.replace(services.settings, redis_url=REDIS_URL), operations=on_saq
+    )
+    try:
+        request = msgspec.convert(SUSPEND, OperationRequest)
+        queued = await on_saq.submit(request, actor="test", wait=0.0)
+        assert queued.status == "running" and kumod.requests == []  # enqueued, not run here
+        await run_worker(worker_services, burst=True)
+        done = await on_saq.get(queued.id)
+        assert done.status == "done" and [n.node for n in done.nodes] == ["kumo-1"]
+        assert len(kumod.suspensions) == 1
+        await on_saq.execute(queued.id)  # a job delivered twice acts once
+        assert len(kumod.suspensions) == 1
+    finally:
+        await on_saq.close()
+
+
+@respx.mock
+async def test_an_operation_cut_off_by_a_restart_is_marked_interrupted(services: Services) -> None:
+    respx.route(host="kumo-1.test").mock(side_effect=gated(FakeKumod(), asyncio.Event()))
+    async with api(services.settings, secret_key=KEY) as client:
+        await register(client, await bearer(services, "fleet:manage"), "kumo-1")
+    first_process = OperationService(services.sessions, services.audit, services.fleet, services.queues)
+    record = await first_process.submit(msgspec.convert(SUSPEND, OperationRequest), actor="test", wait=0.0)
+    await first_process.close()  # the process stops with the node still not answering
+    assert await services.operations.mark_interrupted() == 1
+    interrupted = await services.operations.get(record.id)
+    assert interrupted.status == "interrupted" and interrupted.finished_at is not None
+    audited = await services.audit.recent(limit=5)
+    assert audited[0].action == "operation.suspend" and audited[0].success is False
+
+
+@respx.mock
+async def test_resume_can_name_the_one_suspension_to_lift(services: Services) -> None:
+    kumod = FakeKumod()
+    kumod.suspensions["s-1"] = {"id": "s-1", "domain": "gmail.com", "reason": "kcli"}
+    kumod.suspensions["s-2"] = {"id": "s-2", "domain": "gmail.com", "reason": "kcli"}
+    respx.route(host="kumo-1.test").mock(side_effect=kumod)
+    async with api(services.settings, secret_key=KEY) as client:
+        headers = await bearer(services, "fleet:manage", "queue:manage")
+        await register(client, headers, "kumo-1")
+        body = {"operation": "resume", "reason": "done", "metadata": {"suspension_id": "s-2"}}
+        record = (await client.post("/api/v1/operations", json=body, headers=headers)).json()
+        assert record["status"] == "done" and record["nodes"][0]["reference"] == "s-2"
+        bad = await client.post("/api/v1/operations", json=body | {"metadata": {"suspension_id": 7}}, headers=headers)
+        assert (bad.status_code, bad.json()["field"]) == (400, "metadata")
+    assert list(kumod.suspensions) == ["s-1"]
+
+
+async def test_nodes_of_a_kind_without_an_adapter_are_refused_up_front(services: Services) -> None:
+    async with api(services.settings, secret_key=KEY) as client:
+        headers = await bearer(services, "fleet:manage", "queue:manage")
+        body = {"name": "zone-1", "kind": "zonemta", "base_url": "http://zone-1.test:12080"}
+        assert (await client.post("/api/v1/nodes", json=body, headers=headers)).status_code == 201
+        response = await client.post("/api/v1/operations", json=SUSPEND, headers=headers)
+    assert response.status_code == 422 and "zone-1" in response.json()["message"]
+    assert await services.operations.recent() == []

@@ -234,7 +234,7 @@ async def test_queues_summarise_counts_by_status_and_the_most_restrictive_state(
         make_message(domain="gmail.com", tenant_id="acme", status=S.deferred, queue_state=QueueState.suspended),
         make_message(domain="yahoo.com", status=S.delivered),
     )
-    queues = {q.queue_name: q for q in await services.queues.list_queues()}
+    queues = {q.queue_name: q for q in (await services.queues.list_queues()).data}
     gmail = queues["acme@gmail.com"]
     assert (gmail.total, gmail.tenant_id, gmail.domain, gmail.queue_state) == (
         2,
@@ -244,7 +244,7 @@ async def test_queues_summarise_counts_by_status_and_the_most_restrictive_state(
     )
     assert gmail.messages_by_status[S.ready] == 1 and gmail.messages_by_status[S.deferred] == 1
     assert queues["yahoo.com"].messages_by_status[S.delivered] == 1
-    assert [q.queue_name for q in await services.queues.list_queues(tenant_id="acme")] == ["acme@gmail.com"]
+    assert [q.queue_name for q in (await services.queues.list_queues(tenant_id="acme")).data] == ["acme@gmail.com"]
 
 
 async def test_metrics_count_what_is_stored(services: Services) -> None:

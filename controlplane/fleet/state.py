@@ -1,0 +1,194 @@
+"""What each node holds right now: queue counts, suspensions and standing bounces, read from the node and stored.
+
+The sync job reads every node every ``MTACTL_SYNC_INTERVAL_SECONDS``; operations re-read the nodes they touched
+as soon as they finish, so the API shows the effect of an operation at once rather than one interval later. A
+node that cannot be read keeps what was last read from it (with ``sync_error`` set): a dropped connection must
+not look like an emptied queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from adapters.base import MtaError, MtaRefused, QueueCounts, StandingBounce, Suspension, Target, queue_matches
+from controlplane.audit.service import AuditLog
+from controlplane.db.tables import NodeHoldRow, NodeQueueRow, NodeRow
+from controlplane.errors import InvalidInput, NotFound
+from controlplane.fleet.schema import Hold, HoldKind, NodeSync
+from controlplane.fleet.service import FleetService
+
+NodeSnapshot = tuple[QueueCounts, list[Suspension], list[StandingBounce]]
+
+
+def hold_matches(hold: Hold | NodeHoldRow, queue_name: str) -> bool:
+    """Whether a scheduled-queue hold applies to ``queue_name`` (kumod's rule: every field it names must match)."""
+    if hold.ready_queue is not None:
+        return False
+    target = Target(domain=hold.domain, tenant=hold.tenant, campaign=hold.campaign)
+    return target.is_empty() or queue_matches(target, queue_name)
+
+
+def _hold(row: NodeHoldRow, node: NodeRow) -> Hold:
+    return Hold(
+        id=row.hold_id,
+        kind=HoldKind(row.kind),
+        node=node.name,
+        node_id=node.id,
+        reason=row.reason,
+        domain=row.domain,
+        tenant=row.tenant,
+        campaign=row.campaign,
+        ready_queue=row.ready_queue,
+        remaining=row.remaining,
+        total_bounced=row.total_bounced,
+        synced_at=node.last_synced_at,
+    )
+
+
+class FleetStateService:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], audit: AuditLog, fleet: FleetService) -> None:
+        self._sessions = sessions
+        self._audit = audit
+        self._fleet = fleet
+
+    async def sync(self, node_ids: Iterable[uuid.UUID] | None = None) -> list[NodeSync]:
+        """Read the given nodes (every node by default) concurrently and store what each holds."""
+        async with self._sessions() as session:
+            statement = select(NodeRow).order_by(NodeRow.name)
+            if node_ids is not None:
+                statement = statement.where(NodeRow.id.in_(list(node_ids)))
+            rows = list((await session.scalars(statement)).all())
+        snapshots = await asyncio.gather(*(self._read(row) for row in rows))
+        now = datetime.now(UTC)
+        outcomes = []
+        async with self._sessions.begin() as session:
+            for row, snapshot in zip(rows, snapshots, strict=True):
+                stored = await session.get(NodeRow, row.id)
+                if stored is None:  # removed while we were reading it
+                    continue
+                if isinstance(snapshot, str):
+                    stored.sync_error = snapshot
+                    outcomes.append(NodeSync(node=row.name, node_id=row.id, synced_at=None, error=snapshot))
+                    continue
+                await _replace(session, row.id, snapshot)
+                stored.last_synced_at, stored.sync_error = now, None
+                outcomes.append(NodeSync(node=row.name, node_id=row.id, synced_at=now, error=None))
+        return outcomes
+
+    async def _read(self, row: NodeRow) -> NodeSnapshot | str:
+        try:
+            adapter = self._fleet.adapter(row)
+        except (MtaError, InvalidInput) as exc:
+            return getattr(exc, "message", str(exc))
+        try:
+            counts, suspensions, bounces = await asyncio.gather(
+                adapter.queue_counts(), adapter.list_suspensions(), adapter.list_bounces()
+            )
+            return counts, suspensions, bounces
+        except MtaError as exc:
+            return exc.message
+        finally:
+            await adapter.close()
+
+    async def holds(self, kind: HoldKind | None = None) -> list[Hold]:
+        async with self._sessions() as session:
+            statement = select(NodeHoldRow, NodeRow).join(NodeRow, NodeRow.id == NodeHoldRow.node_id)
+            if kind is not None:
+                statement = statement.where(NodeHoldRow.kind == kind.value)
+            rows = (await session.execute(statement.order_by(NodeRow.name, NodeHoldRow.hold_id))).all()
+        return [_hold(hold, node) for hold, node in rows]
+
+    async def lift(self, kind: HoldKind, hold_id: str, *, actor: str, reason: str | None = None) -> list[Hold]:
+        """Resume a suspension or cancel a standing bounce, on every node that holds it (ids are per node, but a
+        hold created by one fan-out can share its id only by chance, so all holders are asked)."""
+        async with self._sessions() as session:
+            rows = (
+                await session.execute(
+                    select(NodeHoldRow, NodeRow)
+                    .join(NodeRow, NodeRow.id == NodeHoldRow.node_id)
+                    .where(NodeHoldRow.kind == kind.value, NodeHoldRow.hold_id == hold_id)
+                )
+            ).all()
+        if not rows:
+            raise NotFound(f"no {kind.value} {hold_id!r} on any node (as last synced)", field="id")
+        holds = [_hold(hold, node) for hold, node in rows]
+        errors = await asyncio.gather(*(self._lift_on(node, kind, hold_id) for _, node in rows))
+        failed = [f"{node.name}: {error}" for (_, node), error in zip(rows, errors, strict=True) if error]
+        await self._audit.record(
+            actor=actor,
+            action=f"{kind.value}.lift",
+            target=hold_id,
+            reason=reason,
+            success=not failed,
+            detail={"nodes": [node.name for _, node in rows], "errors": failed},
+        )
+        await self.sync(node.id for _, node in rows)
+        if failed:  # the nodes that did lift it have; the message names the ones that did not
+            raise MtaRefused("; ".join(failed), status=502)
+        return holds
+
+    async def _lift_on(self, node: NodeRow, kind: HoldKind, hold_id: str) -> str | None:
+        try:
+            adapter = self._fleet.adapter(node)
+        except (MtaError, InvalidInput) as exc:
+            return getattr(exc, "message", str(exc))
+        try:
+            if kind is HoldKind.suspension:
+                await adapter.resume(hold_id)
+            else:
+                await adapter.cancel_bounce(hold_id)
+            return None
+        except MtaError as exc:
+            return exc.message
+        finally:
+            await adapter.close()
+
+
+async def _replace(session: AsyncSession, node_id: uuid.UUID, snapshot: NodeSnapshot) -> None:
+    counts, suspensions, bounces = snapshot
+    await session.execute(delete(NodeQueueRow).where(NodeQueueRow.node_id == node_id))
+    await session.execute(delete(NodeHoldRow).where(NodeHoldRow.node_id == node_id))
+    queues = [
+        {"node_id": node_id, "kind": kind, "queue_name": name, "count": count}
+        for kind, by_name in (("scheduled", counts.scheduled), ("ready", counts.ready))
+        for name, count in by_name.items()
+    ]
+    holds = [
+        {
+            "node_id": node_id,
+            "kind": HoldKind.suspension.value,
+            "hold_id": s.id,
+            "reason": s.reason,
+            "domain": s.domain,
+            "tenant": s.tenant,
+            "campaign": s.campaign,
+            "ready_queue": s.ready_queue,
+            "remaining": s.remaining,
+            "total_bounced": 0,
+        }
+        for s in suspensions
+    ] + [
+        {
+            "node_id": node_id,
+            "kind": HoldKind.bounce.value,
+            "hold_id": b.id,
+            "reason": b.reason,
+            "domain": b.domain,
+            "tenant": b.tenant,
+            "campaign": b.campaign,
+            "ready_queue": None,
+            "remaining": b.remaining,
+            "total_bounced": b.total_bounced,
+        }
+        for b in bounces
+    ]
+    if queues:
+        await session.execute(insert(NodeQueueRow), queues)
+    if holds:
+        await session.execute(insert(NodeHoldRow), holds)

@@ -1,0 +1,146 @@
+"""What the nodes hold, mirrored: queue counts and suspensions in GET /api/v1/queues, holds listed and lifted."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import pytest
+import respx
+
+from adapters.kumomta import client as kumo_client
+from controlplane.jobs.tasks import sync_nodes
+from controlplane.services import Services
+from tests.controlplane.api_client import api, bearer
+from tests.fake_kumod import FakeKumod, register
+
+KEY = base64.b64encode(b"s" * 32).decode()
+SUSPEND = {"operation": "suspend", "reason": "block at gmail", "domain": "gmail.com", "tenant": "acme"}
+
+
+@pytest.fixture(autouse=True)
+def no_retry_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kumo_client, "RETRY_DELAYS", (0.0, 0.0))
+
+
+def by_name(listing: dict[str, object]) -> dict[str, dict[str, object]]:
+    return {q["queue_name"]: q for q in listing["data"]}  # type: ignore[attr-defined,index]
+
+
+@respx.mock
+async def test_a_suspended_domain_shows_in_queues_until_it_is_resumed(services: Services) -> None:
+    kumods = {"kumo-1": FakeKumod({"acme@gmail.com": 40}), "kumo-2": FakeKumod({"acme@gmail.com": 2, "yahoo.com": 7})}
+    for name, kumod in kumods.items():
+        respx.route(host=f"{name}.test").mock(side_effect=kumod)
+    async with api(services.settings, secret_key=KEY) as client:
+        headers = await bearer(services, "fleet:manage", "queue:manage")
+        await register(client, headers, *kumods)
+        await sync_nodes(services, "test")
+        queues = by_name((await client.get("/api/v1/queues", headers=headers)).json())
+        gmail = queues["acme@gmail.com"]
+        assert (gmail["queue_state"], gmail["scheduled"], gmail["total"]) == ("active", 42, 0)
+        assert [(n["node"], n["scheduled"]) for n in gmail["nodes"]] == [("kumo-1", 40), ("kumo-2", 2)]
+
+        suspended = (await client.post("/api/v1/operations", json=SUSPEND, headers=headers)).json()
+        assert suspended["status"] == "done"
+        queues = by_name((await client.get("/api/v1/queues", headers=headers)).json())
+        assert queues["acme@gmail.com"]["queue_state"] == "suspended"  # at once, before any sync
+        assert sorted(queues["acme@gmail.com"]["suspended_by"]) == sorted(n["reference"] for n in suspended["nodes"])
+        assert queues["yahoo.com"]["queue_state"] == "active"
+
+        await sync_nodes(services, "test")  # the nodes confirm it
+        assert by_name((await client.get("/api/v1/queues", headers=headers)).json())["acme@gmail.com"][
+            "queue_state"
+        ] == ("suspended")
+
+        resumed = await client.post("/api/v1/operations", json=SUSPEND | {"operation": "resume"}, headers=headers)
+        assert resumed.json()["status"] == "done"
+        gmail = by_name((await client.get("/api/v1/queues", headers=headers)).json())["acme@gmail.com"]
+        assert (gmail["queue_state"], gmail["suspended_by"]) == ("active", [])
+        await sync_nodes(services, "test")
+        assert by_name((await client.get("/api/v1/queues", headers=headers)).json())["acme@gmail.com"][
+            "queue_state"
+        ] == ("active")
+    assert all(k.suspensions == {} for k in kumods.values())
+
+
+@respx.mock
+async def test_holds_made_outside_mtactl_are_listed_and_can_be_lifted(services: Services) -> None:
+    kumod = FakeKumod()
+    kumod.suspensions["s-1"] = {"id": "s-1", "domain": "gmail.com", "tenant": None, "campaign": None, "reason": "kcli"}
+    kumod.ready_suspensions["r-1"] = {
+        "id": "r-1",
+        "name": "smtp_client:mx.gmail.com",
+        "reason": "kcli",
+        "duration": "1h",
+    }
+    kumod.ready["smtp_client:mx.gmail.com"] = 12
+    kumod.bounces["b-1"] = {"id": "b-1", "domain": "yahoo.com", "reason": "bad list", "total_bounced": 5}
+    respx.route(host="kumo-1.test").mock(side_effect=kumod)
+    async with api(services.settings, secret_key=KEY) as client:
+        headers = await bearer(services, "fleet:manage", "queue:manage")
+        await register(client, headers, "kumo-1")
+        synced = (await client.post("/api/v1/nodes/sync", headers=headers)).json()
+        assert [(s["node"], s["error"]) for s in synced] == [("kumo-1", None)]
+
+        suspensions = (await client.get("/api/v1/suspensions", headers=headers)).json()
+        assert sorted((s["id"], s["ready_queue"]) for s in suspensions) == [
+            ("r-1", "smtp_client:mx.gmail.com"),
+            ("s-1", None),
+        ]
+        bounces = (await client.get("/api/v1/bounces", headers=headers)).json()
+        assert [(b["id"], b["domain"], b["total_bounced"]) for b in bounces] == [("b-1", "yahoo.com", 5)]
+
+        listing = (await client.get("/api/v1/queues", headers=headers)).json()
+        assert by_name(listing)["spring-promo:acme@gmail.com"]["suspended_by"] == ["s-1"]
+        assert by_name(listing)["acme@yahoo.com"]["bounced_by"] == ["b-1"]
+        assert [(r["name"], r["ready"], r["queue_state"]) for r in listing["ready_queues"]] == [
+            ("smtp_client:mx.gmail.com", 12, "suspended")
+        ]
+
+        lifted = await client.delete("/api/v1/suspensions/r-1?reason=maintenance over", headers=headers)
+        assert lifted.status_code == 200 and [h["node"] for h in lifted.json()] == ["kumo-1"]
+        assert ("DELETE", "/api/admin/suspend-ready-q/v1", {"id": "r-1"}) in kumod.requests
+        assert (await client.delete("/api/v1/bounces/b-1", headers=headers)).status_code == 200
+        assert kumod.bounces == {} and "r-1" not in kumod.ready_suspensions
+        assert [s["id"] for s in (await client.get("/api/v1/suspensions", headers=headers)).json()] == ["s-1"]
+        assert (await client.get("/api/v1/bounces", headers=headers)).json() == []
+
+        missing = await client.delete("/api/v1/suspensions/nope", headers=headers)
+        assert (missing.status_code, missing.json()["field"]) == (404, "id")
+        forbidden = await client.get("/api/v1/suspensions", headers=await bearer(services, "email:read"))
+        assert forbidden.status_code == 403
+    audited = [(e.action, e.target, e.reason) for e in await services.audit.recent(limit=20)]
+    assert ("suspension.lift", "r-1", "maintenance over") in audited and ("bounce.lift", "b-1", None) in audited
+
+
+@respx.mock
+async def test_a_node_that_cannot_be_read_keeps_its_last_state_and_says_why(services: Services) -> None:
+    kumod = FakeKumod({"acme@gmail.com": 9})
+    route = respx.route(host="kumo-1.test").mock(side_effect=kumod)
+    async with api(services.settings, secret_key=KEY) as client:
+        headers = await bearer(services, "fleet:manage", "queue:manage")
+        (node_id,) = await register(client, headers, "kumo-1")
+        await sync_nodes(services, "test")
+        route.mock(side_effect=httpx.ConnectError("refused"))
+        await sync_nodes(services, "test")
+        node = (await client.get(f"/api/v1/nodes/{node_id}", headers=headers)).json()
+        assert "unreachable" in node["sync_error"] and node["last_synced_at"] is not None
+        assert by_name((await client.get("/api/v1/queues", headers=headers)).json())["acme@gmail.com"]["scheduled"] == 9
+
+        # Removing the node removes what was read from it.
+        assert (await client.delete("/api/v1/nodes/kumo-1", headers=headers)).status_code == 200
+        assert (await client.get("/api/v1/queues", headers=headers)).json()["data"] == []
+
+
+@respx.mock
+async def test_a_tenant_bound_key_sees_its_own_queues_and_no_egress_paths(services: Services) -> None:
+    kumod = FakeKumod({"acme@gmail.com": 3, "globex@gmail.com": 4})
+    kumod.ready["smtp_client:mx.gmail.com"] = 1
+    respx.route(host="kumo-1.test").mock(side_effect=kumod)
+    async with api(services.settings, secret_key=KEY) as client:
+        await register(client, await bearer(services, "fleet:manage"), "kumo-1")
+        await sync_nodes(services, "test")
+        acme = await bearer(services, "email:read", tenant="acme")
+        listing = (await client.get("/api/v1/queues", headers=acme)).json()
+    assert [q["queue_name"] for q in listing["data"]] == ["acme@gmail.com"] and listing["ready_queues"] == []
