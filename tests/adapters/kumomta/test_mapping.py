@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -9,7 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.kumomta.events import record_decoder, split_body
-from adapters.kumomta.mapping import BOUNCE_CLASS_TYPE, RECORD_STATUS, dedupe_key, message_uuid, observe
+from adapters.kumomta.mapping import (
+    BOUNCE_CLASS_TYPE,
+    KUMOMTA_NAMESPACE,
+    RECORD_STATUS,
+    dedupe_key,
+    message_uuid,
+    observe,
+)
 from adapters.model import BounceType, MessageQueueStatus
 from adapters.model.observation import MessageObservation, merge
 from tests.support import kumomta_records, shared_fixture
@@ -147,3 +155,11 @@ def test_a_terminal_status_is_never_undone_by_a_later_queued_one(items: list[Mes
     terminal = [i for i in items if i.status in (S.delivered, S.bounced, S.expired, S.cancelled)]
     if terminal:
         assert merged.status in (S.delivered, S.bounced, S.expired, S.cancelled)
+
+
+def test_message_ids_stay_the_uuid5_of_the_spool_id_and_recipient() -> None:
+    # Mirrored rows are keyed by this id: it must never change between releases for the same record.
+    record = record_decoder.decode(kumomta_records()["log_delivery"])
+    local, _, domain = record.recipient.rpartition("@")
+    expected = uuid.uuid5(KUMOMTA_NAMESPACE, f"{record.id}\x00{local}@{domain.lower()}")
+    assert message_uuid(record) == expected and message_uuid(record).version == 5
