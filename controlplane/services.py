@@ -67,4 +67,5 @@ class Services:
 
     async def close(self) -> None:
         await self.operations.close()
+        await self.fleet.close()
         await self.engine.dispose()

@@ -7,12 +7,14 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import httpx
 import msgspec
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.base import MtaAdapter, MtaError, adapter_for
+from adapters.http import pooled_client
 from adapters.kumomta.client import KumoAuth
 from controlplane.audit.service import AuditLog
 from controlplane.db.tables import NodeHoldRow, NodeQueueRow, NodeRow
@@ -52,6 +54,20 @@ class FleetService:
         self._sessions = sessions
         self._audit = audit
         self._box = box
+        # One client per node, kept between uses so its connection stays warm (see adapters.http). Per node, not
+        # one for all: httpcore's pool scans every connection it holds for each request it places, which made one
+        # shared pool quadratic in the size of the fleet.
+        self._clients: dict[uuid.UUID, httpx.AsyncClient] = {}
+
+    async def close(self) -> None:
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
+            await client.aclose()
+
+    async def _forget_client(self, node_id: uuid.UUID) -> None:
+        client = self._clients.pop(node_id, None)
+        if client is not None:
+            await client.aclose()
 
     def _seal(self, node_id: uuid.UUID, credentials: NodeCredentials | None) -> tuple[str, bytes | None]:
         if credentials is None or credentials.scheme == "none":
@@ -142,6 +158,7 @@ class FleetService:
                 )
         except IntegrityError:
             raise Conflict(f"a node named {data.name!r} exists already", field="name") from None
+        await self._forget_client(row.id)  # its URL or credentials may have changed
         return _node(row)
 
     async def delete(self, ref: str, *, actor: str) -> Node:
@@ -159,6 +176,7 @@ class FleetService:
                 detail={"name": row.name},
                 session=session,
             )
+        await self._forget_client(row.id)
         return _node(row)
 
     async def select(self, refs: list[str] | None) -> list[NodeRow]:
@@ -193,6 +211,9 @@ class FleetService:
                     token=credentials.token,
                 )
             options["auth"] = auth
+            if row.id not in self._clients:
+                self._clients[row.id] = pooled_client()
+            options["http"] = self._clients[row.id]
         return adapter_for(row.kind, row.base_url, **options)
 
     async def probe_all(self) -> list[Node]:

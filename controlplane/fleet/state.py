@@ -16,7 +16,16 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from adapters.base import MtaError, MtaRefused, QueueCounts, StandingBounce, Suspension, Target, queue_matches
+from adapters.base import (
+    MtaError,
+    MtaRefused,
+    QueueCounts,
+    StandingBounce,
+    Suspension,
+    Target,
+    declare_asyncio,
+    queue_matches,
+)
 from controlplane.audit.service import AuditLog
 from controlplane.db.tables import NodeHoldRow, NodeQueueRow, NodeRow
 from controlplane.errors import InvalidInput, NotFound
@@ -59,6 +68,7 @@ class FleetStateService:
 
     async def sync(self, node_ids: Iterable[uuid.UUID] | None = None) -> list[NodeSync]:
         """Read the given nodes (every node by default) concurrently and store what each holds."""
+        declare_asyncio()
         async with self._sessions() as session:
             statement = select(NodeRow).order_by(NodeRow.name)
             if node_ids is not None:

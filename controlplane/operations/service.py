@@ -19,10 +19,18 @@ import msgspec
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from adapters.base import ADAPTER_KINDS, MtaAdapter, MtaError, Target, UnsupportedOperation, queue_matches
+from adapters.base import (
+    ADAPTER_KINDS,
+    MtaAdapter,
+    MtaError,
+    Target,
+    UnsupportedOperation,
+    declare_asyncio,
+    queue_matches,
+)
 from adapters.model import QueueOperationResult, QueueOperationType
 from controlplane.audit.service import AuditLog
-from controlplane.db.tables import NodeHoldRow, NodeRow, OperationRow
+from controlplane.db.tables import NodeHoldRow, NodeQueueRow, NodeRow, OperationRow
 from controlplane.errors import InvalidInput, NotFound
 from controlplane.fleet.schema import HoldKind
 from controlplane.fleet.service import FleetService
@@ -209,6 +217,7 @@ class OperationService:
     async def execute(self, operation_id: uuid.UUID) -> None:
         """Carry out a stored ``running`` operation on its nodes; a no-op for one already finished (so a job that
         is delivered twice does not act twice)."""
+        declare_asyncio()
         async with self._sessions() as session:
             row = await session.get(OperationRow, operation_id)
         if row is None or row.status != "running":
@@ -219,13 +228,24 @@ class OperationService:
         node_ids = [uuid.UUID(i) for i in result.get("node_ids", [])]
         async with self._sessions() as session:
             found = {r.id: r for r in (await session.scalars(select(NodeRow).where(NodeRow.id.in_(node_ids)))).all()}
+            synced = (
+                await session.execute(
+                    select(NodeQueueRow.node_id, NodeQueueRow.queue_name, NodeQueueRow.count).where(
+                        NodeQueueRow.node_id.in_(node_ids), NodeQueueRow.kind == "scheduled"
+                    )
+                )
+            ).all()
+        counts: dict[uuid.UUID, dict[str, int]] = {node_id: {} for node_id in found}
+        for node_id, queue_name, count in synced:
+            if queue_matches(target, queue_name):
+                counts[node_id][queue_name] = count
         outcomes: list[NodeOutcome] = [
             _outcome_error(node_id, request, "the node was removed before the operation reached it")
             for node_id in node_ids
             if node_id not in found
         ]
         last_write = asyncio.get_running_loop().time()
-        for finished in asyncio.as_completed([self._on_node(found[i], request, target) for i in found]):
+        for finished in asyncio.as_completed([self._on_node(found[i], request, target, counts[i]) for i in found]):
             outcomes.append(await finished)
             now = asyncio.get_running_loop().time()
             if now - last_write >= PROGRESS_EVERY_SECONDS and len(outcomes) < len(node_ids):
@@ -307,21 +327,20 @@ class OperationService:
         if self._saq is not None:
             await self._saq.disconnect()
 
-    async def _on_node(self, row: NodeRow, request: OperationRequest, target: Target) -> NodeOutcome:
+    async def _on_node(
+        self, row: NodeRow, request: OperationRequest, target: Target, queues: dict[str, int]
+    ) -> NodeOutcome:
+        """One node: the change, sent once (with the adapter's bounded retries). What it affects is read from the
+        node's last sync rather than asked again: one round trip per node instead of two, which halves both the
+        latency and the CPU of a fan-out (the sync job keeps the counts at most MTACTL_SYNC_INTERVAL_SECONDS
+        old)."""
         now = datetime.now(UTC)
         reference: str | None = None
-        queues: list[str] = []
         errors: list[str] = []
-        affected = 0
         adapter: MtaAdapter | None = None
         try:
             adapter = self._fleet.adapter(row)
-            # The count is read first: it is what the change affects (a bounce empties the queues it counts), and
-            # a node that cannot even report its queues is not sent the change.
-            counts = await adapter.queue_counts()
             reference = await apply(adapter, request, target)
-            queues = sorted(q for q in counts.scheduled if queue_matches(target, q))
-            affected = sum(counts.scheduled[q] for q in queues)
         except (MtaError, InvalidInput) as exc:
             errors.append(getattr(exc, "message", str(exc)))
         finally:
@@ -330,8 +349,8 @@ class OperationService:
         result = QueueOperationResult(
             success=not errors,
             operation=request.operation,
-            affected_messages=affected,
-            affected_queues=queues,
+            affected_messages=sum(queues.values()),
+            affected_queues=sorted(queues),
             errors=errors or None,
             timestamp=now,
         )

@@ -111,6 +111,27 @@ async def test_probing_uses_the_stored_credentials_and_records_health(services: 
     assert "load shedding" in (nodes["kumo-2"].health_detail or "")
 
 
+@respx.mock
+async def test_a_node_keeps_one_connection_between_uses_until_it_changes(services: Services) -> None:
+    import msgspec
+
+    from controlplane.fleet.schema import NodeCreate, NodeUpdate
+
+    fleet = FleetService(services.sessions, services.audit, SecretBox(KEY))
+    node = await fleet.create(msgspec.convert(NODE, NodeCreate), actor="test")
+    route = respx.get("http://kumo-1.test:8000/api/check-liveness/v1").respond(200)
+    (row,) = await fleet.select([node.name])
+    for _ in range(2):
+        adapter = fleet.adapter(row)
+        await adapter.health()
+        await adapter.close()  # the adapter goes; the node's client stays open for the next one
+    assert fleet.adapter(row)._http is adapter._http and not adapter._http.is_closed  # type: ignore[attr-defined]
+    assert route.call_count == 2
+    await fleet.update(node.name, NodeUpdate(base_url="http://kumo-1b.test:8000"), actor="test")
+    assert adapter._http.is_closed  # type: ignore[attr-defined]  # a changed node gets a new client
+    await fleet.close()
+
+
 def test_sealed_credentials_need_the_same_key_and_the_same_node() -> None:
     box = SecretBox(KEY)
     sealed = box.seal(b"secret", context=b"node-a")

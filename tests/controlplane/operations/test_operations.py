@@ -50,13 +50,14 @@ async def test_suspend_then_resume_reaches_every_node_and_is_audited(services: S
     async with api(services.settings, secret_key=KEY) as client:
         headers = await bearer(services, "fleet:manage", "queue:manage")
         await register(client, headers, "kumo-1", "kumo-2")
+        assert (await client.post("/api/v1/nodes/sync", headers=headers)).status_code == 200
         response = await client.post("/api/v1/operations", json=SUSPEND, headers=headers)
         assert response.status_code == 200, response.text
         record = response.json()
         assert record["status"] == "done" and record["total"]["affected_messages"] == 3
         assert record["total"]["affected_queues"] == ["acme@gmail.com"]
         assert sorted(n["node"] for n in record["nodes"]) == ["kumo-1", "kumo-2"]
-        for outcome in record["nodes"]:  # each node reports the matching queues it holds, from its /metrics
+        for outcome in record["nodes"]:  # each node's matching queues, as its last sync read them from /metrics
             assert outcome["reference"]
             assert outcome["result"]["affected_queues"] == ["spring-promo:acme@gmail.com"]
             assert outcome["result"]["affected_messages"] == 1843
