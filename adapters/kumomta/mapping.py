@@ -149,7 +149,9 @@ def observe(record: KumoLogRecord) -> MessageObservation | None:
     at = record.occurred_at()
     queue = QueueName.parse(record.queue)
     meta = record.meta or {}
-    headers = {str(k): v for k, v in (record.headers or {}).items() if isinstance(v, str)} or None
+    headers = record.headers or None
+    if headers is not None and not all(isinstance(v, str) for v in headers.values()):
+        headers = {k: v for k, v in headers.items() if isinstance(v, str)} or None
     message_id = header(headers, "Message-ID") or record.id
     is_response = record.type != "Reception" and record.response is not None
     failure = record.type in FAILURE_TYPES

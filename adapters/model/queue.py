@@ -261,8 +261,13 @@ class QueueOperationResult(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 def header(headers: dict[str, str] | None, name: str) -> str | None:
     """A header's value by case-insensitive name (header names are case-insensitive, RFC 5322)."""
+    if not headers:
+        return None
+    exact = headers.get(name)  # the usual spelling first: a dict lookup instead of a scan of every header
+    if exact is not None:
+        return exact
     wanted = name.lower()
-    return next((value for key, value in (headers or {}).items() if key.lower() == wanted), None)
+    return next((value for key, value in headers.items() if key.lower() == wanted), None)
 
 
 def assume_utc(value: datetime) -> datetime:

@@ -59,8 +59,8 @@ def holds_controller(kind: HoldKind, route: str, verb: str) -> type[Controller]:
         guards = [requires(Scope.queue_manage)]
 
         @get("/", summary=f"Active {kind.value}s on every node, as last synced")
-        async def list_holds(self, services: NamedDependency[Services]) -> list[Hold]:
-            return await services.fleet_state.holds(kind)
+        async def list_holds(self, request: AnyRequest, services: NamedDependency[Services]) -> list[Hold]:
+            return await services.fleet_state.holds(kind, tenant=request.user.tenant_id)
 
         @delete("/{hold_id:str}", summary=f"{verb} a {kind.value} on every node holding it", status_code=200)
         async def lift_hold(
@@ -70,7 +70,9 @@ def holds_controller(kind: HoldKind, route: str, verb: str) -> type[Controller]:
             hold_id: FromPath[str],
             reason: FromQuery[str | None] = None,
         ) -> list[Hold]:
-            return await services.fleet_state.lift(kind, hold_id, actor=request.user.actor, reason=reason)
+            return await services.fleet_state.lift(
+                kind, hold_id, actor=request.user.actor, reason=reason, tenant=request.user.tenant_id
+            )
 
     HoldsController.__name__ = f"{kind.value.title()}sController"
     return HoldsController

@@ -22,10 +22,9 @@ from adapters.base import (
     QueueCounts,
     StandingBounce,
     Suspension,
-    Target,
     declare_asyncio,
-    queue_matches,
 )
+from adapters.model import QueueName
 from controlplane.audit.service import AuditLog
 from controlplane.db.tables import NodeHoldRow, NodeQueueRow, NodeRow
 from controlplane.errors import InvalidInput, NotFound
@@ -35,12 +34,16 @@ from controlplane.fleet.service import FleetService
 NodeSnapshot = tuple[QueueCounts, list[Suspension], list[StandingBounce]]
 
 
-def hold_matches(hold: Hold | NodeHoldRow, queue_name: str) -> bool:
-    """Whether a scheduled-queue hold applies to ``queue_name`` (kumod's rule: every field it names must match)."""
+def hold_matches(hold: Hold | NodeHoldRow, queue: QueueName) -> bool:
+    """Whether a scheduled-queue hold applies to a (parsed) queue name: kumod's rule, every field the hold names
+    must match; a hold naming none applies to every queue."""
     if hold.ready_queue is not None:
         return False
-    target = Target(domain=hold.domain, tenant=hold.tenant, campaign=hold.campaign)
-    return target.is_empty() or queue_matches(target, queue_name)
+    return (
+        (hold.domain is None or hold.domain == queue.domain)
+        and (hold.tenant is None or hold.tenant == queue.tenant)
+        and (hold.campaign is None or hold.campaign == queue.campaign)
+    )
 
 
 def _hold(row: NodeHoldRow, node: NodeRow) -> Hold:
@@ -106,25 +109,32 @@ class FleetStateService:
         finally:
             await adapter.close()
 
-    async def holds(self, kind: HoldKind | None = None) -> list[Hold]:
+    async def holds(self, kind: HoldKind | None = None, *, tenant: str | None = None) -> list[Hold]:
+        """Holds as last synced; with ``tenant``, only those scoped to that tenant (a tenant-bound caller's)."""
         async with self._sessions() as session:
             statement = select(NodeHoldRow, NodeRow).join(NodeRow, NodeRow.id == NodeHoldRow.node_id)
             if kind is not None:
                 statement = statement.where(NodeHoldRow.kind == kind.value)
+            if tenant is not None:
+                statement = statement.where(NodeHoldRow.tenant == tenant)
             rows = (await session.execute(statement.order_by(NodeRow.name, NodeHoldRow.hold_id))).all()
         return [_hold(hold, node) for hold, node in rows]
 
-    async def lift(self, kind: HoldKind, hold_id: str, *, actor: str, reason: str | None = None) -> list[Hold]:
+    async def lift(
+        self, kind: HoldKind, hold_id: str, *, actor: str, reason: str | None = None, tenant: str | None = None
+    ) -> list[Hold]:
         """Resume a suspension or cancel a standing bounce, on every node that holds it (ids are per node, but a
-        hold created by one fan-out can share its id only by chance, so all holders are asked)."""
+        hold created by one fan-out can share its id only by chance, so all holders are asked). With ``tenant``,
+        only a hold scoped to that tenant can be lifted; others are "not found", as for any tenant-bound read."""
         async with self._sessions() as session:
-            rows = (
-                await session.execute(
-                    select(NodeHoldRow, NodeRow)
-                    .join(NodeRow, NodeRow.id == NodeHoldRow.node_id)
-                    .where(NodeHoldRow.kind == kind.value, NodeHoldRow.hold_id == hold_id)
-                )
-            ).all()
+            statement = (
+                select(NodeHoldRow, NodeRow)
+                .join(NodeRow, NodeRow.id == NodeHoldRow.node_id)
+                .where(NodeHoldRow.kind == kind.value, NodeHoldRow.hold_id == hold_id)
+            )
+            if tenant is not None:
+                statement = statement.where(NodeHoldRow.tenant == tenant)
+            rows = (await session.execute(statement)).all()
         if not rows:
             raise NotFound(f"no {kind.value} {hold_id!r} on any node (as last synced)", field="id")
         holds = [_hold(hold, node) for hold, node in rows]

@@ -11,6 +11,8 @@ Every operation, dry runs included, is stored and audited.
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +40,7 @@ from controlplane.operations.schema import NodeOutcome, OperationProgress, Opera
 from controlplane.queues.service import QueueQueryService
 
 Op = QueueOperationType
+log = logging.getLogger("mtactl.operations")
 
 
 def suspension_id_of(request: OperationRequest) -> str | None:
@@ -188,9 +191,14 @@ class OperationService:
         else:
             task = asyncio.create_task(self.execute(row.id))
             self._tasks[row.id] = task
-            task.add_done_callback(lambda _: self._tasks.pop(row.id, None))
+            task.add_done_callback(functools.partial(self._forget_task, row.id))
         await self._wait(row.id, wait)
         return await self.get(row.id)
+
+    def _forget_task(self, operation_id: uuid.UUID, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(operation_id, None)
+        if not task.cancelled():
+            task.exception()  # retrieved so asyncio does not warn: execute() has logged and recorded it
 
     async def _enqueue(self, operation_id: uuid.UUID) -> None:
         from saq import Queue
@@ -216,7 +224,25 @@ class OperationService:
 
     async def execute(self, operation_id: uuid.UUID) -> None:
         """Carry out a stored ``running`` operation on its nodes; a no-op for one already finished (so a job that
-        is delivered twice does not act twice)."""
+        is delivered twice does not act twice). Whatever goes wrong here is recorded on the operation: a failure
+        must not leave it ``running`` for ever."""
+        try:
+            await self._execute(operation_id)
+        except Exception as exc:
+            log.exception("operation %s failed", operation_id)
+            async with self._sessions.begin() as session:
+                stored = await session.get(OperationRow, operation_id)
+                if stored is not None and stored.status == "running":
+                    stored.status = "failed"
+                    stored.finished_at = datetime.now(UTC)
+                    result = dict(stored.result or {})
+                    total = dict(result.get("total") or {})
+                    total["success"] = False
+                    total["errors"] = [*(total.get("errors") or []), f"mtactl: {type(exc).__name__}: {exc}"]
+                    stored.result = result | {"total": total}
+            raise
+
+    async def _execute(self, operation_id: uuid.UUID) -> None:
         declare_asyncio()
         async with self._sessions() as session:
             row = await session.get(OperationRow, operation_id)

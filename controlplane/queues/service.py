@@ -186,6 +186,13 @@ class QueueQueryService:
             states[queue_name].add(QueueState(state))
         on_nodes: dict[str, list[NodeQueueCount]] = defaultdict(list)
         ready: list[ReadyQueueSummary] = []
+        ready_suspensions: dict[tuple[uuid.UUID, str], list[str]] = defaultdict(list)
+        scheduled_holds = []
+        for hold in holds:
+            if hold.ready_queue is not None:
+                ready_suspensions[(hold.node_id, hold.ready_queue)].append(hold.hold_id)
+            else:
+                scheduled_holds.append(hold)
         for queue, node_name in node_queues:
             if queue.kind == "scheduled":
                 if tenant_id is None or QueueName.parse(queue.queue_name).tenant == tenant_id:
@@ -193,11 +200,7 @@ class QueueQueryService:
                         NodeQueueCount(node=node_name, node_id=queue.node_id, scheduled=queue.count)
                     )
             elif tenant_id is None:
-                suspended_by = [
-                    h.hold_id
-                    for h in holds
-                    if h.kind == "suspension" and h.node_id == queue.node_id and h.ready_queue == queue.queue_name
-                ]
+                suspended_by = ready_suspensions.get((queue.node_id, queue.queue_name), [])
                 ready.append(
                     ReadyQueueSummary(
                         name=queue.queue_name,
@@ -211,7 +214,7 @@ class QueueQueryService:
         summaries = []
         for queue_name in sorted(counts.keys() | on_nodes.keys()):
             parts = QueueName.parse(queue_name)
-            matching = [h for h in holds if hold_matches(h, queue_name)]
+            matching = [h for h in scheduled_holds if hold_matches(h, parts)]
             suspended_by = sorted({h.hold_id for h in matching if h.kind == "suspension"})
             if suspended_by:
                 states[queue_name].add(QueueState.suspended)

@@ -144,3 +144,19 @@ async def test_a_tenant_bound_key_sees_its_own_queues_and_no_egress_paths(servic
         acme = await bearer(services, "email:read", tenant="acme")
         listing = (await client.get("/api/v1/queues", headers=acme)).json()
     assert [q["queue_name"] for q in listing["data"]] == ["acme@gmail.com"] and listing["ready_queues"] == []
+
+
+@respx.mock
+async def test_a_tenant_bound_key_sees_and_lifts_only_its_tenants_holds(services: Services) -> None:
+    kumod = FakeKumod()
+    kumod.suspensions["mine"] = {"id": "mine", "domain": "gmail.com", "tenant": "acme", "reason": "r"}
+    kumod.suspensions["theirs"] = {"id": "theirs", "domain": "gmail.com", "tenant": "globex", "reason": "r"}
+    respx.route(host="kumo-1.test").mock(side_effect=kumod)
+    async with api(services.settings, secret_key=KEY) as client:
+        await register(client, await bearer(services, "fleet:manage"), "kumo-1")
+        await sync_nodes(services, "test")
+        acme = await bearer(services, "queue:manage", tenant="acme")
+        assert [s["id"] for s in (await client.get("/api/v1/suspensions", headers=acme)).json()] == ["mine"]
+        assert (await client.delete("/api/v1/suspensions/theirs", headers=acme)).status_code == 404
+        assert (await client.delete("/api/v1/suspensions/mine", headers=acme)).status_code == 200
+    assert list(kumod.suspensions) == ["theirs"]

@@ -281,3 +281,20 @@ async def test_nodes_of_a_kind_without_an_adapter_are_refused_up_front(services:
         response = await client.post("/api/v1/operations", json=SUSPEND, headers=headers)
     assert response.status_code == 422 and "zone-1" in response.json()["message"]
     assert await services.operations.recent() == []
+
+
+@respx.mock
+async def test_an_operation_that_breaks_midway_is_recorded_failed_not_left_running(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    respx.route(host="kumo-1.test").mock(side_effect=FakeKumod())
+    async with api(services.settings, secret_key=KEY) as client:
+        await register(client, await bearer(services, "fleet:manage"), "kumo-1")
+
+    async def database_gone(*_: object) -> None:
+        raise ConnectionError("database went away")
+
+    monkeypatch.setattr(operations_service, "record_effects", database_gone)
+    record = await services.operations.submit(msgspec.convert(SUSPEND, OperationRequest), actor="test", wait=5.0)
+    assert record.status == "failed" and record.finished_at is not None
+    assert record.total is not None and "database went away" in (record.total.errors or [""])[-1]
