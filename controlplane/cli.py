@@ -241,12 +241,17 @@ def _run_operation(operation: str, reason: str, **fields: Any) -> None:
     total = record.total
     if total is not None:
         queues = ", ".join(total.affected_queues) or "none"
-        click.echo(f"{record.status}: {operation} — mirror: {total.affected_messages} queued message(s) in {queues}")
+        click.echo(
+            f"{record.status}: {operation} — mirrored messages still queued: {total.affected_messages} (in {queues})"
+        )
     for outcome in record.nodes:
         result = outcome.result
+        where = f"{result.affected_messages} message(s) in {len(result.affected_queues)} queue(s)"
+        if record.dry_run:
+            click.echo(f"  {outcome.node}: would affect {where} (as of its last sync)")
+            continue
         state = "ok" if result.success else "FAILED: " + "; ".join(result.errors or [])
         reference = f" id={outcome.reference}" if outcome.reference else ""
-        where = f"{result.affected_messages} message(s) in {len(result.affected_queues)} queue(s)"
         click.echo(f"  {outcome.node}: {where} {state}{reference}")
     click.echo(f"operation {record.id}", err=True)
     if record.status == "partial":
@@ -276,7 +281,7 @@ def queue_summary(refresh: bool, as_json: bool) -> None:
     click.echo(f"{'QUEUE':<{width}}  {'SCHEDULED':>9}  {'MIRRORED':>8}  STATE      NODES")
     for q in listing.data:
         nodes = " ".join(f"{n.node}={n.scheduled}" for n in q.nodes) or "-"
-        state = q.queue_state.value + (f" ({', '.join(q.suspended_by)})" if q.suspended_by else "")
+        state = q.queue_state.value  # which holds: `mtactl holds`
         click.echo(f"{q.queue_name:<{width}}  {q.scheduled:>9}  {q.total:>8}  {state:<10} {nodes}")
     if listing.ready_queues:
         click.echo("")
@@ -349,7 +354,7 @@ def ops_list(limit: int, as_json: bool) -> None:
         return
     for r in records:
         target = r.request.queue_name or "@".join(filter(None, [r.request.tenant, r.request.domain])) or "-"
-        progress = f"{r.progress.nodes_done}/{r.progress.nodes_total} nodes"
+        progress = "dry run" if r.dry_run else f"{r.progress.nodes_done}/{r.progress.nodes_total} nodes"
         when = r.created_at.strftime("%Y-%m-%d %H:%M:%S")
         click.echo(f"{r.id}  {when}  {r.request.operation.value:<8} {target}  {r.status:<11} {progress}  {r.actor}")
 

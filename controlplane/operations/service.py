@@ -167,6 +167,10 @@ class OperationService:
             affected_queues=queue_names,
             timestamp=now,
         )
+        planned_nodes: list[NodeOutcome] = []
+        if request.dry_run:  # what each node would see, from its last sync: no node is contacted
+            counts = await self._synced_counts([n.id for n in nodes], target)
+            planned_nodes = [_outcome(n, request, counts[n.id], errors=[], at=now) for n in nodes]
         row = OperationRow(
             id=uuid.uuid4(),
             created_at=now,
@@ -177,7 +181,12 @@ class OperationService:
             status="planned" if request.dry_run else "running",
             request=msgspec.to_builtins(request),
             result=msgspec.to_builtins(
-                {"total": plan, "nodes": [], "node_ids": [str(n.id) for n in nodes], "nodes_total": len(nodes)}
+                {
+                    "total": plan,
+                    "nodes": planned_nodes,
+                    "node_ids": [str(n.id) for n in nodes],
+                    "nodes_total": len(nodes),
+                }
             ),
         )
         async with self._sessions.begin() as session:
@@ -194,6 +203,22 @@ class OperationService:
             task.add_done_callback(functools.partial(self._forget_task, row.id))
         await self._wait(row.id, wait)
         return await self.get(row.id)
+
+    async def _synced_counts(self, node_ids: list[uuid.UUID], target: Target) -> dict[uuid.UUID, dict[str, int]]:
+        """Per node, the scheduled queues the target selects and their sizes, as the node's last sync read them."""
+        async with self._sessions() as session:
+            synced = (
+                await session.execute(
+                    select(NodeQueueRow.node_id, NodeQueueRow.queue_name, NodeQueueRow.count).where(
+                        NodeQueueRow.node_id.in_(node_ids), NodeQueueRow.kind == "scheduled"
+                    )
+                )
+            ).all()
+        counts: dict[uuid.UUID, dict[str, int]] = {node_id: {} for node_id in node_ids}
+        for node_id, queue_name, count in synced:
+            if queue_matches(target, queue_name):
+                counts[node_id][queue_name] = count
+        return counts
 
     def _forget_task(self, operation_id: uuid.UUID, task: asyncio.Task[None]) -> None:
         self._tasks.pop(operation_id, None)
@@ -254,17 +279,7 @@ class OperationService:
         node_ids = [uuid.UUID(i) for i in result.get("node_ids", [])]
         async with self._sessions() as session:
             found = {r.id: r for r in (await session.scalars(select(NodeRow).where(NodeRow.id.in_(node_ids)))).all()}
-            synced = (
-                await session.execute(
-                    select(NodeQueueRow.node_id, NodeQueueRow.queue_name, NodeQueueRow.count).where(
-                        NodeQueueRow.node_id.in_(node_ids), NodeQueueRow.kind == "scheduled"
-                    )
-                )
-            ).all()
-        counts: dict[uuid.UUID, dict[str, int]] = {node_id: {} for node_id in found}
-        for node_id, queue_name, count in synced:
-            if queue_matches(target, queue_name):
-                counts[node_id][queue_name] = count
+        counts = await self._synced_counts(list(found), target)
         outcomes: list[NodeOutcome] = [
             _outcome_error(node_id, request, "the node was removed before the operation reached it")
             for node_id in node_ids
@@ -372,15 +387,7 @@ class OperationService:
         finally:
             if adapter is not None:
                 await adapter.close()
-        result = QueueOperationResult(
-            success=not errors,
-            operation=request.operation,
-            affected_messages=sum(queues.values()),
-            affected_queues=sorted(queues),
-            errors=errors or None,
-            timestamp=now,
-        )
-        return NodeOutcome(node=row.name, node_id=row.id, result=result, reference=reference)
+        return _outcome(row, request, queues, errors=errors, at=now, reference=reference)
 
     async def recent(self, *, limit: int = 50) -> list[OperationRecord]:
         async with self._sessions() as session:
@@ -437,6 +444,26 @@ async def record_effects(
         delete(NodeHoldRow).where(NodeHoldRow.kind == kind.value, NodeHoldRow.hold_id.in_([o.reference for o in done]))
     )
     await session.execute(insert(NodeHoldRow), rows)
+
+
+def _outcome(
+    node: NodeRow,
+    request: OperationRequest,
+    queues: dict[str, int],
+    *,
+    errors: list[str],
+    at: datetime,
+    reference: str | None = None,
+) -> NodeOutcome:
+    result = QueueOperationResult(
+        success=not errors,
+        operation=request.operation,
+        affected_messages=sum(queues.values()),
+        affected_queues=sorted(queues),
+        errors=errors or None,
+        timestamp=at,
+    )
+    return NodeOutcome(node=node.name, node_id=node.id, result=result, reference=reference)
 
 
 def _outcome_error(node_id: uuid.UUID, request: OperationRequest, error: str) -> NodeOutcome:

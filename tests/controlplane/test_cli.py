@@ -106,11 +106,13 @@ def test_suspend_queue_summary_resume_and_ops_list_work_like_kcli_across_the_fle
         assert mtactl(tmp_path, "nodes", "add", "--name", "kumo-1", "--kind", "kumomta", "--url", url).returncode == 0
         target = ["--domain", "gmail.com", "--tenant", "acme"]
 
+        assert mtactl(tmp_path, "queue-summary", "--refresh").returncode == 0  # reads the node's queue counts
+        read = len(kumod.requests)
         planned = mtactl(tmp_path, "suspend", *target, "--reason", "block at gmail", "--duration", "2h", "--dry-run")
         assert planned.returncode == 0, planned.stderr
-        assert planned.stdout.startswith("planned: suspend") and kumod.requests == []
+        assert planned.stdout.startswith("planned: suspend") and len(kumod.requests) == read
+        assert "kumo-1: would affect 25 message(s) in 1 queue(s)" in planned.stdout
 
-        assert mtactl(tmp_path, "queue-summary", "--refresh").returncode == 0  # reads the node's queue counts
         done = mtactl(tmp_path, "suspend", *target, "--reason", "block at gmail", "--duration", "2h")
         assert done.returncode == 0, done.stderr
         assert "kumo-1: 25 message(s) in 1 queue(s) ok id=" in done.stdout

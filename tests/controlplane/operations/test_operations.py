@@ -141,9 +141,10 @@ async def test_a_dry_run_touches_no_mta_and_says_what_would_be_affected(services
                 "/api/v1/operations", json=SUSPEND | {"operation": "bounce", "dry_run": True}, headers=headers
             )
         ).json()
-    assert record["status"] == "planned" and record["nodes"] == []
+    assert record["status"] == "planned"
     assert record["total"]["affected_messages"] == 1  # the delivered one is past bouncing
-    assert kumod.requests == []
+    assert kumod.requests == []  # no node is contacted (not even for its counts: they come from its last sync)
+    assert [(n["node"], n["result"]["affected_messages"]) for n in record["nodes"]] == [("kumo-1", 0)]
 
 
 @respx.mock
