@@ -93,9 +93,16 @@ async def _guarded(job: PeriodicJob, services: Services, runner: str) -> None:
 
 
 def cron_every(seconds: float) -> str:
-    """A croniter expression firing every ``seconds`` (seconds field last, as croniter reads six fields)."""
-    step = max(1, min(59, math.ceil(seconds)))
-    return f"* * * * * */{step}"
+    """A croniter expression firing about every ``seconds`` (seconds field last, as croniter reads six fields).
+
+    Below a minute the step is in seconds, below an hour in minutes, else in hours: a step field cannot exceed
+    its unit, so an hourly job written in seconds would have fired every minute.
+    """
+    if seconds < 60:
+        return f"* * * * * */{max(1, math.ceil(seconds))}"
+    if seconds < 3600:
+        return f"*/{min(59, math.ceil(seconds / 60))} * * * * 0"
+    return f"0 */{min(23, math.ceil(seconds / 3600))} * * * 0"
 
 
 async def run_worker(services: Services, *, burst: bool = False) -> None:
@@ -133,6 +140,9 @@ async def run_worker(services: Services, *, burst: bool = False) -> None:
         dequeue_timeout=1.0 if burst else 0.0,
     )
     try:
+        await queue.connect()
+        for job in PERIODIC_JOBS:  # once now, as the in-process runner does, then on their schedule
+            await queue.enqueue(job.name, key=f"{job.name}:startup", timeout=900)
         await worker.start()
     finally:
         await queue.disconnect()

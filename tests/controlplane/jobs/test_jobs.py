@@ -55,7 +55,20 @@ async def test_with_redis_jobs_run_on_a_saq_worker(services: Services) -> None:
             await worker
 
 
-def test_cron_expressions_step_in_seconds() -> None:
+def test_cron_expressions_step_in_the_largest_unit_that_fits() -> None:
     assert cron_every(5) == "* * * * * */5"
     assert cron_every(0.2) == "* * * * * */1"
-    assert cron_every(600) == "* * * * * */59"
+    assert cron_every(900) == "*/15 * * * * 0"
+    assert cron_every(3600) == "0 */1 * * * 0"  # hourly, not every minute
+
+
+def test_cron_expressions_fire_at_the_interval_they_were_made_for() -> None:
+    from datetime import datetime
+
+    from croniter import croniter
+
+    start = datetime(2026, 11, 23, 10, 0, 0)
+    for seconds in (5, 900, 3600, 7200):
+        times = croniter(cron_every(seconds), start)
+        first, second = times.get_next(datetime), times.get_next(datetime)
+        assert (second - first).total_seconds() == seconds
