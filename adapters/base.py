@@ -4,6 +4,7 @@
     ├── MtaUnreachable            the node did not answer (connect error, timeout) after bounded retries
     ├── MtaAuthRefused            the node refused our credentials (401/403)
     ├── MtaRefused                the node answered but said no (other 4xx, or 5xx after retries); keeps its reason
+    ├── MtaBadAnswer              the node answered 2xx with something that is not what its API defines
     └── UnsupportedOperation      the MTA has no such operation (e.g. set_priority on KumoMTA); nothing was sent
 
 ``controlplane.errors`` maps these to HTTP in its one handler. Adapters are picked by a node's kind
@@ -41,6 +42,10 @@ class MtaRefused(MtaError):
     def __init__(self, message: str, *, status: int, node: str | None = None) -> None:
         super().__init__(message, node=node)
         self.status = status
+
+
+class MtaBadAnswer(MtaError):
+    pass
 
 
 class UnsupportedOperation(MtaError):

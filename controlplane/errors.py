@@ -8,7 +8,7 @@
     └── Conflict                 409  the request clashes with current state
 
 MTA adapter errors (``adapters.base``) map here too: ``UnsupportedOperation`` is 422, ``MtaUnreachable`` 503,
-``MtaAuthRefused`` and ``MtaRefused`` 502 (the fault is the node's, not the caller's).
+``MtaAuthRefused``, ``MtaRefused`` and ``MtaBadAnswer`` 502 (the fault is the node's, not the caller's).
 
 Every error body is ``{"error": <code>, "message": <text>, "field": <name or null>}``. Litestar's own request
 validation errors are reshaped into the same body, so clients parse one error format.
@@ -25,7 +25,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
 
-from adapters.base import MtaError, MtaRefused, MtaUnreachable, UnsupportedOperation
+from adapters.base import MtaAuthRefused, MtaBadAnswer, MtaError, MtaUnreachable, UnsupportedOperation
 
 log = logging.getLogger("mtactl")
 
@@ -87,9 +87,11 @@ def handle_mta_error(_: Request[Any, Any, Any], exc: MtaError) -> Response[Error
         return error_response(422, "unsupported_operation", exc.message, "operation")
     if isinstance(exc, MtaUnreachable):
         return error_response(503, "mta_unreachable", exc.message, "nodes")
-    return error_response(
-        502, "mta_refused" if isinstance(exc, MtaRefused) else "mta_auth_refused", exc.message, "nodes"
-    )
+    if isinstance(exc, MtaAuthRefused):
+        return error_response(502, "mta_auth_refused", exc.message, "nodes")
+    if isinstance(exc, MtaBadAnswer):
+        return error_response(502, "mta_bad_answer", exc.message, "nodes")
+    return error_response(502, "mta_refused", exc.message, "nodes")
 
 
 def handle_validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorBody]:

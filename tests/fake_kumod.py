@@ -17,7 +17,9 @@ from tests.support import shared_fixture
 
 
 class FakeKumod:
-    def __init__(self, scheduled: dict[str, int] | None = None, *, fail_with: int | None = None) -> None:
+    def __init__(
+        self, scheduled: dict[str, int] | None = None, *, fail_with: int | None = None, garbage: bool = False
+    ) -> None:
         self.scheduled = (
             scheduled if scheduled is not None else {"spring-promo:acme@gmail.com": 1843, "acme@yahoo.com": 5210}
         )
@@ -27,12 +29,15 @@ class FakeKumod:
         self.bounces: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str, Any]] = []
         self.fail_with = fail_with
+        self.garbage = garbage  # answer 200 with something no kumod sends (a proxy's error page, say)
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content) if request.content else None
         self.requests.append((request.method, request.url.path, body))
         if self.fail_with:
             return httpx.Response(self.fail_with, text="kumod is unwell")
+        if self.garbage:
+            return httpx.Response(200, text="<html><body>Gateway says hello {{{</body></html>")
         route = (request.method, request.url.path)
         if route == ("GET", "/metrics"):
             lines = ["# TYPE scheduled_count gauge"]

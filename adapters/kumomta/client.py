@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import msgspec
@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from adapters.base import (
     MtaAdapter,
     MtaAuthRefused,
+    MtaBadAnswer,
     MtaError,
     MtaRefused,
     MtaUnreachable,
@@ -29,6 +30,7 @@ from adapters.base import (
 )
 from adapters.http import DEFAULT_TIMEOUT_SECONDS, pooled_client
 
+T = TypeVar("T")
 RETRY_DELAYS = (0.2, 0.5)  # three attempts in all
 
 
@@ -144,6 +146,13 @@ class KumoMtaClient(MtaAdapter):
                 await asyncio.sleep(RETRY_DELAYS[attempt])
         raise MtaUnreachable(f"{self.node} unreachable: {last_error}", node=self.node)
 
+    def _decode(self, response: httpx.Response, kind: type[T]) -> T:
+        try:
+            return msgspec.json.decode(response.content, type=kind)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            path = response.request.url.path
+            raise MtaBadAnswer(f"{self.node}: unexpected answer to {path}: {exc}", node=self.node) from None
+
     async def health(self) -> NodeHealth:
         now = datetime.now(UTC)
         try:
@@ -156,30 +165,32 @@ class KumoMtaClient(MtaAdapter):
         text = (await self._request("GET", "/metrics")).text
         scheduled: dict[str, int] = {}
         ready: dict[str, int] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == "scheduled_count" and "queue" in sample.labels:
-                    scheduled[sample.labels["queue"]] = int(sample.value)
-                elif sample.name == "ready_count" and "service" in sample.labels:
-                    ready[sample.labels["service"]] = int(sample.value)
+        try:
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name == "scheduled_count" and "queue" in sample.labels:
+                        scheduled[sample.labels["queue"]] = int(sample.value)
+                    elif sample.name == "ready_count" and "service" in sample.labels:
+                        ready[sample.labels["service"]] = int(sample.value)
+        except (ValueError, TypeError) as exc:
+            raise MtaBadAnswer(f"{self.node}: /metrics is not Prometheus text ({exc})", node=self.node) from None
         return QueueCounts(scheduled=scheduled, ready=ready)
 
     async def inspect_message(self, message_id: str) -> dict[str, Any]:
         response = await self._request(
             "GET", "/api/admin/inspect-message/v1", params={"id": message_id, "want_body": "false"}
         )
-        result: dict[str, Any] = response.json()
-        return result
+        return self._decode(response, dict[str, Any])
 
     async def suspend(self, target: Target, *, reason: str, duration: str | None = None) -> str:
         body = _target_body(target) | {"reason": reason, **({"duration": duration} if duration else {})}
         response = await self._request("POST", "/api/admin/suspend/v1", json=body)
-        return msgspec.json.decode(response.content, type=_IdResponse).id
+        return self._decode(response, _IdResponse).id
 
     async def suspend_ready_queue(self, name: str, *, reason: str, duration: str | None = None) -> str:
         body = {"name": name, "reason": reason, **({"duration": duration} if duration else {})}
         response = await self._request("POST", "/api/admin/suspend-ready-q/v1", json=body)
-        return msgspec.json.decode(response.content, type=_IdResponse).id
+        return self._decode(response, _IdResponse).id
 
     async def resume(self, suspension_id: str) -> None:
         # The id may belong to a scheduled-queue or a ready-queue suspension; ask kumod which.
@@ -189,11 +200,11 @@ class KumoMtaClient(MtaAdapter):
 
     async def _ready_suspensions(self) -> list[_ReadySuspendEntry]:
         response = await self._request("GET", "/api/admin/suspend-ready-q/v1")
-        return msgspec.json.decode(response.content, type=list[_ReadySuspendEntry])
+        return self._decode(response, list[_ReadySuspendEntry])
 
     async def list_suspensions(self) -> list[Suspension]:
         response = await self._request("GET", "/api/admin/suspend/v1")
-        scheduled = msgspec.json.decode(response.content, type=list[_SuspendEntry])
+        scheduled = self._decode(response, list[_SuspendEntry])
         found = [
             Suspension(
                 id=s.id, reason=s.reason, domain=s.domain, tenant=s.tenant, campaign=s.campaign, remaining=s.duration
@@ -213,7 +224,7 @@ class KumoMtaClient(MtaAdapter):
         if duration:
             body["duration"] = duration
         response = await self._request("POST", "/api/admin/bounce/v1", json=body)
-        return msgspec.json.decode(response.content, type=_IdResponse).id
+        return self._decode(response, _IdResponse).id
 
     async def cancel_bounce(self, bounce_id: str) -> None:
         await self._request("DELETE", "/api/admin/bounce/v1", json={"id": bounce_id})
@@ -230,7 +241,7 @@ class KumoMtaClient(MtaAdapter):
                 remaining=b.duration,
                 total_bounced=b.total_bounced,
             )
-            for b in msgspec.json.decode(response.content, type=list[_BounceEntry])
+            for b in self._decode(response, list[_BounceEntry])
         ]
 
     async def retry(self, target: Target, *, reason: str) -> None:

@@ -9,6 +9,7 @@ not look like an emptied queue.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ from controlplane.errors import InvalidInput, NotFound
 from controlplane.fleet.schema import Hold, HoldKind, NodeSync
 from controlplane.fleet.service import FleetService
 
+log = logging.getLogger("mtactl.fleet")
 NodeSnapshot = tuple[QueueCounts, list[Suspension], list[StandingBounce]]
 
 
@@ -106,6 +108,9 @@ class FleetStateService:
             return counts, suspensions, bounces
         except MtaError as exc:
             return exc.message
+        except Exception as exc:  # one node's fault must not stop the sync of the others
+            log.exception("sync of node %s failed", row.name)
+            return f"mtactl: {type(exc).__name__}: {exc}"
         finally:
             await adapter.close()
 
@@ -166,6 +171,9 @@ class FleetStateService:
             return None
         except MtaError as exc:
             return exc.message
+        except Exception as exc:
+            log.exception("lifting %s %s on node %s failed", kind.value, hold_id, node.name)
+            return f"mtactl: {type(exc).__name__}: {exc}"
         finally:
             await adapter.close()
 

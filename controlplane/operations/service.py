@@ -384,6 +384,9 @@ class OperationService:
             reference = await apply(adapter, request, target)
         except (MtaError, InvalidInput) as exc:
             errors.append(getattr(exc, "message", str(exc)))
+        except Exception as exc:  # a fault of ours with one node must not cost the other nodes their outcome
+            log.exception("operation on node %s failed", row.name)
+            errors.append(f"mtactl: {type(exc).__name__}: {exc}")
         finally:
             if adapter is not None:
                 await adapter.close()

@@ -11,6 +11,7 @@ import respx
 
 from adapters.base import (
     MtaAuthRefused,
+    MtaBadAnswer,
     MtaRefused,
     MtaUnreachable,
     Target,
@@ -222,3 +223,16 @@ async def test_credentials_are_sent_as_configured(auth: KumoAuth, header: str) -
 def test_unknown_kinds_have_no_adapter() -> None:
     with pytest.raises(UnsupportedOperation, match="zonemta"):
         adapter_for("zonemta", BASE)
+
+
+@respx.mock
+async def test_an_answer_that_is_not_what_kumod_sends_is_a_bad_answer_not_a_crash(kumod: KumoMtaClient) -> None:
+    respx.get(f"{BASE}/metrics").respond(200, text="<html>captive portal</html>\n{{{")
+    respx.post(f"{BASE}/api/admin/suspend/v1").respond(200, text="<html>ok</html>")
+    respx.get(f"{BASE}/api/admin/bounce/v1").respond(200, json={"not": "a list"})
+    with pytest.raises(MtaBadAnswer, match="/metrics"):
+        await kumod.queue_counts()
+    with pytest.raises(MtaBadAnswer, match="suspend"):
+        await kumod.suspend(Target(domain="gmail.com"), reason="r")
+    with pytest.raises(MtaBadAnswer, match="bounce"):
+        await kumod.list_bounces()

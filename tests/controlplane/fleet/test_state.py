@@ -160,3 +160,20 @@ async def test_a_tenant_bound_key_sees_and_lifts_only_its_tenants_holds(services
         assert (await client.delete("/api/v1/suspensions/theirs", headers=acme)).status_code == 404
         assert (await client.delete("/api/v1/suspensions/mine", headers=acme)).status_code == 200
     assert list(kumod.suspensions) == ["theirs"]
+
+
+@respx.mock
+async def test_a_node_answering_nonsense_fails_alone_in_sync_and_in_operations(services: Services) -> None:
+    healthy, confused = FakeKumod({"acme@gmail.com": 4}), FakeKumod(garbage=True)
+    respx.route(host="kumo-1.test").mock(side_effect=healthy)
+    respx.route(host="kumo-2.test").mock(side_effect=confused)
+    async with api(services.settings, secret_key=KEY) as client:
+        headers = await bearer(services, "fleet:manage", "queue:manage")
+        await register(client, headers, "kumo-1", "kumo-2")
+        synced = {s["node"]: s["error"] for s in (await client.post("/api/v1/nodes/sync", headers=headers)).json()}
+        assert synced["kumo-1"] is None and "not Prometheus text" in synced["kumo-2"]
+        record = (await client.post("/api/v1/operations", json=SUSPEND, headers=headers)).json()
+    assert record["status"] == "partial"
+    outcome = {n["node"]: n["result"] for n in record["nodes"]}
+    assert outcome["kumo-1"]["success"] and outcome["kumo-1"]["affected_messages"] == 4
+    assert "unexpected answer" in outcome["kumo-2"]["errors"][0]

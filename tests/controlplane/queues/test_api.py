@@ -184,16 +184,17 @@ async def test_a_body_missing_a_field_names_that_field(services: Services) -> No
 
 
 def test_mta_errors_map_to_http_in_the_one_handler() -> None:
-    from adapters.base import MtaAuthRefused, MtaRefused, MtaUnreachable, UnsupportedOperation
+    from adapters.base import MtaAuthRefused, MtaBadAnswer, MtaRefused, MtaUnreachable, UnsupportedOperation
     from controlplane.errors import handle_mta_error
 
     cases = [
-        (UnsupportedOperation("no priority on kumomta"), 422, "operation"),
-        (MtaUnreachable("node-1 unreachable"), 503, "nodes"),
-        (MtaRefused("node-1: 500", status=500), 502, "nodes"),
-        (MtaAuthRefused("node-1 refused"), 502, "nodes"),
+        (UnsupportedOperation("no priority on kumomta"), 422, "operation", "unsupported_operation"),
+        (MtaUnreachable("node-1 unreachable"), 503, "nodes", "mta_unreachable"),
+        (MtaRefused("node-1: 500", status=500), 502, "nodes", "mta_refused"),
+        (MtaAuthRefused("node-1 refused"), 502, "nodes", "mta_auth_refused"),
+        (MtaBadAnswer("node-1: not JSON"), 502, "nodes", "mta_bad_answer"),
     ]
-    for error, status, field in cases:
+    for error, status, field, code in cases:
         response = handle_mta_error(None, error)  # type: ignore[arg-type]
-        assert (response.status_code, response.content.field) == (status, field)
+        assert (response.status_code, response.content.field, response.content.error) == (status, field, code)
         assert response.content.message == error.message
