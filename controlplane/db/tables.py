@@ -202,7 +202,8 @@ class NodeQueueRow(Base):
 
     node_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     kind: Mapped[str] = mapped_column(String(10))  # "scheduled" | "ready"
-    queue_name: Mapped[str] = mapped_column(String(500))
+    # Text, not a bounded string: whatever a node reports must fit, or one odd name would fail the whole sync.
+    queue_name: Mapped[str] = mapped_column(Text)
     count: Mapped[int] = mapped_column(BigInteger)
 
 
@@ -214,13 +215,13 @@ class NodeHoldRow(Base):
 
     node_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     kind: Mapped[str] = mapped_column(String(10))  # "suspension" | "bounce"
-    hold_id: Mapped[str] = mapped_column(String(100), index=True)
+    hold_id: Mapped[str] = mapped_column(Text, index=True)
     reason: Mapped[str] = mapped_column(Text)
-    domain: Mapped[str | None] = mapped_column(String(255))
-    tenant: Mapped[str | None] = mapped_column(String(255))
-    campaign: Mapped[str | None] = mapped_column(String(255))
-    ready_queue: Mapped[str | None] = mapped_column(String(500))
-    remaining: Mapped[str | None] = mapped_column(String(100))
+    domain: Mapped[str | None] = mapped_column(Text)
+    tenant: Mapped[str | None] = mapped_column(Text)
+    campaign: Mapped[str | None] = mapped_column(Text)
+    ready_queue: Mapped[str | None] = mapped_column(Text)
+    remaining: Mapped[str | None] = mapped_column(Text)
     total_bounced: Mapped[int] = mapped_column(BigInteger)
 
 

@@ -1,9 +1,10 @@
 """What each node holds right now: queue counts, suspensions and standing bounces, read from the node and stored.
 
-The sync job reads every node every ``MTACTL_SYNC_INTERVAL_SECONDS``; operations re-read the nodes they touched
-as soon as they finish, so the API shows the effect of an operation at once rather than one interval later. A
-node that cannot be read keeps what was last read from it (with ``sync_error`` set): a dropped connection must
-not look like an emptied queue.
+The sync job reads every node every ``MTACTL_SYNC_INTERVAL_SECONDS``. Operations record the suspensions and
+bounces they create or lift as soon as the nodes answer (``operations.service.record_effects``), and lifting a
+hold here re-reads its nodes, so the API shows an effect at once rather than one interval later. A node that
+cannot be read keeps what was last read from it (with ``sync_error`` set): a dropped connection must not look
+like an emptied queue.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.base import (
@@ -91,7 +93,14 @@ class FleetStateService:
                     stored.sync_error = snapshot
                     outcomes.append(NodeSync(node=row.name, node_id=row.id, synced_at=None, error=snapshot))
                     continue
-                await _replace(session, row.id, snapshot)
+                try:
+                    async with session.begin_nested():  # what one node sent cannot fail the others' sync
+                        await _replace(session, row.id, snapshot)
+                except DBAPIError as exc:
+                    log.warning("storing what node %s holds failed: %s", row.name, exc.orig)
+                    stored.sync_error = f"mtactl could not store what the node reported: {exc.orig}"[:2000]
+                    outcomes.append(NodeSync(node=row.name, node_id=row.id, synced_at=None, error=stored.sync_error))
+                    continue
                 stored.last_synced_at, stored.sync_error = now, None
                 outcomes.append(NodeSync(node=row.name, node_id=row.id, synced_at=now, error=None))
         return outcomes

@@ -177,3 +177,20 @@ async def test_a_node_answering_nonsense_fails_alone_in_sync_and_in_operations(s
     outcome = {n["node"]: n["result"] for n in record["nodes"]}
     assert outcome["kumo-1"]["success"] and outcome["kumo-1"]["affected_messages"] == 4
     assert "unexpected answer" in outcome["kumo-2"]["errors"][0]
+
+
+@respx.mock
+async def test_what_one_node_reports_cannot_fail_the_sync_of_the_others(services: Services) -> None:
+    # Postgres text cannot hold NUL; a node reporting one must not cost the other nodes their sync.
+    odd, fine = FakeKumod({"acme@gmail.com": 1}), FakeKumod({"acme@yahoo.com": 2})
+    odd.suspensions["s-1"] = {"id": "s-1", "domain": "gmail.com", "reason": "nul \x00 here"}
+    respx.route(host="kumo-1.test").mock(side_effect=odd)
+    respx.route(host="kumo-2.test").mock(side_effect=fine)
+    async with api(services.settings, secret_key=KEY) as client:
+        headers = await bearer(services, "fleet:manage", "queue:manage")
+        await register(client, headers, "kumo-1", "kumo-2")
+        synced = {s["node"]: s["error"] for s in (await client.post("/api/v1/nodes/sync", headers=headers)).json()}
+        assert synced["kumo-2"] is None
+        if not services.settings.is_sqlite:  # SQLite stores the NUL; Postgres refuses it, for that node alone
+            assert "could not store" in synced["kumo-1"]
+        assert by_name((await client.get("/api/v1/queues", headers=headers)).json())["acme@yahoo.com"]["scheduled"] == 2
