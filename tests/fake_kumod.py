@@ -43,7 +43,7 @@ class FakeKumod:
             lines = ["# TYPE scheduled_count gauge"]
             lines += [f'scheduled_count{{queue="{q}"}} {n}' for q, n in self.scheduled.items()]
             lines += ["# TYPE ready_count gauge"]
-            lines += [f'ready_count{{service="{q}"}} {n}' for q, n in self.ready.items()]
+            lines += [f'ready_count{{service="smtp_client:{q}"}} {n}' for q, n in self.ready.items()]
             return httpx.Response(200, text="\n".join(lines) + "\n")
         if route == ("GET", "/api/check-liveness/v1"):
             return httpx.Response(200)

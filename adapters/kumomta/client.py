@@ -171,7 +171,10 @@ class KumoMtaClient(MtaAdapter):
                     if sample.name == "scheduled_count" and "queue" in sample.labels:
                         scheduled[sample.labels["queue"]] = int(sample.value)
                     elif sample.name == "ready_count" and "service" in sample.labels:
-                        ready[sample.labels["service"]] = int(sample.value)
+                        # kumod labels a ready queue "<protocol>:<ready queue name>" (smtp_client, lua, …; no
+                        # colon in the protocol); the name alone is what ready-queue suspensions use.
+                        _, _, name = sample.labels["service"].partition(":")
+                        ready[name or sample.labels["service"]] = int(sample.value)
         except (ValueError, TypeError) as exc:
             raise MtaBadAnswer(f"{self.node}: /metrics is not Prometheus text ({exc})", node=self.node) from None
         return QueueCounts(scheduled=scheduled, ready=ready)

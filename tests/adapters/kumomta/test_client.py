@@ -142,7 +142,11 @@ async def test_queue_counts_come_from_the_prometheus_metrics(kumod: KumoMtaClien
     counts = await kumod.queue_counts()
     assert counts.scheduled["spring-promo:acme@gmail.com"] == 1843
     assert counts.scheduled["globex@outlook.com!outlook-routing.example"] == 77
-    assert counts.ready["smtp_client:ip-1->(alt1|alt2|alt3|alt4)?.gmail-smtp-in.l.google.com@smtp_client"] == 37
+    # Ready queues by the name kumod's ready-queue suspensions use (the metric's "<protocol>:" prefix dropped).
+    assert counts.ready["ip-1->(alt1|alt2|alt3|alt4)?.gmail-smtp-in.l.google.com@smtp_client"] == 37
+    assert counts.ready["unspecified->webhook.log_hook@lua:make.webhook.log_hook"] == 1
+    suspended = fixture("suspend_ready_q_list_response")[0]["name"]
+    assert suspended in counts.ready
     assert "scheduled_count_total" not in counts.scheduled
 
 

@@ -70,11 +70,11 @@ async def test_holds_made_outside_mtactl_are_listed_and_can_be_lifted(services: 
     kumod.suspensions["s-1"] = {"id": "s-1", "domain": "gmail.com", "tenant": None, "campaign": None, "reason": "kcli"}
     kumod.ready_suspensions["r-1"] = {
         "id": "r-1",
-        "name": "smtp_client:mx.gmail.com",
+        "name": "ip-1->mx.gmail.com@smtp_client",
         "reason": "kcli",
         "duration": "1h",
     }
-    kumod.ready["smtp_client:mx.gmail.com"] = 12
+    kumod.ready["ip-1->mx.gmail.com@smtp_client"] = 12
     kumod.bounces["b-1"] = {"id": "b-1", "domain": "yahoo.com", "reason": "bad list", "total_bounced": 5}
     respx.route(host="kumo-1.test").mock(side_effect=kumod)
     async with api(services.settings, secret_key=KEY) as client:
@@ -85,7 +85,7 @@ async def test_holds_made_outside_mtactl_are_listed_and_can_be_lifted(services: 
 
         suspensions = (await client.get("/api/v1/suspensions", headers=headers)).json()
         assert sorted((s["id"], s["ready_queue"]) for s in suspensions) == [
-            ("r-1", "smtp_client:mx.gmail.com"),
+            ("r-1", "ip-1->mx.gmail.com@smtp_client"),
             ("s-1", None),
         ]
         bounces = (await client.get("/api/v1/bounces", headers=headers)).json()
@@ -95,7 +95,7 @@ async def test_holds_made_outside_mtactl_are_listed_and_can_be_lifted(services: 
         assert by_name(listing)["spring-promo:acme@gmail.com"]["suspended_by"] == ["s-1"]
         assert by_name(listing)["acme@yahoo.com"]["bounced_by"] == ["b-1"]
         assert [(r["name"], r["ready"], r["queue_state"]) for r in listing["ready_queues"]] == [
-            ("smtp_client:mx.gmail.com", 12, "suspended")
+            ("ip-1->mx.gmail.com@smtp_client", 12, "suspended")
         ]
 
         lifted = await client.delete("/api/v1/suspensions/r-1?reason=maintenance over", headers=headers)
@@ -136,7 +136,7 @@ async def test_a_node_that_cannot_be_read_keeps_its_last_state_and_says_why(serv
 @respx.mock
 async def test_a_tenant_bound_key_sees_its_own_queues_and_no_egress_paths(services: Services) -> None:
     kumod = FakeKumod({"acme@gmail.com": 3, "globex@gmail.com": 4})
-    kumod.ready["smtp_client:mx.gmail.com"] = 1
+    kumod.ready["ip-1->mx.gmail.com@smtp_client"] = 1
     respx.route(host="kumo-1.test").mock(side_effect=kumod)
     async with api(services.settings, secret_key=KEY) as client:
         await register(client, await bearer(services, "fleet:manage"), "kumo-1")
