@@ -88,6 +88,8 @@ class Suspension(msgspec.Struct, kw_only=True):
     campaign: str | None = None
     ready_queue: str | None = None  # set for a suspension of an egress path (ready queue)
     remaining: str | None = None  # as the MTA reports it (a humantime duration for kumod)
+    # Who made it: "kumod" (its admin API; liftable) or "tsa" (a shaping rule; ends when it expires)
+    source: str = "kumod"
 
 
 class StandingBounce(msgspec.Struct, kw_only=True):

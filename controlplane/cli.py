@@ -149,6 +149,7 @@ def nodes() -> None:
 @click.option("--basic-user", default=None)
 @click.option("--basic-password", default=None, envvar="MTACTL_NODE_PASSWORD")
 @click.option("--label", "labels", multiple=True, help="key=value, repeatable (e.g. region=eu)")
+@click.option("--tsa-url", default=None, help="The node's TSA daemon, e.g. http://kumo-1.internal:8008")
 def nodes_add(
     name: str,
     kind: str,
@@ -157,6 +158,7 @@ def nodes_add(
     basic_user: str | None,
     basic_password: str | None,
     labels: tuple[str, ...],
+    tsa_url: str | None,
 ) -> None:
     """Register a node (credentials are stored encrypted; needs MTACTL_SECRET_KEY)."""
     from controlplane.fleet.schema import NodeCreate
@@ -169,7 +171,15 @@ def nodes_add(
     pairs = dict(label.partition("=")[::2] for label in labels)
     try:
         data = msgspec.convert(
-            {"name": name, "kind": kind, "base_url": base_url, "credentials": credentials, "labels": pairs}, NodeCreate
+            {
+                "name": name,
+                "kind": kind,
+                "base_url": base_url,
+                "credentials": credentials,
+                "labels": pairs,
+                "tsa_url": tsa_url,
+            },
+            NodeCreate,
         )
     except msgspec.ValidationError as exc:
         raise click.UsageError(str(exc)) from None

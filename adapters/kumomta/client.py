@@ -27,6 +27,7 @@ from adapters.base import (
     StandingBounce,
     Suspension,
     Target,
+    UnsupportedOperation,
 )
 from adapters.http import DEFAULT_TIMEOUT_SECONDS, pooled_client
 
@@ -77,6 +78,28 @@ class _BounceEntry(msgspec.Struct):
     total_bounced: int = 0
 
 
+class _TsaScheduledEntry(msgspec.Struct):
+    rule_hash: str
+    reason: str
+    expires: str
+    tenant: str | None = None
+    domain: str | None = None
+    campaign: str | None = None
+
+
+class _TsaReadyEntry(msgspec.Struct):
+    rule_hash: str
+    site_name: str
+    source: str
+    reason: str
+    expires: str
+
+
+class _TsaSuspended(msgspec.Struct):
+    sched_q: list[_TsaScheduledEntry] = msgspec.field(default_factory=list)
+    ready_q: list[_TsaReadyEntry] = msgspec.field(default_factory=list)
+
+
 class _IdResponse(msgspec.Struct):
     id: str
 
@@ -93,11 +116,13 @@ class KumoMtaClient(MtaAdapter):
         node: str | None = None,
         http: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        tsa_url: str | None = None,
     ) -> None:
         """``http``: the process's shared client (``adapters.http.pooled_client``), left open by ``close``; without
         it the adapter makes and owns a client of its own."""
         self.node = node or base_url
         self._base = base_url.rstrip("/")
+        self._tsa = tsa_url.rstrip("/") if tsa_url else None
         auth = auth or KumoAuth()
         self._auth = auth.httpx_auth()
         self._headers = auth.headers()
@@ -196,6 +221,8 @@ class KumoMtaClient(MtaAdapter):
         return self._decode(response, _IdResponse).id
 
     async def resume(self, suspension_id: str) -> None:
+        if suspension_id.startswith("tsa:"):
+            raise UnsupportedOperation("a TSA suspension ends when it expires; kumod cannot lift it")
         # The id may belong to a scheduled-queue or a ready-queue suspension; ask kumod which.
         ready_ids = {s.id for s in await self._ready_suspensions()}
         path = "/api/admin/suspend-ready-q/v1" if suspension_id in ready_ids else "/api/admin/suspend/v1"
@@ -217,6 +244,46 @@ class KumoMtaClient(MtaAdapter):
         found += [
             Suspension(id=s.id, reason=s.reason, ready_queue=s.name, remaining=s.duration)
             for s in await self._ready_suspensions()
+        ]
+        if self._tsa:
+            found += await self._tsa_suspensions(self._tsa)
+        return found
+
+    async def _tsa_suspensions(self, tsa: str) -> list[Suspension]:
+        """The TSA daemon's automatic suspensions, which kumod's own listing leaves out. They are not ids kumod
+        knows: they end when they expire (or when the rule that made them is removed)."""
+        try:
+            # Not with the node's credentials: they are kumod's, and the daemon is another service.
+            response = await self._http.get(f"{tsa}/get_suspension_v1/suspended.json", auth=None, timeout=self._timeout)
+        except httpx.TransportError as exc:
+            raise MtaUnreachable(f"{self.node}: TSA daemon unreachable: {exc}", node=self.node) from None
+        if response.status_code >= 400:
+            raise MtaRefused(
+                f"{self.node}: TSA daemon said {response.status_code}", status=response.status_code, node=self.node
+            )
+        listed = self._decode(response, _TsaSuspended)
+        found = [
+            Suspension(
+                id=f"tsa:{s.rule_hash}:{s.campaign or ''}:{s.tenant or ''}@{s.domain or ''}",
+                reason=s.reason,
+                domain=s.domain,
+                tenant=s.tenant,
+                campaign=s.campaign,
+                remaining=f"until {s.expires}",
+                source="tsa",
+            )
+            for s in listed.sched_q
+        ]
+        found += [
+            Suspension(
+                id=f"tsa:{s.rule_hash}:{s.source}->{s.site_name}",
+                reason=s.reason,
+                # kumod names an SMTP ready queue "<source>-><site>@smtp_client"; TSA shapes SMTP delivery.
+                ready_queue=f"{s.source}->{s.site_name}@smtp_client",
+                remaining=f"until {s.expires}",
+                source="tsa",
+            )
+            for s in listed.ready_q
         ]
         return found
 

@@ -192,6 +192,8 @@ class NodeRow(Base):
     health_detail: Mapped[str | None] = mapped_column(Text)
     last_synced_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     sync_error: Mapped[str | None] = mapped_column(Text)
+    # The node's traffic-shaping automation daemon, whose suspensions kumod does not list.
+    tsa_url: Mapped[str | None] = mapped_column(String(500))
 
 
 class NodeQueueRow(Base):
@@ -216,6 +218,7 @@ class NodeHoldRow(Base):
     node_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     kind: Mapped[str] = mapped_column(String(10))  # "suspension" | "bounce"
     hold_id: Mapped[str] = mapped_column(Text, index=True)
+    source: Mapped[str] = mapped_column(String(10))  # "kumod" (admin API) | "tsa" (the shaping daemon's rules)
     reason: Mapped[str] = mapped_column(Text)
     domain: Mapped[str | None] = mapped_column(Text)
     tenant: Mapped[str | None] = mapped_column(Text)

@@ -36,6 +36,8 @@ class NodeCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     base_url: BaseUrl
     credentials: NodeCredentials | None = None
     labels: Labels = msgspec.field(default_factory=dict)
+    # KumoMTA's TSA daemon for this node (e.g. http://kumo-1.internal:8008): its automatic suspensions are read too.
+    tsa_url: BaseUrl | None = None
 
 
 class NodeUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -43,6 +45,7 @@ class NodeUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     base_url: BaseUrl | None = None
     credentials: NodeCredentials | None = None
     labels: Labels | None = None
+    tsa_url: BaseUrl | None = None
 
 
 class Node(msgspec.Struct, kw_only=True):
@@ -60,6 +63,7 @@ class Node(msgspec.Struct, kw_only=True):
     health_detail: str | None
     last_synced_at: datetime | None = None  # when its queues, suspensions and bounces were last read
     sync_error: str | None = None  # why the last read failed (what was read before is kept)
+    tsa_url: str | None = None
 
 
 class HoldKind(enum.StrEnum):
@@ -79,6 +83,7 @@ class Hold(msgspec.Struct, kw_only=True):
     tenant: str | None
     campaign: str | None
     ready_queue: str | None  # set for a suspension of an egress path (ready queue) rather than scheduled queues
+    source: str  # "kumod" (made through its admin API; can be lifted) or "tsa" (a shaping rule; ends when it expires)
     remaining: str | None  # time left, as the node reports it
     total_bounced: int  # bounces only: messages failed by it so far
     synced_at: datetime | None

@@ -39,6 +39,7 @@ def _node(row: NodeRow) -> Node:
         health_detail=row.health_detail,
         last_synced_at=row.last_synced_at,
         sync_error=row.sync_error,
+        tsa_url=row.tsa_url,
     )
 
 
@@ -91,6 +92,7 @@ class FleetService:
             credentials=sealed,
             labels=data.labels,
             created_at=datetime.now(UTC),
+            tsa_url=data.tsa_url.rstrip("/") if data.tsa_url else None,
         )
         try:
             async with self._sessions.begin() as session:
@@ -145,6 +147,9 @@ class FleetService:
                 if data.labels is not None:
                     row.labels = data.labels
                     changed.append("labels")
+                if data.tsa_url is not None:
+                    row.tsa_url = data.tsa_url.rstrip("/")
+                    changed.append("tsa_url")
                 if data.credentials is not None:
                     row.auth_scheme, row.credentials = self._seal(row.id, data.credentials)
                     changed.append("credentials")
@@ -211,6 +216,7 @@ class FleetService:
                     token=credentials.token,
                 )
             options["auth"] = auth
+            options["tsa_url"] = row.tsa_url
             if row.id not in self._clients:
                 self._clients[row.id] = pooled_client()
             options["http"] = self._clients[row.id]

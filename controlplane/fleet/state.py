@@ -25,6 +25,7 @@ from adapters.base import (
     QueueCounts,
     StandingBounce,
     Suspension,
+    UnsupportedOperation,
     declare_asyncio,
 )
 from adapters.model import QueueName
@@ -61,6 +62,7 @@ def _hold(row: NodeHoldRow, node: NodeRow) -> Hold:
         tenant=row.tenant,
         campaign=row.campaign,
         ready_queue=row.ready_queue,
+        source=row.source,
         remaining=row.remaining,
         total_bounced=row.total_bounced,
         synced_at=node.last_synced_at,
@@ -151,6 +153,8 @@ class FleetStateService:
             rows = (await session.execute(statement)).all()
         if not rows:
             raise NotFound(f"no {kind.value} {hold_id!r} on any node (as last synced)", field="id")
+        if any(hold.source != "kumod" for hold, _ in rows):
+            raise UnsupportedOperation(f"{hold_id} was made by the TSA daemon: it ends when it expires")
         holds = [_hold(hold, node) for hold, node in rows]
         errors = await asyncio.gather(*(self._lift_on(node, kind, hold_id) for _, node in rows))
         failed = [f"{node.name}: {error}" for (_, node), error in zip(rows, errors, strict=True) if error]
@@ -206,6 +210,7 @@ async def _replace(session: AsyncSession, node_id: uuid.UUID, snapshot: NodeSnap
             "tenant": s.tenant,
             "campaign": s.campaign,
             "ready_queue": s.ready_queue,
+            "source": s.source,
             "remaining": s.remaining,
             "total_bounced": 0,
         }
@@ -220,6 +225,7 @@ async def _replace(session: AsyncSession, node_id: uuid.UUID, snapshot: NodeSnap
             "tenant": b.tenant,
             "campaign": b.campaign,
             "ready_queue": None,
+            "source": "kumod",
             "remaining": b.remaining,
             "total_bounced": b.total_bounced,
         }

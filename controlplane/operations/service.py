@@ -99,6 +99,7 @@ async def apply(adapter: MtaAdapter, request: OperationRequest, target: Target) 
             if s.id == wanted
             or (
                 wanted is None
+                and s.source == "kumod"  # the TSA daemon's end on their own; kumod cannot lift them
                 and s.ready_queue is None
                 and (s.domain, s.tenant, s.campaign) == (target.domain, target.tenant, target.campaign)
             )
@@ -436,6 +437,7 @@ async def record_effects(
             "tenant": target.tenant,
             "campaign": target.campaign,
             "ready_queue": None,
+            "source": "kumod",
             "remaining": request.duration,
             "total_bounced": o.result.affected_messages if kind is HoldKind.bounce else 0,
         }

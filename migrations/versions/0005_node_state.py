@@ -21,6 +21,7 @@ TS = sa.DateTime(timezone=True)
 def upgrade() -> None:
     op.add_column("nodes", sa.Column("last_synced_at", TS))
     op.add_column("nodes", sa.Column("sync_error", sa.Text()))
+    op.add_column("nodes", sa.Column("tsa_url", sa.String(500)))
     op.create_table(
         "node_queues",
         sa.Column("node_id", sa.Uuid(), nullable=False),
@@ -34,6 +35,7 @@ def upgrade() -> None:
         sa.Column("node_id", sa.Uuid(), nullable=False),
         sa.Column("kind", sa.String(10), nullable=False),
         sa.Column("hold_id", sa.Text(), nullable=False),
+        sa.Column("source", sa.String(10), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("domain", sa.Text()),
         sa.Column("tenant", sa.Text()),
@@ -49,5 +51,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("node_holds")
     op.drop_table("node_queues")
+    op.drop_column("nodes", "tsa_url")
     op.drop_column("nodes", "sync_error")
     op.drop_column("nodes", "last_synced_at")

@@ -89,11 +89,15 @@ def test_nodes_are_added_listed_and_removed_from_the_cli(tmp_path: Path) -> None
         "tkn",
         "--label",
         "region=eu",
+        "--tsa-url",
+        "http://k1:8008",
         extra_env=env,
     )
     assert added.returncode == 0, added.stderr
     listed = json.loads(mtactl(tmp_path, "nodes", "list", "--json", extra_env=env).stdout)
-    assert [(n["name"], n["auth_scheme"], n["labels"]) for n in listed] == [("kumo-1", "bearer", {"region": "eu"})]
+    assert [(n["name"], n["auth_scheme"], n["labels"], n["tsa_url"]) for n in listed] == [
+        ("kumo-1", "bearer", {"region": "eu"}, "http://k1:8008")
+    ]
     no_key = mtactl(tmp_path, "nodes", "add", "--name", "k2", "--kind", "kumomta", "--url", "http://k2", "--token", "t")
     assert no_key.returncode != 0 and "MTACTL_SECRET_KEY" in no_key.stderr
     assert mtactl(tmp_path, "nodes", "remove", "kumo-1", extra_env=env).returncode == 0

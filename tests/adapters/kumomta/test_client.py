@@ -240,3 +240,28 @@ async def test_an_answer_that_is_not_what_kumod_sends_is_a_bad_answer_not_a_cras
         await kumod.suspend(Target(domain="gmail.com"), reason="r")
     with pytest.raises(MtaBadAnswer, match="bounce"):
         await kumod.list_bounces()
+
+
+@respx.mock
+async def test_the_tsa_daemons_suspensions_are_listed_without_kumods_credentials() -> None:
+    adapter = KumoMtaClient(
+        BASE, node="node-1", auth=KumoAuth(scheme="bearer", token="kumod-secret"), tsa_url="http://tsa.test:8008/"
+    )
+    respx.get(f"{BASE}/api/admin/suspend/v1").respond(200, json=[])
+    respx.get(f"{BASE}/api/admin/suspend-ready-q/v1").respond(200, json=[])
+    tsa = respx.get("http://tsa.test:8008/get_suspension_v1/suspended.json").respond(
+        200, json=fixture("tsa_suspended_response")
+    )
+    try:
+        found = await adapter.list_suspensions()
+        with pytest.raises(UnsupportedOperation, match="expires"):
+            await adapter.resume(found[0].id)
+    finally:
+        await adapter.close()
+    assert "Authorization" not in tsa.calls[0].request.headers
+    assert {s.source for s in found} == {"tsa"}
+    scheduled = next(s for s in found if s.ready_queue is None)
+    assert (scheduled.domain, scheduled.tenant, scheduled.campaign) == ("gmail.com", "acme", None)
+    ready = next(s for s in found if s.ready_queue is not None)
+    assert ready.ready_queue == "ip-1->(mta5|mta6|mta7).am0.yahoodns.net@smtp_client"
+    assert ready.remaining == "until 2026-11-23T10:30:00Z"

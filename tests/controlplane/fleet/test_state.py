@@ -13,6 +13,7 @@ from controlplane.jobs.tasks import sync_nodes
 from controlplane.services import Services
 from tests.controlplane.api_client import api, bearer
 from tests.fake_kumod import FakeKumod, register
+from tests.support import shared_fixture
 
 KEY = base64.b64encode(b"s" * 32).decode()
 SUSPEND = {"operation": "suspend", "reason": "block at gmail", "domain": "gmail.com", "tenant": "acme"}
@@ -194,3 +195,28 @@ async def test_what_one_node_reports_cannot_fail_the_sync_of_the_others(services
         if not services.settings.is_sqlite:  # SQLite stores the NUL; Postgres refuses it, for that node alone
             assert "could not store" in synced["kumo-1"]
         assert by_name((await client.get("/api/v1/queues", headers=headers)).json())["acme@yahoo.com"]["scheduled"] == 2
+
+
+@respx.mock
+async def test_tsa_suspensions_show_in_queues_and_cannot_be_lifted_through_kumod(services: Services) -> None:
+    kumod = FakeKumod({"acme@gmail.com": 6})
+    kumod.ready["ip-1->(mta5|mta6|mta7).am0.yahoodns.net@smtp_client"] = 3
+    respx.route(host="kumo-1.test").mock(side_effect=kumod)
+    respx.get("http://tsa-1.test:8008/get_suspension_v1/suspended.json").respond(
+        200, content=shared_fixture("kumomta/tsa_suspended_response.json")
+    )
+    async with api(services.settings, secret_key=KEY) as client:
+        headers = await bearer(services, "fleet:manage", "queue:manage")
+        node = {"name": "kumo-1", "kind": "kumomta", "base_url": "http://kumo-1.test:8000"}
+        created = await client.post("/api/v1/nodes", json=node | {"tsa_url": "http://tsa-1.test:8008"}, headers=headers)
+        assert created.json()["tsa_url"] == "http://tsa-1.test:8008"
+        await sync_nodes(services, "test")
+        listing = (await client.get("/api/v1/queues", headers=headers)).json()
+        gmail = by_name(listing)["acme@gmail.com"]
+        assert gmail["queue_state"] == "suspended" and gmail["suspended_by"][0].startswith("tsa:")
+        assert [(r["ready"], r["queue_state"]) for r in listing["ready_queues"]] == [(3, "suspended")]
+        refused = await client.delete(f"/api/v1/suspensions/{gmail['suspended_by'][0]}", headers=headers)
+        assert (refused.status_code, refused.json()["error"]) == (422, "unsupported_operation")
+        resumed = await client.post("/api/v1/operations", json=SUSPEND | {"operation": "resume"}, headers=headers)
+        assert resumed.json()["status"] == "done"  # nothing of kumod's to lift, and TSA's are left alone
+    assert not any(method == "DELETE" for method, _, _ in kumod.requests)
