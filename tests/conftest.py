@@ -25,7 +25,7 @@ from controlplane.db.tables import (
     JobHeartbeatRow,
     MessageRow,
     NodeHoldRow,
-    NodeQueueRow,
+    NodeQueuesRow,
     NodeRow,
     OperationRow,
 )
@@ -95,7 +95,7 @@ async def _empty(services: Services) -> None:
             DeadLetterRow,
             NodeRow,
             OperationRow,
-            NodeQueueRow,
+            NodeQueuesRow,
             NodeHoldRow,
         ):
             await session.execute(delete(table))

@@ -196,17 +196,19 @@ class NodeRow(Base):
     tsa_url: Mapped[str | None] = mapped_column(String(500))
 
 
-class NodeQueueRow(Base):
-    """A node's queue as last read from it: a scheduled queue (by queue name) or a ready queue (egress path)."""
+class NodeQueuesRow(Base):
+    """A node's queues as last read from it: messages per scheduled queue and per ready queue (egress path).
+
+    One document per node, not a row per queue: a node can hold thousands of queues and every count changes from
+    one sync to the next, so a row per queue meant rewriting ~200k rows every 15 s for 100 nodes of 2,000 queues
+    (4-8 s of database work per sync); one row per node is 100 writes.
+    """
 
     __tablename__ = "node_queues"
-    __table_args__ = (PrimaryKeyConstraint("node_id", "kind", "queue_name"),)
 
-    node_id: Mapped[uuid.UUID] = mapped_column(Uuid)
-    kind: Mapped[str] = mapped_column(String(10))  # "scheduled" | "ready"
-    # Text, not a bounded string: whatever a node reports must fit, or one odd name would fail the whole sync.
-    queue_name: Mapped[str] = mapped_column(Text)
-    count: Mapped[int] = mapped_column(BigInteger)
+    node_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    scheduled: Mapped[dict[str, int]] = mapped_column(JsonDocument)
+    ready: Mapped[dict[str, int]] = mapped_column(JsonDocument)
 
 
 class NodeHoldRow(Base):

@@ -17,7 +17,7 @@ from adapters.base import MtaAdapter, MtaError, adapter_for
 from adapters.http import pooled_client
 from adapters.kumomta.client import KumoAuth
 from controlplane.audit.service import AuditLog
-from controlplane.db.tables import NodeHoldRow, NodeQueueRow, NodeRow
+from controlplane.db.tables import NodeHoldRow, NodeQueuesRow, NodeRow
 from controlplane.errors import Conflict, InvalidInput, NotFound
 from controlplane.fleet.schema import MtaKind, Node, NodeCreate, NodeCredentials, NodeUpdate
 from controlplane.fleet.secrets import SecretBox
@@ -171,7 +171,7 @@ class FleetService:
             row = await self._row(session, ref)
             await session.delete(row)
             # What was read from the node goes with it (no foreign keys: SQLite would not enforce them by default).
-            await session.execute(delete(NodeQueueRow).where(NodeQueueRow.node_id == row.id))
+            await session.execute(delete(NodeQueuesRow).where(NodeQueuesRow.node_id == row.id))
             await session.execute(delete(NodeHoldRow).where(NodeHoldRow.node_id == row.id))
             await self._audit.record(
                 actor=actor,

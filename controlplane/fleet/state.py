@@ -30,7 +30,7 @@ from adapters.base import (
 )
 from adapters.model import QueueName
 from controlplane.audit.service import AuditLog
-from controlplane.db.tables import NodeHoldRow, NodeQueueRow, NodeRow
+from controlplane.db.tables import NodeHoldRow, NodeQueuesRow, NodeRow
 from controlplane.errors import InvalidInput, NotFound
 from controlplane.fleet.schema import Hold, HoldKind, NodeSync
 from controlplane.fleet.service import FleetService
@@ -193,13 +193,9 @@ class FleetStateService:
 
 async def _replace(session: AsyncSession, node_id: uuid.UUID, snapshot: NodeSnapshot) -> None:
     counts, suspensions, bounces = snapshot
-    await session.execute(delete(NodeQueueRow).where(NodeQueueRow.node_id == node_id))
+    await session.execute(delete(NodeQueuesRow).where(NodeQueuesRow.node_id == node_id))
     await session.execute(delete(NodeHoldRow).where(NodeHoldRow.node_id == node_id))
-    queues = [
-        {"node_id": node_id, "kind": kind, "queue_name": name, "count": count}
-        for kind, by_name in (("scheduled", counts.scheduled), ("ready", counts.ready))
-        for name, count in by_name.items()
-    ]
+    session.add(NodeQueuesRow(node_id=node_id, scheduled=counts.scheduled, ready=counts.ready))
     holds = [
         {
             "node_id": node_id,
@@ -231,7 +227,5 @@ async def _replace(session: AsyncSession, node_id: uuid.UUID, snapshot: NodeSnap
         }
         for b in bounces
     ]
-    if queues:
-        await session.execute(insert(NodeQueueRow), queues)
     if holds:
         await session.execute(insert(NodeHoldRow), holds)

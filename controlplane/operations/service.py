@@ -32,7 +32,7 @@ from adapters.base import (
 )
 from adapters.model import QueueOperationResult, QueueOperationType
 from controlplane.audit.service import AuditLog
-from controlplane.db.tables import NodeHoldRow, NodeQueueRow, NodeRow, OperationRow
+from controlplane.db.tables import NodeHoldRow, NodeQueuesRow, NodeRow, OperationRow
 from controlplane.errors import InvalidInput, NotFound
 from controlplane.fleet.schema import HoldKind
 from controlplane.fleet.service import FleetService
@@ -210,15 +210,12 @@ class OperationService:
         async with self._sessions() as session:
             synced = (
                 await session.execute(
-                    select(NodeQueueRow.node_id, NodeQueueRow.queue_name, NodeQueueRow.count).where(
-                        NodeQueueRow.node_id.in_(node_ids), NodeQueueRow.kind == "scheduled"
-                    )
+                    select(NodeQueuesRow.node_id, NodeQueuesRow.scheduled).where(NodeQueuesRow.node_id.in_(node_ids))
                 )
             ).all()
         counts: dict[uuid.UUID, dict[str, int]] = {node_id: {} for node_id in node_ids}
-        for node_id, queue_name, count in synced:
-            if queue_matches(target, queue_name):
-                counts[node_id][queue_name] = count
+        for node_id, scheduled in synced:
+            counts[node_id] = {name: n for name, n in scheduled.items() if queue_matches(target, name)}
         return counts
 
     def _forget_task(self, operation_id: uuid.UUID, task: asyncio.Task[None]) -> None:

@@ -25,7 +25,7 @@ from adapters.model import (
     assume_utc,
 )
 from controlplane.db.messages import COLUMNS, TABLE, filter_conditions, ordered_page, row_to_message
-from controlplane.db.tables import NodeHoldRow, NodeQueueRow, NodeRow
+from controlplane.db.tables import NodeHoldRow, NodeQueuesRow, NodeRow
 from controlplane.errors import InvalidInput, NotFound
 from controlplane.fleet.state import hold_matches
 from controlplane.pagination import decode_cursor, encode_cursor
@@ -165,7 +165,7 @@ class QueueQueryService:
             rows = (await session.execute(statement)).all()
             node_queues = (
                 await session.execute(
-                    select(NodeQueueRow, NodeRow.name).join(NodeRow, NodeRow.id == NodeQueueRow.node_id)
+                    select(NodeQueuesRow, NodeRow.name).join(NodeRow, NodeRow.id == NodeQueuesRow.node_id)
                 )
             ).all()
             holds = (
@@ -193,20 +193,20 @@ class QueueQueryService:
                 ready_suspensions[(hold.node_id, hold.ready_queue)].append(hold.hold_id)
             else:
                 scheduled_holds.append(hold)
-        for queue, node_name in node_queues:
-            if queue.kind == "scheduled":
-                if tenant_id is None or QueueName.parse(queue.queue_name).tenant == tenant_id:
-                    on_nodes[queue.queue_name].append(
-                        NodeQueueCount(node=node_name, node_id=queue.node_id, scheduled=queue.count)
-                    )
-            elif tenant_id is None:
-                suspended_by = ready_suspensions.get((queue.node_id, queue.queue_name), [])
+        for queues, node_name in node_queues:
+            for queue_name, count in queues.scheduled.items():
+                if tenant_id is None or QueueName.parse(queue_name).tenant == tenant_id:
+                    on_nodes[queue_name].append(NodeQueueCount(node=node_name, node_id=queues.node_id, scheduled=count))
+            if tenant_id is not None:
+                continue
+            for queue_name, count in queues.ready.items():
+                suspended_by = ready_suspensions.get((queues.node_id, queue_name), [])
                 ready.append(
                     ReadyQueueSummary(
-                        name=queue.queue_name,
+                        name=queue_name,
                         node=node_name,
-                        node_id=queue.node_id,
-                        ready=queue.count,
+                        node_id=queues.node_id,
+                        ready=count,
                         queue_state=QueueState.suspended if suspended_by else QueueState.active,
                         suspended_by=suspended_by,
                     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision = "0005"
 down_revision = "0004"
@@ -16,6 +17,7 @@ branch_labels = None
 depends_on = None
 
 TS = sa.DateTime(timezone=True)
+JSON_DOC = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
 def upgrade() -> None:
@@ -24,11 +26,9 @@ def upgrade() -> None:
     op.add_column("nodes", sa.Column("tsa_url", sa.String(500)))
     op.create_table(
         "node_queues",
-        sa.Column("node_id", sa.Uuid(), nullable=False),
-        sa.Column("kind", sa.String(10), nullable=False),
-        sa.Column("queue_name", sa.Text(), nullable=False),
-        sa.Column("count", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("node_id", "kind", "queue_name"),
+        sa.Column("node_id", sa.Uuid(), primary_key=True),
+        sa.Column("scheduled", JSON_DOC, nullable=False),
+        sa.Column("ready", JSON_DOC, nullable=False),
     )
     op.create_table(
         "node_holds",
