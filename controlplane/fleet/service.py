@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import httpx
 import msgspec
@@ -21,6 +24,16 @@ from controlplane.db.tables import NodeHoldRow, NodeQueuesRow, NodeRow
 from controlplane.errors import Conflict, InvalidInput, NotFound
 from controlplane.fleet.schema import MtaKind, Node, NodeCreate, NodeCredentials, NodeUpdate
 from controlplane.fleet.secrets import SecretBox
+
+T = TypeVar("T")
+log = logging.getLogger("mtactl.fleet")
+
+
+@dataclass(frozen=True)
+class NodeFault:
+    """Why something could not be done on one node (unreachable, refused, nonsense answered, …)."""
+
+    reason: str
 
 
 def _node(row: NodeRow) -> Node:
@@ -222,14 +235,33 @@ class FleetService:
             options["http"] = self._clients[row.id]
         return adapter_for(row.kind, row.base_url, **options)
 
+    async def with_adapter(self, row: NodeRow, work: Callable[[MtaAdapter], Awaitable[T]]) -> T | NodeFault:
+        """Run ``work`` against one node's adapter and close it. A failure comes back as a ``NodeFault``, never
+        raised: in a fan-out, a sync or a probe, one node's fault is that node's alone. Faults of mtactl's own are
+        logged as well."""
+        try:
+            adapter = self.adapter(row)
+        except (MtaError, InvalidInput) as exc:
+            return NodeFault(exc.message)
+        try:
+            return await work(adapter)
+        except (MtaError, InvalidInput) as exc:
+            return NodeFault(exc.message)
+        except Exception as exc:
+            log.exception("talking to node %s failed", row.name)
+            return NodeFault(f"mtactl: {type(exc).__name__}: {exc}")
+        finally:
+            await adapter.close()
+
     async def probe_all(self) -> list[Node]:
         """Check every node's health concurrently and record what was seen."""
         async with self._sessions() as session:
             rows = (await session.scalars(select(NodeRow))).all()
         results = await asyncio.gather(*(self._probe(row) for row in rows))
         async with self._sessions.begin() as session:
+            stored_rows = await stored_by_id(session, [row.id for row in rows])
             for row, (reachable, version, detail, checked_at) in zip(rows, results, strict=True):
-                stored = await session.get(NodeRow, row.id)
+                stored = stored_rows.get(row.id)
                 if stored is None:  # deleted meanwhile
                     continue
                 stored.last_checked_at = checked_at
@@ -241,13 +273,13 @@ class FleetService:
         return await self.all()
 
     async def _probe(self, row: NodeRow) -> tuple[bool, str | None, str | None, datetime]:
-        now = datetime.now(UTC)
-        try:
-            adapter = self.adapter(row)
-        except (MtaError, InvalidInput) as exc:
-            return False, None, getattr(exc, "message", str(exc)), now
-        try:
-            health = await adapter.health()
-            return health.reachable, health.version, health.detail, health.checked_at
-        finally:
-            await adapter.close()
+        health = await self.with_adapter(row, lambda adapter: adapter.health())
+        if isinstance(health, NodeFault):
+            return False, None, health.reason, datetime.now(UTC)
+        return health.reachable, health.version, health.detail, health.checked_at
+
+
+async def stored_by_id(session: AsyncSession, node_ids: list[uuid.UUID]) -> dict[uuid.UUID, NodeRow]:
+    """The nodes with these ids, loaded in one query (those removed meanwhile are absent)."""
+    found = await session.scalars(select(NodeRow).where(NodeRow.id.in_(node_ids)))
+    return {row.id: row for row in found}

@@ -14,13 +14,14 @@ import logging
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.base import (
-    MtaError,
+    MtaAdapter,
     MtaRefused,
     QueueCounts,
     StandingBounce,
@@ -31,9 +32,9 @@ from adapters.base import (
 from adapters.model import QueueName
 from controlplane.audit.service import AuditLog
 from controlplane.db.tables import NodeHoldRow, NodeQueuesRow, NodeRow
-from controlplane.errors import InvalidInput, NotFound
+from controlplane.errors import NotFound
 from controlplane.fleet.schema import Hold, HoldKind, NodeSync
-from controlplane.fleet.service import FleetService
+from controlplane.fleet.service import FleetService, NodeFault, stored_by_id
 
 log = logging.getLogger("mtactl.fleet")
 NodeSnapshot = tuple[QueueCounts, list[Suspension], list[StandingBounce]]
@@ -87,8 +88,9 @@ class FleetStateService:
         now = datetime.now(UTC)
         outcomes = []
         async with self._sessions.begin() as session:
+            stored_rows = await stored_by_id(session, [row.id for row in rows])
             for row, snapshot in zip(rows, snapshots, strict=True):
-                stored = await session.get(NodeRow, row.id)
+                stored = stored_rows.get(row.id)
                 if stored is None:  # removed while we were reading it
                     continue
                 if isinstance(snapshot, str):
@@ -108,22 +110,14 @@ class FleetStateService:
         return outcomes
 
     async def _read(self, row: NodeRow) -> NodeSnapshot | str:
-        try:
-            adapter = self._fleet.adapter(row)
-        except (MtaError, InvalidInput) as exc:
-            return getattr(exc, "message", str(exc))
-        try:
+        async def read(adapter: MtaAdapter) -> NodeSnapshot:
             counts, suspensions, bounces = await asyncio.gather(
                 adapter.queue_counts(), adapter.list_suspensions(), adapter.list_bounces()
             )
             return counts, suspensions, bounces
-        except MtaError as exc:
-            return exc.message
-        except Exception as exc:  # one node's fault must not stop the sync of the others
-            log.exception("sync of node %s failed", row.name)
-            return f"mtactl: {type(exc).__name__}: {exc}"
-        finally:
-            await adapter.close()
+
+        snapshot = await self._fleet.with_adapter(row, read)
+        return snapshot.reason if isinstance(snapshot, NodeFault) else snapshot
 
     async def holds(self, kind: HoldKind | None = None, *, tenant: str | None = None) -> list[Hold]:
         """Holds as last synced; with ``tenant``, only those scoped to that tenant (a tenant-bound caller's)."""
@@ -172,23 +166,14 @@ class FleetStateService:
         return holds
 
     async def _lift_on(self, node: NodeRow, kind: HoldKind, hold_id: str) -> str | None:
-        try:
-            adapter = self._fleet.adapter(node)
-        except (MtaError, InvalidInput) as exc:
-            return getattr(exc, "message", str(exc))
-        try:
+        async def lift(adapter: MtaAdapter) -> None:
             if kind is HoldKind.suspension:
                 await adapter.resume(hold_id)
             else:
                 await adapter.cancel_bounce(hold_id)
-            return None
-        except MtaError as exc:
-            return exc.message
-        except Exception as exc:
-            log.exception("lifting %s %s on node %s failed", kind.value, hold_id, node.name)
-            return f"mtactl: {type(exc).__name__}: {exc}"
-        finally:
-            await adapter.close()
+
+        done = await self._fleet.with_adapter(node, lift)
+        return done.reason if isinstance(done, NodeFault) else None
 
 
 async def _replace(session: AsyncSession, node_id: uuid.UUID, snapshot: NodeSnapshot) -> None:
@@ -196,7 +181,16 @@ async def _replace(session: AsyncSession, node_id: uuid.UUID, snapshot: NodeSnap
     await session.execute(delete(NodeQueuesRow).where(NodeQueuesRow.node_id == node_id))
     await session.execute(delete(NodeHoldRow).where(NodeHoldRow.node_id == node_id))
     session.add(NodeQueuesRow(node_id=node_id, scheduled=counts.scheduled, ready=counts.ready))
-    holds = [
+    holds = hold_rows(node_id, suspensions, bounces)
+    if holds:
+        await session.execute(insert(NodeHoldRow), holds)
+
+
+def hold_rows(
+    node_id: uuid.UUID, suspensions: Iterable[Suspension], bounces: Iterable[StandingBounce]
+) -> list[dict[str, Any]]:
+    """``node_holds`` rows for what a node holds (read by a sync, or just created by an operation)."""
+    rows: list[dict[str, Any]] = [
         {
             "node_id": node_id,
             "kind": HoldKind.suspension.value,
@@ -211,7 +205,8 @@ async def _replace(session: AsyncSession, node_id: uuid.UUID, snapshot: NodeSnap
             "total_bounced": 0,
         }
         for s in suspensions
-    ] + [
+    ]
+    rows += [
         {
             "node_id": node_id,
             "kind": HoldKind.bounce.value,
@@ -227,5 +222,4 @@ async def _replace(session: AsyncSession, node_id: uuid.UUID, snapshot: NodeSnap
         }
         for b in bounces
     ]
-    if holds:
-        await session.execute(insert(NodeHoldRow), holds)
+    return rows

@@ -18,13 +18,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.base import (
     ADAPTER_KINDS,
     MtaAdapter,
-    MtaError,
+    StandingBounce,
+    Suspension,
     Target,
     UnsupportedOperation,
     declare_asyncio,
@@ -35,7 +36,8 @@ from controlplane.audit.service import AuditLog
 from controlplane.db.tables import NodeHoldRow, NodeQueuesRow, NodeRow, OperationRow
 from controlplane.errors import InvalidInput, NotFound
 from controlplane.fleet.schema import HoldKind
-from controlplane.fleet.service import FleetService
+from controlplane.fleet.service import FleetService, NodeFault
+from controlplane.fleet.state import hold_rows
 from controlplane.operations.schema import NodeOutcome, OperationProgress, OperationRecord, OperationRequest
 from controlplane.queues.service import QueueQueryService
 
@@ -374,21 +376,10 @@ class OperationService:
         latency and the CPU of a fan-out (the sync job keeps the counts at most MTACTL_SYNC_INTERVAL_SECONDS
         old)."""
         now = datetime.now(UTC)
-        reference: str | None = None
-        errors: list[str] = []
-        adapter: MtaAdapter | None = None
-        try:
-            adapter = self._fleet.adapter(row)
-            reference = await apply(adapter, request, target)
-        except (MtaError, InvalidInput) as exc:
-            errors.append(getattr(exc, "message", str(exc)))
-        except Exception as exc:  # a fault of ours with one node must not cost the other nodes their outcome
-            log.exception("operation on node %s failed", row.name)
-            errors.append(f"mtactl: {type(exc).__name__}: {exc}")
-        finally:
-            if adapter is not None:
-                await adapter.close()
-        return _outcome(row, request, queues, errors=errors, at=now, reference=reference)
+        reference = await self._fleet.with_adapter(row, lambda adapter: apply(adapter, request, target))
+        if isinstance(reference, NodeFault):
+            return _outcome(row, request, queues, errors=[reference.reason], at=now)
+        return _outcome(row, request, queues, errors=[], at=now, reference=reference)
 
     async def recent(self, *, limit: int = 50) -> list[OperationRecord]:
         async with self._sessions() as session:
@@ -409,41 +400,50 @@ async def record_effects(
     session: AsyncSession, request: OperationRequest, target: Target, outcomes: list[NodeOutcome]
 ) -> None:
     """Store the suspensions and bounces an operation created (and drop those it lifted) at once, so the queue
-    listing shows them without waiting for the next sync, which then confirms or corrects them."""
-    done = [o for o in outcomes if o.result.success and o.reference]
+    listing shows them without waiting for the next sync, which then confirms or corrects them. One statement per
+    step for the whole fleet: a fan-out to hundreds of nodes must not cost hundreds of round trips."""
+    done = [(o, o.reference) for o in outcomes if o.result.success and o.reference]
     if not done:
         return
-    if request.operation is Op.resume:
-        for outcome in done:
-            await session.execute(
-                delete(NodeHoldRow).where(
-                    NodeHoldRow.node_id == outcome.node_id,
-                    NodeHoldRow.kind == HoldKind.suspension.value,
-                    NodeHoldRow.hold_id.in_((outcome.reference or "").split(",")),
-                )
+    if request.operation is Op.resume:  # the reference lists the suspensions lifted, comma-separated
+        lifted = [(o.node_id, ident) for o, reference in done for ident in reference.split(",")]
+        await session.execute(
+            delete(NodeHoldRow).where(
+                NodeHoldRow.kind == HoldKind.suspension.value,
+                tuple_(NodeHoldRow.node_id, NodeHoldRow.hold_id).in_(lifted),
             )
+        )
         return
     kind = HoldKind.suspension if request.operation is Op.suspend else HoldKind.bounce
-    rows = [
-        {
-            "node_id": o.node_id,
-            "kind": kind.value,
-            "hold_id": o.reference,
-            "reason": request.reason,
-            "domain": target.domain,
-            "tenant": target.tenant,
-            "campaign": target.campaign,
-            "ready_queue": None,
-            "source": "kumod",
-            "remaining": request.duration,
-            "total_bounced": o.result.affected_messages if kind is HoldKind.bounce else 0,
-        }
-        for o in done
-    ]
-    # One statement for the whole fleet (a fan-out to hundreds of nodes must not cost hundreds of round trips).
-    # The ids are fresh from the nodes, so a clash means a sync already stored the same hold: keep that one.
+    rows: list[dict[str, Any]] = []
+    for o, reference in done:
+        if kind is HoldKind.suspension:
+            suspension = Suspension(
+                id=reference,
+                reason=request.reason,
+                domain=target.domain,
+                tenant=target.tenant,
+                campaign=target.campaign,
+                remaining=request.duration,
+            )
+            rows += hold_rows(o.node_id, [suspension], [])
+        else:
+            bounce = StandingBounce(
+                id=reference,
+                reason=request.reason,
+                domain=target.domain,
+                tenant=target.tenant,
+                campaign=target.campaign,
+                remaining=request.duration,
+                total_bounced=o.result.affected_messages,
+            )
+            rows += hold_rows(o.node_id, [], [bounce])
+    # A sync that ran meanwhile may have stored the same holds already: replace them.
     await session.execute(
-        delete(NodeHoldRow).where(NodeHoldRow.kind == kind.value, NodeHoldRow.hold_id.in_([o.reference for o in done]))
+        delete(NodeHoldRow).where(
+            NodeHoldRow.kind == kind.value,
+            tuple_(NodeHoldRow.node_id, NodeHoldRow.hold_id).in_([(o.node_id, reference) for o, reference in done]),
+        )
     )
     await session.execute(insert(NodeHoldRow), rows)
 

@@ -195,8 +195,7 @@ class QueueQueryService:
                 scheduled_holds.append(hold)
         for queues, node_name in node_queues:
             for queue_name, count in queues.scheduled.items():
-                if tenant_id is None or QueueName.parse(queue_name).tenant == tenant_id:
-                    on_nodes[queue_name].append(NodeQueueCount(node=node_name, node_id=queues.node_id, scheduled=count))
+                on_nodes[queue_name].append(NodeQueueCount(node=node_name, node_id=queues.node_id, scheduled=count))
             if tenant_id is not None:
                 continue
             for queue_name, count in queues.ready.items():
@@ -213,7 +212,12 @@ class QueueQueryService:
                 )
         summaries = []
         for queue_name in sorted(counts.keys() | on_nodes.keys()):
-            parts = QueueName.parse(queue_name)
+            parts = QueueName.parse(queue_name)  # once per queue, however many nodes hold it
+            if tenant_id is not None and parts.tenant != tenant_id:
+                # Another tenant's queue on the nodes: kept only if the mirror counts it as this tenant's.
+                if queue_name not in counts:
+                    continue
+                on_nodes.pop(queue_name, None)
             matching = [h for h in scheduled_holds if hold_matches(h, parts)]
             suspended_by = sorted({h.hold_id for h in matching if h.kind == "suspension"})
             if suspended_by:
