@@ -34,6 +34,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from controlplane.db.events import EVENT_COLUMNS
 from controlplane.events.service import decode_body, event_row
 from controlplane.services import Services
 from controlplane.settings import Settings
@@ -109,6 +110,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds of each of these processes that is still running (from /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        found[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    return found
+
+
+def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    # A process started in between (a new backend) counts from zero; one that ended in between is not counted.
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
+def postgres_pids() -> list[int]:
+    found = subprocess.run(["pgrep", "-x", "postgres"], capture_output=True, text=True).stdout.split()
+    return [int(pid) for pid in found]
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -176,7 +200,12 @@ async def run(args: argparse.Namespace) -> None:
                         break
                 except httpx.TransportError:
                     await asyncio.sleep(0.2)
+        service_before, pg_before = cpu_seconds([server.pid]), cpu_seconds(postgres_pids())
+        own_cpu = time.process_time()
         elapsed, latencies, accepted = await post_all(port, key, batches, args.clients)
+        own_cpu = time.process_time() - own_cpu
+        service_cpu = cpu_used(service_before, cpu_seconds([server.pid]))
+        pg_cpu = cpu_used(pg_before, cpu_seconds(postgres_pids()))
         rss = peak_rss_mb(server.pid)
     finally:
         server.terminate()
@@ -188,16 +217,12 @@ async def run(args: argparse.Namespace) -> None:
     # The raw baseline: exactly the event rows the service wrote, COPYed into the same (now empty) table.
     received = datetime.now(UTC)
     rows = []
-    columns: list[str] = []
     for batch in batches:
         records, _, _ = decode_body(batch, api_key="bench", tenant=None)
-        for record in records:
-            row = event_row(record, received)
-            columns = list(row)
-            rows.append(tuple(row.values()))
+        rows.extend(event_row(record, received) for record in records)
     await connection.execute("TRUNCATE events")
     copy_started = time.perf_counter()
-    await connection.copy_records_to_table("events", records=rows, columns=columns)
+    await connection.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS)
     copy_elapsed = time.perf_counter() - copy_started
     await connection.close()
 
@@ -214,6 +239,11 @@ async def run(args: argparse.Namespace) -> None:
         f"p99 {1000 * latencies[int(0.99 * (len(latencies) - 1))]:.0f} ms per request"
     )
     print(f"service RSS: {rss:.0f} MB peak")
+    per_record = 1e6 / accepted
+    print(
+        f"CPU/record : service {service_cpu * per_record:.1f} µs, Postgres {pg_cpu * per_record:.1f} µs, "
+        f"load generator {own_cpu * per_record:.1f} µs  ({os.cpu_count()} cores)"
+    )
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -12,7 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from controlplane.settings import Settings
@@ -82,8 +83,17 @@ async def schema_is_current(engine: AsyncEngine) -> bool:
         return await connection.run_sync(check)
 
 
+# SQLSTATE classes that say "the database cannot serve now", not "this request is wrong": connection exception,
+# insufficient resources (disk full, too many connections), operator intervention (shutdown), system error.
+UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "58"})
+
+
 def database_unavailable(error: BaseException) -> bool:
     """True for faults in reaching the database, as opposed to faults in what was sent to it."""
+    if isinstance(error, asyncpg.PostgresError):  # raised by the driver connection itself (COPY)
+        return (error.sqlstate or "")[:2] in UNAVAILABLE_SQLSTATE_CLASSES
+    if isinstance(error, asyncpg.InterfaceError) and "connection is closed" in str(error):
+        return True
     if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
         return True
     if isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError)):
@@ -91,3 +101,17 @@ def database_unavailable(error: BaseException) -> bool:
     if isinstance(error, sa_exc.DBAPIError) and isinstance(error.orig, (OSError, ConnectionError)):
         return True
     return isinstance(error, (OSError, ConnectionError, TimeoutError))
+
+
+async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under a Postgres session, for COPY, which SQLAlchemy does not offer.
+
+    asyncpg begins SQLAlchemy's transaction lazily, at its first statement: the caller must have run one in this
+    transaction (a SAVEPOINT will do) before using the connection, or what it writes would commit on its own.
+    """
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver: asyncpg.Connection = raw.driver_connection
+    if not driver.is_in_transaction():
+        raise RuntimeError("driver_connection used before the session's transaction began on the server")
+    return driver

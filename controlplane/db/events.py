@@ -1,4 +1,11 @@
-"""``events`` and ``dead_letters``: bulk writes that skip duplicates, and keyset-paged reads."""
+"""``events`` and ``dead_letters``: bulk writes that skip duplicates, and keyset-paged reads.
+
+On Postgres a group of events is written with COPY, the cheapest way in (about 40 % less server CPU than an
+INSERT over unnest() arrays, and a quarter of the client's encoding work; bench/ingest_cost.py). COPY cannot skip
+rows that are already stored, so it runs under a savepoint: if one of the group was stored before (a replay, or
+kumod resending a batch whose answer it missed), the savepoint is rolled back and the group goes through the
+INSERT ... ON CONFLICT DO NOTHING statement instead. Duplicates are the exception, so the fast path is the rule.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +14,22 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import ColumnElement, DateTime, Table, bindparam, func, select, tuple_
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from controlplane.db.engine import driver_connection
 from controlplane.db.tables import DeadLetterRow, EventRow
 from controlplane.db.types import UtcDateTime
 
 EVENTS: Table = EventRow.__table__  # type: ignore[assignment]
 DEAD_LETTERS: Table = DeadLetterRow.__table__  # type: ignore[assignment]
+# The order of the values in an event row tuple: the table's own column order.
+EVENT_COLUMNS: tuple[str, ...] = tuple(column.name for column in EVENTS.columns)
+_KEY = EVENT_COLUMNS.index("dedupe_key")
 
 
 def _postgres_insert() -> Any:
@@ -34,17 +46,31 @@ def _postgres_insert() -> Any:
 _POSTGRES_INSERT = _postgres_insert()
 
 
-async def insert_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[bytes]:
-    """Insert event rows, skipping any already stored; returns the dedupe keys actually inserted."""
+async def insert_events(session: AsyncSession, rows: Sequence[tuple[Any, ...]]) -> set[bytes]:
+    """Insert event rows (tuples in ``EVENT_COLUMNS`` order, distinct keys), skipping any already stored; returns
+    the dedupe keys actually inserted."""
     if not rows:
         return set()
     if session.get_bind().dialect.name == "postgresql":
-        arrays = {column.name: [row[column.name] for row in rows] for column in EVENTS.columns}
+        if await _copy_events(session, rows):
+            return {row[_KEY] for row in rows}
+        arrays = {name: [row[index] for row in rows] for index, name in enumerate(EVENT_COLUMNS)}
         result = await session.execute(_POSTGRES_INSERT, arrays)
     else:
         statement = sqlite_insert(EVENTS).on_conflict_do_nothing().returning(EVENTS.c.dedupe_key)
-        result = await session.execute(statement, list(rows))
+        result = await session.execute(statement, [dict(zip(EVENT_COLUMNS, row, strict=True)) for row in rows])
     return {bytes(key) for key in result.scalars()}
+
+
+async def _copy_events(session: AsyncSession, rows: Sequence[tuple[Any, ...]]) -> bool:
+    """COPY the rows in; False (and nothing written) when one of them is stored already."""
+    try:
+        async with session.begin_nested():
+            connection = await driver_connection(session)
+            await connection.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS)
+    except asyncpg.UniqueViolationError:
+        return False
+    return True
 
 
 async def insert_dead_letters(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:

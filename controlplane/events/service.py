@@ -140,25 +140,26 @@ def _check_lengths(observation: MessageObservation) -> None:
             raise ValueError(f"{name} from the queue name is longer than {limit} characters")
 
 
-def event_row(item: DecodedRecord, received_at: datetime) -> dict[str, Any]:
+def event_row(item: DecodedRecord, received_at: datetime) -> tuple[Any, ...]:
+    """The ``events`` row of a record, as a tuple in ``EVENT_COLUMNS`` (table) order, ready for COPY."""
     record, observation = item.record, item.observation
-    return {
-        "event_at": record.occurred_at(),
-        "dedupe_key": item.key,
-        "received_at": received_at,
-        "source": SOURCE,
-        "type": record.type,
-        "message_uuid": observation.id if observation else None,
-        "mta_message_id": record.id,
-        "recipient": record.recipient,
-        "sender": record.sender,
-        "queue_name": record.queue,
-        "domain": observation.domain if observation else recipient_domain(record.recipient),
-        "tenant_id": observation.tenant_id if observation else None,
-        "campaign_id": observation.campaign_id if observation else None,
-        "response_code": record.response.code if record.response else None,
-        "payload": item.payload,
-    }
+    return (
+        record.occurred_at(),  # event_at
+        item.key,  # dedupe_key
+        received_at,
+        SOURCE,
+        record.type,
+        observation.id if observation else None,  # message_uuid
+        record.id,  # mta_message_id
+        record.recipient,
+        record.sender,
+        record.queue,  # queue_name
+        observation.domain if observation else recipient_domain(record.recipient),
+        observation.tenant_id if observation else None,
+        observation.campaign_id if observation else None,
+        record.response.code if record.response else None,  # response_code
+        item.payload,
+    )
 
 
 async def write_group(
