@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -89,6 +90,40 @@ async def test_the_endpoint_answers_202_while_the_database_is_down(
         await replayer.replay_file(path)
     assert await count(services, EventRow) == 1
     assert list(spool_dir.glob("*.spool")) == []
+
+
+async def test_a_connection_killed_in_the_middle_of_a_write_spools_the_group_and_loses_nothing(
+    services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if services.settings.is_sqlite:
+        pytest.skip("a server connection to kill exists on Postgres only")
+    copy = asyncpg.Connection.copy_records_to_table
+    killed: list[int] = []
+
+    async def killed_before_copy(self: asyncpg.Connection, *args: Any, **kwargs: Any) -> Any:
+        if not killed:  # the server ends this session mid-transaction, as a restart or an operator would
+            killed.append(1)
+            await self.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        return await copy(self, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.Connection, "copy_records_to_table", killed_before_copy)
+    spool_dir = tmp_path / "spool"
+    pipeline = IngestPipeline(services.sessions, spool_dir, 1000)
+    await pipeline.start()
+    records, dead, _ = decode_body(b"[" + b",".join(kumomta_records().values()) + b"]", api_key=None, tenant=None)
+    first = await pipeline.submit(records[:4], dead)
+    assert first == (4, 0, 4)  # acknowledged from the spool
+    assert len(list(spool_dir.glob("*.spool"))) == 1
+    # The next group goes to the database on a fresh connection, and the spooled one follows it.
+    assert await pipeline.submit(records[4:], []) == (5, 0, 0)
+    for _ in range(100):
+        if not list(spool_dir.glob("*.spool")):
+            break
+        await asyncio.sleep(0.05)
+    await pipeline.stop()
+    assert list(spool_dir.glob("*.spool")) == []
+    assert await count(services, EventRow) == 9
+    assert await count(services, MessageRow) == 6
 
 
 async def test_concurrent_writers_store_each_record_once_and_count_the_rest_as_duplicates(
