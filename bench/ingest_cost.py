@@ -6,21 +6,24 @@
 
 Decodes realistic KumoMTA records (bench/ingest.py's generator) once, then writes them group by group into a
 fresh Postgres database exactly as the ingest pipeline does (insert_events, then apply_observations), in separate
-transactions so that each step is timed alone. For each step it prints wall time and this process's CPU time per
-record; their difference is (roughly) the time spent waiting on Postgres. bench/decode.py gives the CPU of the
-decoding and mapping before that. Together they say what bounds bench/ingest.py's end-to-end figure.
+transactions so that each step is timed alone. For each step it prints, per record, the wall time, this process's
+CPU time and the CPU time of the Postgres backend serving it (read from /proc, so Postgres must run on this
+machine). bench/decode.py gives the CPU of the decoding and mapping before that. Together they say what bounds
+bench/ingest.py's end-to-end figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
+from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -32,6 +35,17 @@ from controlplane.db.mirror import apply_observations
 from controlplane.events.service import decode_body, event_row
 from controlplane.services import Services
 from controlplane.settings import Settings
+
+
+def backend_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def add(totals: list[float], marks: tuple[float, float, float], pid: int) -> None:
+    totals[0] += time.perf_counter() - marks[0]
+    totals[1] += time.process_time() - marks[1]
+    totals[2] += backend_cpu(pid) - marks[2]
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -47,26 +61,27 @@ async def run(args: argparse.Namespace) -> None:
         decoded = [
             decode_body(body, api_key=None, tenant=None)[0] for body in build_batches(args.records, args.group, 11)
         ]
-        events_wall = events_cpu = mirror_wall = mirror_cpu = 0.0
-        for records in decoded:
-            now = datetime.now(UTC)
-            rows = [event_row(r, now) for r in {r.key: r for r in records}.values()]
-            wall, cpu = time.perf_counter(), time.process_time()
-            async with services.sessions.begin() as session:
+        spent = {step: [0.0, 0.0, 0.0] for step in ("events insert", "mirror upsert")}  # wall, own CPU, server
+        async with services.sessions() as session:
+            pid = int((await session.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+            await session.commit()
+            for records in decoded:
+                now = datetime.now(UTC)
+                rows = [event_row(r, now) for r in {r.key: r for r in records}.values()]
+                marks = time.perf_counter(), time.process_time(), backend_cpu(pid)
                 inserted = await insert_events(session, rows)
-            events_wall += time.perf_counter() - wall
-            events_cpu += time.process_time() - cpu
-            observations = [r.observation for r in records if r.observation and r.key in inserted]
-            wall, cpu = time.perf_counter(), time.process_time()
-            async with services.sessions.begin() as session:
+                await session.commit()
+                add(spent["events insert"], marks, pid)
+                observations = [r.observation for r in records if r.observation and r.key in inserted]
+                marks = time.perf_counter(), time.process_time(), backend_cpu(pid)
                 await apply_observations(session, observations)
-            mirror_wall += time.perf_counter() - wall
-            mirror_cpu += time.process_time() - cpu
+                await session.commit()
+                add(spent["mirror upsert"], marks, pid)
         n = args.records
         print(f"{n:,} records in groups of {args.group:,} (µs per record)")
-        for step, wall, cpu in (("events insert", events_wall, events_cpu), ("mirror upsert", mirror_wall, mirror_cpu)):
-            waited = 1e6 * (wall - cpu) / n
-            print(f"{step}: {1e6 * wall / n:6.1f} wall, {1e6 * cpu / n:5.1f} Python CPU, ~{waited:5.1f} in Postgres")
+        for step, (wall, cpu, server) in spent.items():
+            per_record = f"{1e6 * wall / n:6.1f} wall, {1e6 * cpu / n:5.1f} Python CPU, {1e6 * server / n:5.1f}"
+            print(f"{step}: {per_record} Postgres CPU")
     finally:
         await services.close()
         admin = await asyncpg.connect(f"{args.postgres}/postgres")
