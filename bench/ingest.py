@@ -141,6 +141,26 @@ def postgres_pids() -> list[int]:
     return [int(pid) for pid in found]
 
 
+SERVER_SETTINGS = ("shared_buffers", "max_wal_size", "checkpoint_timeout", "wal_compression", "synchronous_commit")
+
+
+async def server_counters(dsn: str) -> dict[str, Any]:
+    """WAL position and checkpoint count: what the run cost the server beyond its CPU."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        row = await connection.fetchrow(
+            "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn AS wal, checkpoints_timed + checkpoints_req AS checkpoints "
+            "FROM pg_stat_bgwriter"
+        )
+        settings = await connection.fetch(
+            "SELECT name, current_setting(name) AS value FROM pg_settings WHERE name = any($1::text[])",
+            list(SERVER_SETTINGS),
+        )
+    finally:
+        await connection.close()
+    return {"wal": int(row["wal"]), "checkpoints": int(row["checkpoints"])} | {s["name"]: s["value"] for s in settings}
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -208,6 +228,7 @@ async def run(args: argparse.Namespace) -> None:
                         break
                 except httpx.TransportError:
                     await asyncio.sleep(0.2)
+        server_before = await server_counters(dsn)
         service_before, pg_before = cpu_seconds([server.pid]), cpu_seconds(postgres_pids())
         own_cpu = time.process_time()
         elapsed, latencies, accepted = await post_all(port, key, batches, args.clients)
@@ -215,6 +236,7 @@ async def run(args: argparse.Namespace) -> None:
         service_cpu = cpu_used(service_before, cpu_seconds([server.pid]))
         pg_cpu = cpu_used(pg_before, cpu_seconds(postgres_pids()))
         rss = peak_rss_mb(server.pid)
+        server_after = await server_counters(dsn)
     finally:
         server.terminate()
         server.wait(30)
@@ -254,6 +276,12 @@ async def run(args: argparse.Namespace) -> None:
     print(
         f"CPU/record : service {service_cpu * per_record:.1f} µs, Postgres {pg_cpu * per_record:.1f} µs, "
         f"load generator {own_cpu * per_record:.1f} µs  ({os.cpu_count()} cores)"
+    )
+    wal_per_record = (server_after["wal"] - server_before["wal"]) / accepted
+    print(
+        f"Postgres   : {wal_per_record / 1024:.1f} KB of WAL per record, "
+        f"{server_after['checkpoints'] - server_before['checkpoints']} checkpoints during the run; "
+        + ", ".join(f"{name}={server_after[name]}" for name in SERVER_SETTINGS)
     )
 
 
