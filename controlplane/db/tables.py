@@ -151,8 +151,8 @@ class EventRow(Base):
     payload: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (
-        PrimaryKeyConstraint("dedupe_key", "event_at", name="pk_events"),
-        Index("ix_events_event_at", "event_at"),
+        # Led by event_at: new keys append at the index's right edge, and the key orders the /events listing.
+        PrimaryKeyConstraint("event_at", "dedupe_key", name="pk_events"),
         Index("ix_events_message", "message_uuid", "event_at"),
         Index("ix_events_domain", "domain", "event_at"),
         Index("ix_events_tenant", "tenant_id", "event_at"),

@@ -7,6 +7,7 @@ from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
 
 from controlplane.db.engine import schema_is_current, upgrade_database
 from controlplane.db.tables import POSTGRES_ONLY_INDEXES, Base
@@ -35,3 +36,16 @@ async def test_migrated_database_matches_the_declared_tables(services: Services)
 async def test_upgrading_again_is_harmless(services: Services) -> None:
     await upgrade_database(services.engine)
     assert await schema_is_current(services.engine)
+
+
+async def test_every_primary_key_has_the_declared_columns_in_the_declared_order(services: Services) -> None:
+    # Autogenerate does not compare primary keys; the order matters (events' key leads with event_at).
+    def reflected(connection: Any) -> dict[str, list[str]]:
+        inspector = inspect(connection)
+        return {name: inspector.get_pk_constraint(name)["constrained_columns"] for name in Base.metadata.tables}
+
+    async with services.engine.connect() as connection:
+        keys = await connection.run_sync(reflected)
+    declared = {name: [c.name for c in table.primary_key.columns] for name, table in Base.metadata.tables.items()}
+    assert keys == declared
+    assert keys["events"] == ["event_at", "dedupe_key"]
