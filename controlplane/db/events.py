@@ -30,6 +30,11 @@ DEAD_LETTERS: Table = DeadLetterRow.__table__  # type: ignore[assignment]
 # The order of the values in an event row tuple: the table's own column order.
 EVENT_COLUMNS: tuple[str, ...] = tuple(column.name for column in EVENTS.columns)
 _KEY = EVENT_COLUMNS.index("dedupe_key")
+_AT = EVENT_COLUMNS.index("event_at")
+
+
+def _in_key_order(row: tuple[Any, ...]) -> tuple[Any, Any]:
+    return row[_AT], row[_KEY]
 
 
 def _postgres_insert() -> Any:
@@ -52,6 +57,9 @@ async def insert_events(session: AsyncSession, rows: Sequence[tuple[Any, ...]]) 
     if not rows:
         return set()
     if session.get_bind().dialect.name == "postgresql":
+        # In key order: two writers holding the same new events then wait on each other in one direction only,
+        # never in a cycle (Postgres would break the deadlock after a second by failing one of them).
+        rows = sorted(rows, key=_in_key_order)
         if await _copy_events(session, rows):
             return {row[_KEY] for row in rows}
         arrays = {name: [row[index] for row in rows] for index, name in enumerate(EVENT_COLUMNS)}
