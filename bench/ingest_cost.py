@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -28,7 +27,7 @@ from sqlalchemy import text
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ingest import build_batches
+from ingest import build_batches, cpu_seconds
 
 from controlplane.db.events import insert_events
 from controlplane.db.mirror import apply_observations
@@ -38,8 +37,7 @@ from controlplane.settings import Settings
 
 
 def backend_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds([pid])[pid]
 
 
 def add(totals: list[float], marks: tuple[float, float, float], pid: int) -> None:
