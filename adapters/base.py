@@ -6,6 +6,7 @@
     ├── MtaRefused                the node answered but said no (other 4xx, or 5xx after retries); keeps its reason
     ├── MtaBadAnswer              the node answered 2xx with something that is not what its API defines
     └── UnsupportedOperation      the MTA has no such operation (e.g. set_priority on KumoMTA); nothing was sent
+        └── TargetNotExpressible  the MTA's request cannot name exactly the queues targeted; nothing was sent
 
 ``controlplane.errors`` maps these to HTTP in its one handler. Adapters are picked by a node's kind
 (``adapter_for``), as saq picks a queue backend by URL scheme.
@@ -14,6 +15,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -52,24 +54,43 @@ class UnsupportedOperation(MtaError):
     pass
 
 
-class Target(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """Which scheduled queues an operation applies to. ``queue_names`` takes precedence over the other fields;
-    at least one field must be set (an empty target would mean every queue)."""
+class Target(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
+    """Which scheduled queues an operation applies to: a queue is selected when it satisfies every field given
+    (``queue_names``: it is one of them). ``everything`` selects every queue and is only ever given alone: an empty
+    target selects nothing, because kumod reads a request naming no queue as "every queue"."""
 
     domain: str | None = None
     tenant: str | None = None
     campaign: str | None = None
     routing_domain: str | None = None
-    queue_names: list[str] | None = None
+    queue_names: tuple[str, ...] | None = None
+    everything: bool = False
+
+    def fields(self) -> frozenset[str]:
+        """The targeting fields this target sets."""
+        given = {name for name in CRITERIA if getattr(self, name)}
+        if self.queue_names is not None:
+            given.add("queue_names")
+        if self.everything:
+            given.add("everything")
+        return frozenset(given)
 
     def is_empty(self) -> bool:
-        return not (self.domain or self.tenant or self.campaign or self.routing_domain or self.queue_names)
+        return not (self.everything or any(getattr(self, name) for name in CRITERIA) or self.queue_names)
+
+
+CRITERIA = ("domain", "tenant", "campaign", "routing_domain")
 
 
 def queue_matches(target: Target, queue_name: str) -> bool:
-    """Whether ``target`` selects the scheduled queue ``queue_name``, by kumod's rules."""
-    if target.queue_names:
-        return queue_name in target.queue_names
+    """Whether ``target`` selects the scheduled queue ``queue_name``: every criterion given must equal the queue's
+    part of that name (kumod's rule), and the name must be one of ``queue_names`` when they are given."""
+    if target.everything:
+        return True
+    if target.is_empty():
+        return False
+    if target.queue_names is not None and queue_name not in target.queue_names:
+        return False
     parts = QueueName.parse(queue_name)
     wanted = (
         (target.domain, parts.domain),
@@ -77,7 +98,80 @@ def queue_matches(target: Target, queue_name: str) -> bool:
         (target.campaign, parts.campaign),
         (target.routing_domain, parts.routing_domain),
     )
-    return not target.is_empty() and all(want is None or want == have for want, have in wanted)
+    return all(want is None or want == have for want, have in wanted)
+
+
+class TargetNotExpressible(UnsupportedOperation):
+    """The MTA's request for this operation cannot name exactly the queues the target selects; nothing was sent."""
+
+    def __init__(self, message: str, *, field: str, node: str | None = None) -> None:
+        super().__init__(message, node=node)
+        self.field = field
+
+
+def express(
+    target: Target, supports: frozenset[str], known_queues: Iterable[str] | None = None, *, operation: str = ""
+) -> Target:
+    """``target`` rewritten into the fields an MTA's request for one operation carries (``supports``), selecting
+    no queue the target does not select, whatever queues exist on the node now or later.
+
+    Fields the request lacks are expressed as ``queue_names``: the target's own names narrowed by its criteria, or,
+    when it names none, the node's ``known_queues`` (its last sync) that the target selects. Without queue names,
+    a single queue name that spells out all four parts is sent as those four criteria. Anything else raises
+    ``TargetNotExpressible`` naming the field. An empty ``queue_names`` in the result means "nothing to do here"."""
+    given = target.fields()
+    if target.everything:
+        if given != {"everything"}:
+            raise TargetNotExpressible("`everything` selects every queue: give it alone", field="everything")
+        if "everything" not in supports:
+            raise TargetNotExpressible(f"{operation} cannot be sent to every queue", field="everything")
+        return target
+    if target.is_empty():
+        raise TargetNotExpressible(
+            "name the queues: domain, tenant, campaign, routing_domain or queue_name", field="domain"
+        )
+    if given <= supports and (given == {"queue_names"} or "queue_names" not in given):
+        return target
+    if "queue_names" in supports:
+        if target.queue_names is not None:
+            names: Iterable[str] = target.queue_names
+        elif known_queues is None:
+            missing = sorted(given - supports)[0]
+            raise TargetNotExpressible(
+                f"{operation} by {missing} is sent as the node's matching queue names, and this node was never "
+                "synced: sync it first",
+                field=missing,
+            )
+        else:
+            names = known_queues
+        return Target(queue_names=tuple(sorted({n for n in names if queue_matches(target, n)})))
+    if given == {"queue_names"} and target.queue_names and len(target.queue_names) == 1:
+        spelled = _spelled_out(target.queue_names[0])
+        if spelled is not None and spelled.fields() <= supports:
+            return spelled
+    missing = sorted(given - supports)[0] if given - supports else "queue_name"
+    field = "queue_name" if missing == "queue_names" else missing
+    raise TargetNotExpressible(
+        f"{operation} cannot name exactly the queues selected by {field}: "
+        + (
+            "give a queue name with all four parts (campaign:tenant@domain!routing_domain) or target by domain, "
+            "tenant, campaign and routing_domain instead"
+            if field == "queue_name"
+            else f"this MTA's {operation} request has no {field}"
+        ),
+        field=field,
+    )
+
+
+def _spelled_out(name: str) -> Target | None:
+    """A queue name whose four parts are all present and non-empty, as criteria: kumod then selects that queue
+    only (a missing part would select every value of it)."""
+    prefix, at, rest = name.partition("@")
+    campaign, colon, tenant = prefix.partition(":")
+    domain, bang, routing = rest.partition("!")
+    if not (at and colon and bang) or not all((campaign, tenant, domain, routing)):
+        return None
+    return Target(campaign=campaign, tenant=tenant, domain=domain, routing_domain=routing)
 
 
 class Suspension(msgspec.Struct, kw_only=True):
@@ -86,6 +180,8 @@ class Suspension(msgspec.Struct, kw_only=True):
     domain: str | None = None
     tenant: str | None = None
     campaign: str | None = None
+    routing_domain: str | None = None
+    queue_names: tuple[str, ...] | None = None  # the exact queues, for one made by queue names
     ready_queue: str | None = None  # set for a suspension of an egress path (ready queue)
     remaining: str | None = None  # as the MTA reports it (a humantime duration for kumod)
     # Who made it: "kumod" (its admin API; liftable) or "tsa" (a shaping rule; ends when it expires)
@@ -98,6 +194,8 @@ class StandingBounce(msgspec.Struct, kw_only=True):
     domain: str | None = None
     tenant: str | None = None
     campaign: str | None = None
+    routing_domain: str | None = None
+    queue_names: tuple[str, ...] | None = None
     remaining: str | None = None
     total_bounced: int = 0
 
@@ -120,6 +218,9 @@ class MtaAdapter(abc.ABC):
     """One MTA node. Every method talks to that node only; errors are ``MtaError`` subclasses."""
 
     kind: str
+    # Per operation family ("suspend", "bounce", "rebind"), the ``Target`` fields this MTA's request carries with
+    # the meaning ``queue_matches`` gives them. What is not listed is expressed by ``express`` or refused.
+    target_fields: dict[str, frozenset[str]] = {}
 
     @abc.abstractmethod
     async def health(self) -> NodeHealth: ...
@@ -176,6 +277,19 @@ def declare_asyncio() -> None:
 
 # The node kinds with an adapter. ZoneMTA nodes can be registered ahead of their adapter, not operated on.
 ADAPTER_KINDS = frozenset({"kumomta", "fake"})
+
+
+def adapter_class(kind: str) -> type[MtaAdapter]:
+    """The adapter class for a node's kind, for what it declares (``target_fields``) without a client."""
+    if kind == "kumomta":
+        from adapters.kumomta.client import KumoMtaClient
+
+        return KumoMtaClient
+    if kind == "fake":
+        from adapters.fake import FakeMta
+
+        return FakeMta
+    raise UnsupportedOperation(f"no adapter for MTA kind {kind!r}")
 
 
 def adapter_for(kind: str, base_url: str, **options: Any) -> MtaAdapter:

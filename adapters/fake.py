@@ -19,9 +19,13 @@ from adapters.base import (
     queue_matches,
 )
 
+ALL_TARGET_FIELDS = frozenset({"domain", "tenant", "campaign", "routing_domain", "queue_names", "everything"})
+
 
 class FakeMta(MtaAdapter):
     kind = "fake"
+    # The fake applies ``queue_matches`` itself, so every field means what it says.
+    target_fields = {family: ALL_TARGET_FIELDS for family in ("suspend", "bounce", "rebind")}
 
     def __init__(self, scheduled: dict[str, int] | None = None, *, reachable: bool = True) -> None:
         self.scheduled = dict(scheduled or {})

@@ -16,6 +16,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from controlplane.auth.controller import ApiKeysController
 from controlplane.auth.guard import PUBLIC_PATHS, ApiKeyAuthentication
+from controlplane.auth.tenancy import check_tenancy, provide_tenant, provide_tenant_filter, tenancy_guard
 from controlplane.errors import EXCEPTION_HANDLERS
 from controlplane.events.controller import EventsController, MessageEventsController
 from controlplane.fleet.controller import BouncesController, NodesController, SuspensionsController
@@ -71,12 +72,15 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> Litestar:
     if settings.legacy_api_enabled:
         route_handlers.append(legacy_items_controller("/api/v1/legacy/queue-items"))
 
-    return Litestar(
+    app = Litestar(
         route_handlers=route_handlers,
+        guards=[tenancy_guard],
         lifespan=[lifespan],
         dependencies={
             "services": Provide(_services, sync_to_thread=False),
             "jobs_runner": Provide(_jobs_runner, sync_to_thread=False),
+            "tenant": Provide(provide_tenant),
+            "tenant_filter": Provide(provide_tenant_filter),
         },
         middleware=[DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS)],
         exception_handlers=EXCEPTION_HANDLERS,
@@ -97,6 +101,8 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> Litestar:
         logging_config=None,
         debug=False,
     )
+    check_tenancy(app)
+    return app
 
 
 def _services(state: State) -> Services:

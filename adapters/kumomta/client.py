@@ -27,6 +27,7 @@ from adapters.base import (
     StandingBounce,
     Suspension,
     Target,
+    TargetNotExpressible,
     UnsupportedOperation,
 )
 from adapters.http import DEFAULT_TIMEOUT_SECONDS, pooled_client
@@ -104,8 +105,20 @@ class _IdResponse(msgspec.Struct):
     id: str
 
 
+# What each kumod request can select, read from kumo-api-types (fixtures/kumomta/README.md): SuspendV1Request has
+# campaign, tenant, domain and queue_names but no routing_domain (an unknown field is ignored, and a request naming
+# nothing suspends every queue); BounceV1Request has all five (deny_unknown_fields); RebindV1Request has the four
+# criteria and no queue_names. "everything" is the request with no criterion at all.
+KUMOD_TARGET_FIELDS: dict[str, frozenset[str]] = {
+    "suspend": frozenset({"domain", "tenant", "campaign", "queue_names", "everything"}),
+    "bounce": frozenset({"domain", "tenant", "campaign", "routing_domain", "queue_names", "everything"}),
+    "rebind": frozenset({"domain", "tenant", "campaign", "routing_domain", "everything"}),
+}
+
+
 class KumoMtaClient(MtaAdapter):
     kind = "kumomta"
+    target_fields = KUMOD_TARGET_FIELDS
 
     def __init__(
         self,
@@ -211,7 +224,7 @@ class KumoMtaClient(MtaAdapter):
         return self._decode(response, dict[str, Any])
 
     async def suspend(self, target: Target, *, reason: str, duration: str | None = None) -> str:
-        body = _target_body(target) | {"reason": reason, **({"duration": duration} if duration else {})}
+        body = _target_body(target, "suspend") | {"reason": reason, **({"duration": duration} if duration else {})}
         response = await self._request("POST", "/api/admin/suspend/v1", json=body)
         return self._decode(response, _IdResponse).id
 
@@ -290,7 +303,7 @@ class KumoMtaClient(MtaAdapter):
     async def bounce(
         self, target: Target, *, reason: str, duration: str | None = None, suppress_logging: bool = False
     ) -> str:
-        body = _target_body(target) | {"reason": reason, "suppress_logging": suppress_logging}
+        body = _target_body(target, "bounce") | {"reason": reason, "suppress_logging": suppress_logging}
         if duration:
             body["duration"] = duration
         response = await self._request("POST", "/api/admin/bounce/v1", json=body)
@@ -322,7 +335,7 @@ class KumoMtaClient(MtaAdapter):
         await self._rebind(target, reason=reason, data=data)
 
     async def _rebind(self, target: Target, *, reason: str, data: dict[str, str]) -> None:
-        body = _target_body(target) | {
+        body = _target_body(target, "rebind") | {
             "reason": reason,
             "suppress_logging": False,
             "data": data,
@@ -332,10 +345,25 @@ class KumoMtaClient(MtaAdapter):
         await self._request("POST", "/api/admin/rebind/v1", json=body)
 
 
-def _target_body(target: Target) -> dict[str, Any]:
+def _target_body(target: Target, family: str) -> dict[str, Any]:
+    """The selecting part of a kumod request: exactly the target, or refused before anything is sent."""
+    supported = KUMOD_TARGET_FIELDS[family]
+    given = target.fields()
+    if target.everything:
+        if given != {"everything"}:
+            raise TargetNotExpressible("`everything` selects every queue: give it alone", field="everything")
+        return {}  # kumod reads a request naming no queue as every queue: sent only when asked for by name
     if target.is_empty():
-        # kumod reads an empty target as "every queue"; that must be asked for explicitly, never by omission.
-        raise ValueError("an operation needs a domain, tenant, campaign, routing_domain or queue_names")
+        # An empty queue_names list or no field at all: kumod would read either as "every queue".
+        raise TargetNotExpressible(
+            "an operation needs a domain, tenant, campaign, routing_domain or queue_names", field="domain"
+        )
+    if not given <= supported or ("queue_names" in given and given != {"queue_names"}):
+        # kumod ignores the criteria beside queue_names, and drops fields it lacks: either would widen the target.
+        raise TargetNotExpressible(
+            f"kumod's {family} request cannot carry {', '.join(sorted(given - {'everything'}))} together",
+            field=sorted(given - supported)[0] if given - supported else "queue_names",
+        )
     if target.queue_names:
         return {"queue_names": list(target.queue_names)}
     fields = {

@@ -10,6 +10,7 @@ from litestar.params import FromPath, JSONBody
 
 from controlplane.auth.guard import requires
 from controlplane.auth.schema import ApiKeyCreate, ApiKeyInfo, CreatedApiKey, Principal, Scope
+from controlplane.auth.tenancy import FLEET
 from controlplane.services import Services
 
 
@@ -17,6 +18,7 @@ class ApiKeysController(Controller):
     path = "/api/v1/keys"
     tags = ["auth"]
     guards = [requires(Scope.admin)]
+    opt = FLEET
 
     @post("/", summary="Create a key; the secret is in this response only")
     async def create_key(

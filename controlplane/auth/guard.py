@@ -65,12 +65,3 @@ def requires(*scopes: Scope) -> Callable[[ASGIConnection[Any, Any, Any, Any], Ba
 
     guard.__name__ = "requires_" + "_or_".join(s.name for s in scopes)
     return guard
-
-
-def tenant_for(principal: Principal, requested: str | None) -> str | None:
-    """The tenant a query is confined to: a tenant-bound key sees its own tenant, and asking for another is refused."""
-    if principal.tenant_id is None:
-        return requested
-    if requested is not None and requested != principal.tenant_id:
-        raise Forbidden("this API key is bound to another tenant", field="tenant_id")
-    return principal.tenant_id

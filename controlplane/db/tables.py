@@ -225,6 +225,9 @@ class NodeHoldRow(Base):
     domain: Mapped[str | None] = mapped_column(Text)
     tenant: Mapped[str | None] = mapped_column(Text)
     campaign: Mapped[str | None] = mapped_column(Text)
+    routing_domain: Mapped[str | None] = mapped_column(Text)
+    # The exact scheduled queues, for a hold mtactl made by queue names (kumod's listing does not show them)
+    queue_names: Mapped[list[str] | None] = mapped_column(JsonDocument)
     ready_queue: Mapped[str | None] = mapped_column(Text)
     remaining: Mapped[str | None] = mapped_column(Text)
     total_bounced: Mapped[int] = mapped_column(BigInteger)
@@ -234,11 +237,14 @@ class OperationRow(Base):
     """A queue operation as asked and as answered, dry runs included."""
 
     __tablename__ = "operations"
+    __table_args__ = (Index("ix_operations_tenant_id", "tenant_id", "created_at"),)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     actor: Mapped[str] = mapped_column(String(200))
+    # The tenant of the key that ran it (None: an unbound key): a tenant-bound key sees only its tenant's
+    tenant_id: Mapped[str | None] = mapped_column(String(100))
     operation: Mapped[str] = mapped_column(String(20))
     dry_run: Mapped[bool] = mapped_column(Boolean)
     status: Mapped[str] = mapped_column(String(20))

@@ -12,8 +12,9 @@ from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Sche
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from controlplane.auth.guard import requires, tenant_for
+from controlplane.auth.guard import requires
 from controlplane.auth.schema import Principal, Scope
+from controlplane.auth.tenancy import FLEET, SCOPED
 from controlplane.events.schema import DeadLetterPage, EventPage, IngestResult, StoredEvent
 from controlplane.events.service import decode_body
 from controlplane.queues.controller import parse_message_id
@@ -68,6 +69,7 @@ class KumoIngestOperation(Operation):
 class EventsController(Controller):
     path = "/api/v1/events"
     tags = ["events"]
+    opt = SCOPED
 
     @post(
         "/ingest/kumomta",
@@ -89,13 +91,12 @@ class EventsController(Controller):
     @get("/", guards=[requires(Scope.email_read, Scope.analytics_read)], summary="Events, newest first by default")
     async def list_events(
         self,
-        request: AnyRequest,
         services: NamedDependency[Services],
+        tenant_filter: NamedDependency[str | None],
         since: Annotated[datetime | None, QueryParameter(description="Inclusive, ISO-8601")] = None,
         until: Annotated[datetime | None, QueryParameter(description="Exclusive, ISO-8601")] = None,
         type: Annotated[list[str] | None, QueryParameter(description="Record type (repeatable)")] = None,
         domain: FromQuery[str | None] = None,
-        tenant_id: FromQuery[str | None] = None,
         order: FromQuery[Literal["asc", "desc"]] = "desc",
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         cursor: FromQuery[str | None] = None,
@@ -105,13 +106,18 @@ class EventsController(Controller):
             until=until,
             types=type,
             domain=domain,
-            tenant_id=tenant_for(request.user, tenant_id),
+            tenant_id=tenant_filter,
             order=order,
             limit=limit,
             cursor=cursor,
         )
 
-    @get("/dead-letters", guards=[requires(Scope.admin)], summary="Records that could not be ingested, newest first")
+    @get(
+        "/dead-letters",
+        guards=[requires(Scope.admin)],
+        opt=FLEET,
+        summary="Records that could not be ingested, newest first",
+    )
     async def dead_letters(
         self,
         services: NamedDependency[Services],
@@ -125,13 +131,12 @@ class MessageEventsController(Controller):
     path = "/api/v1/messages"
     tags = ["events"]
     guards = [requires(Scope.email_read)]
+    opt = SCOPED
 
     @get("/{message_id:str}/events", summary="A message's events, oldest first")
     async def message_events(
-        self, request: AnyRequest, services: NamedDependency[Services], message_id: FromPath[str]
+        self, services: NamedDependency[Services], tenant: NamedDependency[str | None], message_id: FromPath[str]
     ) -> list[StoredEvent]:
         # Reading the message first applies tenant confinement (404 for another tenant's message).
-        message = await services.queues.get_message(
-            parse_message_id(message_id), tenant_id=tenant_for(request.user, None)
-        )
+        message = await services.queues.get_message(parse_message_id(message_id), tenant_id=tenant)
         return await services.events.message_events(message.id)

@@ -10,6 +10,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 
 from controlplane.auth.guard import requires
 from controlplane.auth.schema import Principal, Scope
+from controlplane.auth.tenancy import FLEET, SCOPED
 from controlplane.fleet.schema import Hold, HoldKind, Node, NodeCreate, NodeSync, NodeUpdate
 from controlplane.services import Services
 
@@ -20,6 +21,7 @@ class NodesController(Controller):
     path = "/api/v1/nodes"
     tags = ["fleet"]
     guards = [requires(Scope.fleet_manage)]
+    opt = FLEET
 
     @post("/", summary="Register a node; credentials are stored encrypted and never returned")
     async def create_node(
@@ -57,21 +59,25 @@ def holds_controller(kind: HoldKind, route: str, verb: str) -> type[Controller]:
         path = route
         tags = ["operations"]
         guards = [requires(Scope.queue_manage)]
+        opt = SCOPED
 
         @get("/", summary=f"Active {kind.value}s on every node, as last synced")
-        async def list_holds(self, request: AnyRequest, services: NamedDependency[Services]) -> list[Hold]:
-            return await services.fleet_state.holds(kind, tenant=request.user.tenant_id)
+        async def list_holds(
+            self, services: NamedDependency[Services], tenant: NamedDependency[str | None]
+        ) -> list[Hold]:
+            return await services.fleet_state.holds(kind, tenant=tenant)
 
         @delete("/{hold_id:str}", summary=f"{verb} a {kind.value} on every node holding it", status_code=200)
         async def lift_hold(
             self,
             request: AnyRequest,
             services: NamedDependency[Services],
+            tenant: NamedDependency[str | None],
             hold_id: FromPath[str],
             reason: FromQuery[str | None] = None,
         ) -> list[Hold]:
             return await services.fleet_state.lift(
-                kind, hold_id, actor=request.user.actor, reason=reason, tenant=request.user.tenant_id
+                kind, hold_id, actor=request.user.actor, reason=reason, tenant=tenant
             )
 
     HoldsController.__name__ = f"{kind.value.title()}sController"

@@ -82,6 +82,8 @@ class Hold(msgspec.Struct, kw_only=True):
     domain: str | None
     tenant: str | None
     campaign: str | None
+    routing_domain: str | None
+    queue_names: list[str] | None  # the exact scheduled queues, for a hold mtactl made by queue names
     ready_queue: str | None  # set for a suspension of an egress path (ready queue) rather than scheduled queues
     source: str  # "kumod" (made through its admin API; can be lifted) or "tsa" (a shaping rule; ends when it expires)
     remaining: str | None  # time left, as the node reports it

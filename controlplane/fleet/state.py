@@ -14,8 +14,9 @@ import logging
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -40,15 +41,19 @@ log = logging.getLogger("mtactl.fleet")
 NodeSnapshot = tuple[QueueCounts, list[Suspension], list[StandingBounce]]
 
 
-def hold_matches(hold: Hold | NodeHoldRow, queue: QueueName) -> bool:
-    """Whether a scheduled-queue hold applies to a (parsed) queue name: kumod's rule, every field the hold names
-    must match; a hold naming none applies to every queue."""
+def hold_matches(hold: Hold | NodeHoldRow, queue: QueueName, name: str | None = None) -> bool:
+    """Whether a scheduled-queue hold applies to a (parsed) queue name: kumod's rule, the queue must be one of the
+    hold's queue names when it has them, else every field the hold names must match; a hold naming none applies to
+    every queue."""
     if hold.ready_queue is not None:
         return False
+    if hold.queue_names:
+        return (name if name is not None else queue.format()) in hold.queue_names
     return (
         (hold.domain is None or hold.domain == queue.domain)
         and (hold.tenant is None or hold.tenant == queue.tenant)
         and (hold.campaign is None or hold.campaign == queue.campaign)
+        and (hold.routing_domain is None or hold.routing_domain == queue.routing_domain)
     )
 
 
@@ -62,6 +67,8 @@ def _hold(row: NodeHoldRow, node: NodeRow) -> Hold:
         domain=row.domain,
         tenant=row.tenant,
         campaign=row.campaign,
+        routing_domain=row.routing_domain,
+        queue_names=row.queue_names,
         ready_queue=row.ready_queue,
         source=row.source,
         remaining=row.remaining,
@@ -178,12 +185,40 @@ class FleetStateService:
 
 async def _replace(session: AsyncSession, node_id: uuid.UUID, snapshot: NodeSnapshot) -> None:
     counts, suspensions, bounces = snapshot
+    # kumod lists a hold made by queue names as one naming nothing: keep what mtactl recorded when it made it.
+    recorded = {
+        (kind, hold_id): (tenant, routing_domain, names)
+        for kind, hold_id, tenant, routing_domain, names in (
+            await session.execute(
+                select(
+                    NodeHoldRow.kind,
+                    NodeHoldRow.hold_id,
+                    NodeHoldRow.tenant,
+                    NodeHoldRow.routing_domain,
+                    NodeHoldRow.queue_names,
+                ).where(NodeHoldRow.node_id == node_id, NodeHoldRow.queue_names.is_not(None))
+            )
+        ).all()
+    }
+    if recorded:
+        suspensions = [_restore(s, recorded.get((HoldKind.suspension.value, s.id))) for s in suspensions]
+        bounces = [_restore(b, recorded.get((HoldKind.bounce.value, b.id))) for b in bounces]
     await session.execute(delete(NodeQueuesRow).where(NodeQueuesRow.node_id == node_id))
     await session.execute(delete(NodeHoldRow).where(NodeHoldRow.node_id == node_id))
     session.add(NodeQueuesRow(node_id=node_id, scheduled=counts.scheduled, ready=counts.ready))
     holds = hold_rows(node_id, suspensions, bounces)
     if holds:
         await session.execute(insert(NodeHoldRow), holds)
+
+
+HeldThing = TypeVar("HeldThing", Suspension, StandingBounce)
+
+
+def _restore(hold: HeldThing, recorded: tuple[str | None, str | None, list[str] | None] | None) -> HeldThing:
+    if recorded is None or hold.domain or hold.tenant or hold.campaign:
+        return hold
+    tenant, routing_domain, names = recorded
+    return msgspec.structs.replace(hold, tenant=tenant, routing_domain=routing_domain, queue_names=tuple(names or ()))
 
 
 def hold_rows(
@@ -199,6 +234,8 @@ def hold_rows(
             "domain": s.domain,
             "tenant": s.tenant,
             "campaign": s.campaign,
+            "routing_domain": s.routing_domain,
+            "queue_names": list(s.queue_names) if s.queue_names is not None else None,
             "ready_queue": s.ready_queue,
             "source": s.source,
             "remaining": s.remaining,
@@ -215,6 +252,8 @@ def hold_rows(
             "domain": b.domain,
             "tenant": b.tenant,
             "campaign": b.campaign,
+            "routing_domain": b.routing_domain,
+            "queue_names": list(b.queue_names) if b.queue_names is not None else None,
             "ready_queue": None,
             "source": "kumod",
             "remaining": b.remaining,

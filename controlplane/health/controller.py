@@ -11,6 +11,7 @@ from litestar import Controller, Response, get
 from litestar.di import NamedDependency
 from sqlalchemy import select, text
 
+from controlplane.auth.tenancy import PUBLIC
 from controlplane.db.engine import schema_is_current
 from controlplane.db.tables import JobHeartbeatRow
 from controlplane.jobs.runner import JobRunner, RedisWorkerJobs
@@ -57,6 +58,7 @@ class DetailedHealth(msgspec.Struct, kw_only=True):
 
 class HealthController(Controller):
     path = "/api/v1/health"
+    opt = PUBLIC
     tags = ["health"]
 
     @get("/", summary="Liveness")

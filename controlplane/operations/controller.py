@@ -12,6 +12,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from controlplane.auth.guard import requires
 from controlplane.auth.schema import Principal, Scope
+from controlplane.auth.tenancy import SCOPED
 from controlplane.errors import InvalidInput
 from controlplane.operations.schema import OperationRecord, OperationRequest
 from controlplane.services import Services
@@ -23,6 +24,7 @@ class OperationsController(Controller):
     path = "/api/v1/operations"
     tags = ["operations"]
     guards = [requires(Scope.queue_manage)]
+    opt = SCOPED
 
     @post(
         "/",
@@ -38,27 +40,31 @@ class OperationsController(Controller):
         self,
         request: Request[Principal, Any, Any],
         services: NamedDependency[Services],
+        tenant: NamedDependency[str | None],
         data: JSONBody[OperationRequest],
         wait: Annotated[float | None, QueryParameter(ge=0, le=MAX_WAIT_SECONDS)] = None,
     ) -> Response[OperationRecord]:
-        if request.user.tenant_id is not None and data.tenant != request.user.tenant_id:
-            raise InvalidInput("a tenant-bound key must target its own tenant", field="tenant")
         wait = services.settings.operation_wait_seconds if wait is None else wait
-        record = await services.operations.submit(data, actor=request.user.actor, wait=wait)
+        record = await services.operations.submit(data, actor=request.user.actor, tenant=tenant, wait=wait)
         if record.status == "running":
             return Response(record, status_code=202, headers={"Location": f"/api/v1/operations/{record.id}"})
         return Response(record, status_code=200)
 
     @get("/", summary="Operations, newest first")
     async def list_operations(
-        self, services: NamedDependency[Services], limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50
+        self,
+        services: NamedDependency[Services],
+        tenant: NamedDependency[str | None],
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> list[OperationRecord]:
-        return await services.operations.recent(limit=limit)
+        return await services.operations.recent(limit=limit, tenant=tenant)
 
     @get("/{operation_id:str}", summary="One operation with its progress and per-node outcome")
-    async def get_operation(self, services: NamedDependency[Services], operation_id: FromPath[str]) -> OperationRecord:
+    async def get_operation(
+        self, services: NamedDependency[Services], tenant: NamedDependency[str | None], operation_id: FromPath[str]
+    ) -> OperationRecord:
         try:
             ident = uuid.UUID(operation_id)
         except ValueError:
             raise InvalidInput(f"{operation_id!r} is not an operation id", field="id") from None
-        return await services.operations.get(ident)
+        return await services.operations.get(ident, tenant=tenant)

@@ -15,17 +15,24 @@ from adapters.model import QueueOperationResult, QueueOperationType
 Duration = Annotated[str, Meta(pattern=r"^\s*\d+\s*[a-z]+(\s*\d+\s*[a-z]+)*\s*$", max_length=50)]
 
 
+Part = Annotated[str, Meta(min_length=1, max_length=255)]
+
+
 class OperationRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """An operation and its target. A queue is targeted when it satisfies every targeting field given; at least
+    one is required, and ``everything: true`` (alone) is the only way to target every queue."""
+
     operation: QueueOperationType
     reason: Annotated[str, Meta(min_length=1, max_length=500)]
-    queue_name: Annotated[str, Meta(min_length=1, max_length=255)] | None = None
+    queue_name: Part | None = None
     message_ids: list[str] | None = None
     metadata: dict[str, Any] | None = None
-    # Targeting: which queues (at least one of these or queue_name) and on which nodes.
-    domain: str | None = None
-    tenant: str | None = None
-    campaign: str | None = None
-    routing_domain: str | None = None
+    # Targeting: which queues and on which nodes.
+    domain: Part | None = None
+    tenant: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
+    campaign: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
+    routing_domain: Part | None = None
+    everything: bool = False
     nodes: list[str] | None = None  # ids, names or label selectors "key=value"; default: every node
     duration: Duration | None = None
     dry_run: bool = False
@@ -36,6 +43,9 @@ class NodeOutcome(msgspec.Struct, kw_only=True, omit_defaults=True):
     node_id: uuid.UUID
     result: QueueOperationResult
     reference: str | None = None  # the MTA's id for what was created (suspension, bounce), needed to undo it
+    note: str | None = None  # what a reader should know about this node's outcome (e.g. nothing was sent)
+    # The exact queue names sent, where the target was expressed as names (a field the MTA's request lacks)
+    queue_names: list[str] | None = None
 
 
 class OperationProgress(msgspec.Struct, kw_only=True):

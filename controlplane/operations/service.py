@@ -27,14 +27,17 @@ from adapters.base import (
     StandingBounce,
     Suspension,
     Target,
+    TargetNotExpressible,
     UnsupportedOperation,
+    adapter_class,
     declare_asyncio,
+    express,
     queue_matches,
 )
-from adapters.model import QueueOperationResult, QueueOperationType
+from adapters.model import QueueName, QueueOperationResult, QueueOperationType
 from controlplane.audit.service import AuditLog
 from controlplane.db.tables import NodeHoldRow, NodeQueuesRow, NodeRow, OperationRow
-from controlplane.errors import InvalidInput, NotFound
+from controlplane.errors import Forbidden, InvalidInput, NotFound
 from controlplane.fleet.schema import HoldKind
 from controlplane.fleet.service import FleetService, NodeFault
 from controlplane.fleet.state import hold_rows
@@ -55,21 +58,63 @@ def suspension_id_of(request: OperationRequest) -> str | None:
     return value
 
 
+# Which request of the MTA carries each operation: cancel and purge are bounces (purge unlogged), retry is a rebind
+# that changes nothing and flushes.
+FAMILY = {
+    Op.suspend: "suspend",
+    Op.bounce: "bounce",
+    Op.cancel: "bounce",
+    Op.purge: "bounce",
+    Op.retry: "rebind",
+    Op.rebind: "rebind",
+}
+
+
 def target_of(request: OperationRequest) -> Target:
     target = Target(
         domain=request.domain,
         tenant=request.tenant,
         campaign=request.campaign,
         routing_domain=request.routing_domain,
-        queue_names=[request.queue_name] if request.queue_name else None,
+        queue_names=(request.queue_name,) if request.queue_name else None,
+        everything=request.everything,
     )
+    if request.everything and target.fields() != {"everything"}:
+        raise InvalidInput(
+            "`everything: true` targets every queue: give no other targeting field with it", field="everything"
+        )
     if target.is_empty() and suspension_id_of(request) is None:
         # An empty target means "every queue" to kumod; that is never what a missing field should mean.
-        raise InvalidInput("name the queues: domain, tenant, campaign, routing_domain or queue_name", field="domain")
+        raise InvalidInput(
+            "name the queues: domain, tenant, campaign, routing_domain or queue_name (or everything: true)",
+            field="domain",
+        )
+    if request.queue_name and not queue_matches(target, request.queue_name):
+        raise TargetNotExpressible(
+            f"queue_name {request.queue_name!r} does not satisfy the other targeting fields given with it",
+            field="queue_name",
+        )
     return target
 
 
-def check(request: OperationRequest, nodes: list[NodeRow]) -> None:
+def confine(request: OperationRequest, tenant: str | None) -> OperationRequest:
+    """The request as a key bound to ``tenant`` may send it: its target lies inside that tenant whatever else it
+    says (the tenant is filled in when absent), and nothing it asks for reaches another tenant's queues."""
+    if tenant is None:
+        return request
+    if request.everything:
+        raise Forbidden("a tenant-bound key cannot target every queue", field="everything")
+    if request.tenant is not None and request.tenant != tenant:
+        raise Forbidden("a tenant-bound key must target its own tenant", field="tenant")
+    if request.queue_name is not None and QueueName.parse(request.queue_name).tenant != tenant:
+        raise Forbidden("queue_name names a queue of another tenant", field="queue_name")
+    data = (request.metadata or {}).get("data")
+    if request.operation is Op.rebind and isinstance(data, dict) and data.get("tenant", tenant) != tenant:
+        raise Forbidden("a tenant-bound key cannot rebind messages into another tenant", field="metadata")
+    return msgspec.structs.replace(request, tenant=tenant)
+
+
+def check(request: OperationRequest, target: Target, nodes: list[NodeRow]) -> None:
     if request.message_ids:
         raise UnsupportedOperation("KumoMTA has no per-message operations; target queues instead")
     if request.operation is Op.set_priority:
@@ -86,26 +131,58 @@ def check(request: OperationRequest, nodes: list[NodeRow]) -> None:
         raise UnsupportedOperation(
             f"no adapter yet for the kind of {', '.join(without_adapter)}; leave them out with `nodes`"
         )
+    family = FAMILY.get(request.operation)
+    if family is not None and not target.is_empty():
+        # Refused before any node is contacted when some node's MTA cannot be told this target exactly (the queues
+        # a node lists are known per node only when the job runs; any list will do to test expressibility).
+        for kind in sorted({n.kind for n in nodes}):
+            express(target, adapter_class(kind).target_fields[family], (), operation=request.operation.value)
 
 
-async def apply(adapter: MtaAdapter, request: OperationRequest, target: Target) -> str | None:
-    """Carry out the operation on one node; returns the MTA's reference for what it created, if any."""
+def node_target(
+    adapter: MtaAdapter, request: OperationRequest, target: Target, synced: dict[str, int] | None
+) -> Target:
+    """What this node is sent: ``target`` in the fields its MTA's request carries (``adapters.base.express``)."""
+    family = FAMILY.get(request.operation)
+    if family is None:
+        return target
+    return express(target, adapter.target_fields[family], synced, operation=request.operation.value)
+
+
+def lifts(suspension: Suspension, target: Target, wanted: str | None, recorded: tuple[str, ...] | None) -> bool:
+    """Whether a resume lifts this suspension: the one named by id, else a suspension made through the admin API
+    that covers nothing outside the target: the same criteria (kumod's rule), or, for one mtactl made by queue
+    names, names the target all selects."""
+    if wanted is not None:
+        return suspension.id == wanted
+    if suspension.source != "kumod" or suspension.ready_queue is not None:
+        return False  # the TSA daemon's end on their own; ready-queue suspensions are lifted by id
+    if recorded:
+        return all(queue_matches(target, name) for name in recorded)
+    if target.routing_domain or target.queue_names:
+        return False
+    return (suspension.domain, suspension.tenant, suspension.campaign) == (
+        target.domain,
+        target.tenant,
+        target.campaign,
+    )
+
+
+async def apply(
+    adapter: MtaAdapter,
+    request: OperationRequest,
+    target: Target,
+    recorded: dict[str, tuple[str, ...]] | None = None,
+) -> str | None:
+    """Carry out the operation on one node, ``target`` already expressed for it; returns the MTA's reference for
+    what it created, if any."""
     reason = request.reason
     if request.operation is Op.suspend:
         return await adapter.suspend(target, reason=reason, duration=request.duration)
     if request.operation is Op.resume:
         wanted = suspension_id_of(request)
-        lifted = [
-            s.id
-            for s in await adapter.list_suspensions()
-            if s.id == wanted
-            or (
-                wanted is None
-                and s.source == "kumod"  # the TSA daemon's end on their own; kumod cannot lift them
-                and s.ready_queue is None
-                and (s.domain, s.tenant, s.campaign) == (target.domain, target.tenant, target.campaign)
-            )
-        ]
+        recorded = recorded or {}
+        lifted = [s.id for s in await adapter.list_suspensions() if lifts(s, target, wanted, recorded.get(s.id))]
         for ident in lifted:
             await adapter.resume(ident)
         return ",".join(lifted) or None
@@ -147,14 +224,23 @@ class OperationService:
         self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
 
     async def submit(
-        self, request: OperationRequest, *, actor: str, wait: float | None = None, run_here: bool = False
+        self,
+        request: OperationRequest,
+        *,
+        actor: str,
+        tenant: str | None = None,
+        wait: float | None = None,
+        run_here: bool = False,
     ) -> OperationRecord:
         """Validate, plan and start an operation; return it once finished or after ``wait`` seconds, whichever
-        comes first (``wait=None``: until finished). ``run_here`` keeps the job in this process even with Redis
-        (the CLI, which waits for it anyway)."""
+        comes first (``wait=None``: until finished). ``tenant``: the caller's binding, which confines the target.
+        ``run_here`` keeps the job in this process even with Redis (the CLI, which waits for it anyway)."""
+        request = confine(request, tenant)
         target = target_of(request)
+        if tenant is not None and (wanted := suspension_id_of(request)) is not None:
+            await self._check_hold_tenant(wanted, tenant)
         nodes = await self._fleet.select(request.nodes)
-        check(request, nodes)
+        check(request, target, nodes)
         affected, queue_names = await self._queues.queued_in(
             domain=request.domain,
             tenant_id=request.tenant,
@@ -172,11 +258,12 @@ class OperationService:
         )
         planned_nodes: list[NodeOutcome] = []
         if request.dry_run:  # what each node would see, from its last sync: no node is contacted
-            counts = await self._synced_counts([n.id for n in nodes], target)
-            planned_nodes = [_outcome(n, request, counts[n.id], errors=[], at=now) for n in nodes]
+            synced = await self._synced_queues([n.id for n in nodes])
+            planned_nodes = [_outcome(n, request, _matching(target, synced[n.id]), errors=[], at=now) for n in nodes]
         row = OperationRow(
             id=uuid.uuid4(),
             created_at=now,
+            tenant_id=tenant,
             finished_at=now if request.dry_run else None,
             actor=actor,
             operation=request.operation.value,
@@ -207,18 +294,48 @@ class OperationService:
         await self._wait(row.id, wait)
         return await self.get(row.id)
 
-    async def _synced_counts(self, node_ids: list[uuid.UUID], target: Target) -> dict[uuid.UUID, dict[str, int]]:
-        """Per node, the scheduled queues the target selects and their sizes, as the node's last sync read them."""
+    async def _synced_queues(self, node_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, int] | None]:
+        """Per node, its scheduled queues and their sizes as its last sync read them (None: never synced)."""
         async with self._sessions() as session:
             synced = (
                 await session.execute(
                     select(NodeQueuesRow.node_id, NodeQueuesRow.scheduled).where(NodeQueuesRow.node_id.in_(node_ids))
                 )
             ).all()
-        counts: dict[uuid.UUID, dict[str, int]] = {node_id: {} for node_id in node_ids}
+        queues: dict[uuid.UUID, dict[str, int] | None] = dict.fromkeys(node_ids)
         for node_id, scheduled in synced:
-            counts[node_id] = {name: n for name, n in scheduled.items() if queue_matches(target, name)}
-        return counts
+            queues[node_id] = dict(scheduled)
+        return queues
+
+    async def _recorded_names(self, node_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, tuple[str, ...]]]:
+        """Per node, the queue names mtactl suspended by name (kumod's listing does not show them)."""
+        async with self._sessions() as session:
+            rows = (
+                await session.execute(
+                    select(NodeHoldRow.node_id, NodeHoldRow.hold_id, NodeHoldRow.queue_names).where(
+                        NodeHoldRow.node_id.in_(node_ids),
+                        NodeHoldRow.kind == HoldKind.suspension.value,
+                        NodeHoldRow.queue_names.is_not(None),
+                    )
+                )
+            ).all()
+        recorded: dict[uuid.UUID, dict[str, tuple[str, ...]]] = {node_id: {} for node_id in node_ids}
+        for node_id, hold_id, names in rows:
+            recorded[node_id][hold_id] = tuple(names or ())
+        return recorded
+
+    async def _check_hold_tenant(self, hold_id: str, tenant: str) -> None:
+        """A tenant-bound key may lift by id only a suspension scoped to its tenant; another is "not found"."""
+        async with self._sessions() as session:
+            tenants = (
+                await session.scalars(
+                    select(NodeHoldRow.tenant).where(
+                        NodeHoldRow.kind == HoldKind.suspension.value, NodeHoldRow.hold_id == hold_id
+                    )
+                )
+            ).all()
+        if not tenants or any(t != tenant for t in tenants):
+            raise NotFound(f"no suspension {hold_id!r} of this tenant (as last synced)", field="metadata")
 
     def _forget_task(self, operation_id: uuid.UUID, task: asyncio.Task[None]) -> None:
         self._tasks.pop(operation_id, None)
@@ -279,14 +396,17 @@ class OperationService:
         node_ids = [uuid.UUID(i) for i in result.get("node_ids", [])]
         async with self._sessions() as session:
             found = {r.id: r for r in (await session.scalars(select(NodeRow).where(NodeRow.id.in_(node_ids)))).all()}
-        counts = await self._synced_counts(list(found), target)
+        synced = await self._synced_queues(list(found))
+        recorded = await self._recorded_names(list(found))
         outcomes: list[NodeOutcome] = [
             _outcome_error(node_id, request, "the node was removed before the operation reached it")
             for node_id in node_ids
             if node_id not in found
         ]
         last_write = asyncio.get_running_loop().time()
-        for finished in asyncio.as_completed([self._on_node(found[i], request, target, counts[i]) for i in found]):
+        for finished in asyncio.as_completed(
+            [self._on_node(found[i], request, target, synced[i], recorded[i]) for i in found]
+        ):
             outcomes.append(await finished)
             now = asyncio.get_running_loop().time()
             if now - last_write >= PROGRESS_EVERY_SECONDS and len(outcomes) < len(node_ids):
@@ -369,29 +489,51 @@ class OperationService:
             await self._saq.disconnect()
 
     async def _on_node(
-        self, row: NodeRow, request: OperationRequest, target: Target, queues: dict[str, int]
+        self,
+        row: NodeRow,
+        request: OperationRequest,
+        target: Target,
+        synced: dict[str, int] | None,
+        recorded: dict[str, tuple[str, ...]],
     ) -> NodeOutcome:
-        """One node: the change, sent once (with the adapter's bounded retries). What it affects is read from the
-        node's last sync rather than asked again: one round trip per node instead of two, which halves both the
-        latency and the CPU of a fan-out (the sync job keeps the counts at most MTACTL_SYNC_INTERVAL_SECONDS
-        old)."""
+        """One node: the change, sent once (with the adapter's bounded retries), its target expressed in what this
+        node's MTA understands. What it affects is read from the node's last sync rather than asked again: one
+        round trip per node instead of two, which halves both the latency and the CPU of a fan-out (the sync job
+        keeps the counts at most MTACTL_SYNC_INTERVAL_SECONDS old)."""
         now = datetime.now(UTC)
-        reference = await self._fleet.with_adapter(row, lambda adapter: apply(adapter, request, target))
+        sent: list[Target] = []
+
+        async def work(adapter: MtaAdapter) -> str | None:
+            exact = node_target(adapter, request, target, synced)
+            sent.append(exact)
+            if exact.queue_names == ():  # none of this node's queues is targeted: nothing to send
+                return None
+            return await apply(adapter, request, exact, recorded)
+
+        reference = await self._fleet.with_adapter(row, work)
+        queues = _matching(sent[0] if sent else target, synced)
         if isinstance(reference, NodeFault):
             return _outcome(row, request, queues, errors=[reference.reason], at=now)
-        return _outcome(row, request, queues, errors=[], at=now, reference=reference)
+        note = (
+            "no queue on this node is targeted (as last synced): nothing was sent"
+            if sent[0].queue_names == ()
+            else None
+        )
+        return _outcome(row, request, queues, errors=[], at=now, reference=reference, note=note, sent=sent[0])
 
-    async def recent(self, *, limit: int = 50) -> list[OperationRecord]:
+    async def recent(self, *, limit: int = 50, tenant: str | None = None) -> list[OperationRecord]:
+        """Newest first; with ``tenant``, only the operations keys bound to that tenant ran."""
+        statement = select(OperationRow).order_by(OperationRow.created_at.desc()).limit(limit)
+        if tenant is not None:
+            statement = statement.where(OperationRow.tenant_id == tenant)
         async with self._sessions() as session:
-            rows = (
-                await session.scalars(select(OperationRow).order_by(OperationRow.created_at.desc()).limit(limit))
-            ).all()
+            rows = (await session.scalars(statement)).all()
         return [_record(r) for r in rows]
 
-    async def get(self, operation_id: uuid.UUID) -> OperationRecord:
+    async def get(self, operation_id: uuid.UUID, *, tenant: str | None = None) -> OperationRecord:
         async with self._sessions() as session:
             row = await session.get(OperationRow, operation_id)
-        if row is None:
+        if row is None or (tenant is not None and row.tenant_id != tenant):
             raise NotFound(f"no operation {operation_id}", field="id")
         return _record(row)
 
@@ -417,27 +559,23 @@ async def record_effects(
     kind = HoldKind.suspension if request.operation is Op.suspend else HoldKind.bounce
     rows: list[dict[str, Any]] = []
     for o, reference in done:
+        # By queue names where the node was sent names, else by the criteria it was sent.
+        names = tuple(o.queue_names) if o.queue_names else None
+        tenants = {QueueName.parse(n).tenant for n in names or ()}
+        fields: dict[str, Any] = {
+            "id": reference,
+            "reason": request.reason,
+            "domain": None if names else target.domain,
+            "tenant": target.tenant or (tenants.pop() if len(tenants) == 1 else None),
+            "campaign": None if names else target.campaign,
+            "routing_domain": target.routing_domain,
+            "queue_names": names,
+            "remaining": request.duration,
+        }
         if kind is HoldKind.suspension:
-            suspension = Suspension(
-                id=reference,
-                reason=request.reason,
-                domain=target.domain,
-                tenant=target.tenant,
-                campaign=target.campaign,
-                remaining=request.duration,
-            )
-            rows += hold_rows(o.node_id, [suspension], [])
+            rows += hold_rows(o.node_id, [Suspension(**fields)], [])
         else:
-            bounce = StandingBounce(
-                id=reference,
-                reason=request.reason,
-                domain=target.domain,
-                tenant=target.tenant,
-                campaign=target.campaign,
-                remaining=request.duration,
-                total_bounced=o.result.affected_messages,
-            )
-            rows += hold_rows(o.node_id, [], [bounce])
+            rows += hold_rows(o.node_id, [], [StandingBounce(**fields, total_bounced=o.result.affected_messages)])
     # A sync that ran meanwhile may have stored the same holds already: replace them.
     await session.execute(
         delete(NodeHoldRow).where(
@@ -448,6 +586,10 @@ async def record_effects(
     await session.execute(insert(NodeHoldRow), rows)
 
 
+def _matching(target: Target, synced: dict[str, int] | None) -> dict[str, int]:
+    return {name: n for name, n in (synced or {}).items() if queue_matches(target, name)}
+
+
 def _outcome(
     node: NodeRow,
     request: OperationRequest,
@@ -456,6 +598,8 @@ def _outcome(
     errors: list[str],
     at: datetime,
     reference: str | None = None,
+    note: str | None = None,
+    sent: Target | None = None,
 ) -> NodeOutcome:
     result = QueueOperationResult(
         success=not errors,
@@ -465,7 +609,14 @@ def _outcome(
         errors=errors or None,
         timestamp=at,
     )
-    return NodeOutcome(node=node.name, node_id=node.id, result=result, reference=reference)
+    return NodeOutcome(
+        node=node.name,
+        node_id=node.id,
+        result=result,
+        reference=reference,
+        note=note,
+        queue_names=list(sent.queue_names) if sent is not None and sent.queue_names else None,
+    )
 
 
 def _outcome_error(node_id: uuid.UUID, request: OperationRequest, error: str) -> NodeOutcome:

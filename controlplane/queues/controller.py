@@ -6,26 +6,21 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery
 
 from adapters.legacy import LegacyQueueMetrics, QueueItem, adapt_message_to_legacy, adapt_metrics_to_legacy
 from adapters.model import MessageQueueItem, QueueFilter, QueueMetrics
-from controlplane.auth.guard import requires, tenant_for
+from controlplane.auth.guard import requires
 from controlplane.auth.schema import Principal, Scope
+from controlplane.auth.tenancy import SCOPED
 from controlplane.errors import InvalidInput
 from controlplane.queues.params import provide_queue_filter
 from controlplane.queues.schema import LegacyQueueItemPage, MessagePage, QueueList
 from controlplane.services import Services
 
 AnyRequest = Request[Principal, Any, Any]
-
-
-def confined(request: AnyRequest, queue_filter: QueueFilter) -> QueueFilter:
-    tenant = tenant_for(request.user, queue_filter.tenant_id)
-    return msgspec.structs.replace(queue_filter, tenant_id=tenant)
 
 
 def parse_message_id(value: str) -> uuid.UUID:
@@ -39,23 +34,22 @@ class MessagesController(Controller):
     path = "/api/v1/messages"
     tags = ["messages"]
     guards = [requires(Scope.email_read)]
+    opt = SCOPED
     dependencies = {"queue_filter": Provide(provide_queue_filter)}
 
     @get("/", summary="List messages", description="Every QueueFilter field is a query parameter.")
     async def list_messages(
         self,
-        request: AnyRequest,
         services: NamedDependency[Services],
         queue_filter: NamedDependency[QueueFilter],
         cursor: FromQuery[str | None] = None,
     ) -> MessagePage:
-        return await services.queues.list_messages(confined(request, queue_filter), cursor=cursor)
+        return await services.queues.list_messages(queue_filter, cursor=cursor)
 
     @get("/{message_id:str}", summary="One message")
     async def get_message(
-        self, request: AnyRequest, services: NamedDependency[Services], message_id: FromPath[str]
+        self, services: NamedDependency[Services], tenant: NamedDependency[str | None], message_id: FromPath[str]
     ) -> MessageQueueItem:
-        tenant = tenant_for(request.user, None)
         return await services.queues.get_message(parse_message_id(message_id), tenant_id=tenant)
 
 
@@ -66,17 +60,17 @@ def legacy_items_controller(route: str) -> type[Controller]:
         path = route
         tags = ["legacy"]
         guards = [requires(Scope.email_read)]
+        opt = SCOPED
         dependencies = {"queue_filter": Provide(provide_queue_filter)}
 
         @get("/", summary="List messages in the legacy QueueItem shape")
         async def list_items(
             self,
-            request: AnyRequest,
             services: NamedDependency[Services],
             queue_filter: NamedDependency[QueueFilter],
             cursor: FromQuery[str | None] = None,
         ) -> LegacyQueueItemPage:
-            page = await services.queues.list_messages(confined(request, queue_filter), cursor=cursor)
+            page = await services.queues.list_messages(queue_filter, cursor=cursor)
             now = datetime.now(UTC)
             return LegacyQueueItemPage(
                 data=[adapt_message_to_legacy(m, now=now) for m in page.data],
@@ -86,9 +80,8 @@ def legacy_items_controller(route: str) -> type[Controller]:
 
         @get("/{message_id:str}", summary="One message in the legacy QueueItem shape")
         async def get_item(
-            self, request: AnyRequest, services: NamedDependency[Services], message_id: FromPath[str]
+            self, services: NamedDependency[Services], tenant: NamedDependency[str | None], message_id: FromPath[str]
         ) -> QueueItem:
-            tenant = tenant_for(request.user, None)
             message = await services.queues.get_message(parse_message_id(message_id), tenant_id=tenant)
             return adapt_message_to_legacy(message, now=datetime.now(UTC))
 
@@ -100,28 +93,28 @@ class QueuesController(Controller):
     path = "/api/v1/queues"
     tags = ["queues"]
     guards = [requires(Scope.email_read, Scope.queue_manage)]
+    opt = SCOPED
 
     @get("/", summary="One row per queue with its state and message counts by status")
-    async def list_queues(self, request: AnyRequest, services: NamedDependency[Services]) -> QueueList:
-        return await services.queues.list_queues(tenant_id=tenant_for(request.user, None))
+    async def list_queues(self, services: NamedDependency[Services], tenant: NamedDependency[str | None]) -> QueueList:
+        return await services.queues.list_queues(tenant_id=tenant)
 
 
 class MetricsController(Controller):
     path = "/api/v1/metrics"
     tags = ["metrics"]
     guards = [requires(Scope.analytics_read, Scope.email_read)]
+    opt = SCOPED
 
     @get("/queues", summary="QueueMetrics over the mirrored queue")
     async def queue_metrics(
         self,
-        request: AnyRequest,
         services: NamedDependency[Services],
-        tenant_id: FromQuery[str | None] = None,
+        tenant_filter: NamedDependency[str | None],
         campaign_id: FromQuery[str | None] = None,
         domain: FromQuery[str | None] = None,
     ) -> QueueMetrics:
-        tenant = tenant_for(request.user, tenant_id)
-        return await services.queues.metrics(tenant_id=tenant, campaign_id=campaign_id, domain=domain)
+        return await services.queues.metrics(tenant_id=tenant_filter, campaign_id=campaign_id, domain=domain)
 
 
 class LegacyMetricsController(Controller):
@@ -130,10 +123,11 @@ class LegacyMetricsController(Controller):
     path = "/api/v1/metrics"
     tags = ["legacy"]
     guards = [requires(Scope.analytics_read, Scope.email_read)]
+    opt = SCOPED
 
     @get("/queues", summary="Queue metrics in the legacy shape")
     async def queue_metrics(
-        self, request: AnyRequest, services: NamedDependency[Services], tenant_id: FromQuery[str | None] = None
+        self, services: NamedDependency[Services], tenant_filter: NamedDependency[str | None]
     ) -> LegacyQueueMetrics:
-        metrics = await services.queues.metrics(tenant_id=tenant_for(request.user, tenant_id))
+        metrics = await services.queues.metrics(tenant_id=tenant_filter)
         return adapt_metrics_to_legacy(metrics)

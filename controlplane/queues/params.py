@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request
+from litestar.di import NamedDependency
 from litestar.params import FromQuery, QueryParameter
 
 from adapters.model import BounceType, MessageQueueStatus, QueueFilter, QueueSortField, QueueState
@@ -17,6 +18,7 @@ KNOWN_PARAMETERS = frozenset(QueueFilter.__struct_fields__) | {"cursor"}
 
 async def provide_queue_filter(
     request: Request[Any, Any, Any],
+    tenant_filter: NamedDependency[str | None],
     status: Annotated[
         list[MessageQueueStatus] | None, QueryParameter(description="Message status (repeatable)")
     ] = None,
@@ -27,7 +29,6 @@ async def provide_queue_filter(
     recipient: Annotated[str | None, QueryParameter(description="Recipient address")] = None,
     routing_domain: FromQuery[str | None] = None,
     campaign_id: FromQuery[str | None] = None,
-    tenant_id: FromQuery[str | None] = None,
     pool_name: FromQuery[str | None] = None,
     created_after: Annotated[
         datetime | None, QueryParameter(description="Inclusive; ISO-8601, UTC if no offset")
@@ -69,6 +70,8 @@ async def provide_queue_filter(
     values = {
         name: value for name, value in locals().items() if name in QueueFilter.__struct_fields__ and value is not None
     }
+    if tenant_filter is not None:  # the caller's tenant (``controlplane.auth.tenancy``), or the one it asked for
+        values["tenant_id"] = tenant_filter
     try:
         return msgspec.convert(values, QueueFilter)
     except msgspec.ValidationError as exc:

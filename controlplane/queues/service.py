@@ -218,7 +218,7 @@ class QueueQueryService:
                 if queue_name not in counts:
                     continue
                 on_nodes.pop(queue_name, None)
-            matching = [h for h in scheduled_holds if hold_matches(h, parts)]
+            matching = [h for h in scheduled_holds if hold_matches(h, parts, queue_name)]
             suspended_by = sorted({h.hold_id for h in matching if h.kind == "suspension"})
             if suspended_by:
                 states[queue_name].add(QueueState.suspended)

@@ -15,6 +15,7 @@ from adapters.base import (
     MtaRefused,
     MtaUnreachable,
     Target,
+    TargetNotExpressible,
     UnsupportedOperation,
     adapter_for,
 )
@@ -57,11 +58,31 @@ async def test_suspend_posts_the_suspend_request_and_keeps_the_returned_id(kumod
 
 
 @respx.mock
-async def test_queue_names_take_precedence_over_the_other_fields(kumod: KumoMtaClient) -> None:
+async def test_queue_names_are_sent_alone(kumod: KumoMtaClient) -> None:
     route = respx.post(f"{BASE}/api/admin/suspend/v1").respond(200, json=fixture("suspend_response"))
     names = fixture("suspend_request_queue_names")["queue_names"]
-    await kumod.suspend(Target(domain="ignored.com", queue_names=names), reason="maintenance on tenant acme")
+    await kumod.suspend(Target(queue_names=tuple(names)), reason="maintenance on tenant acme")
     assert sent_json(route) == {"queue_names": names, "reason": "maintenance on tenant acme"}
+
+
+@respx.mock
+async def test_criteria_beside_queue_names_are_refused_because_kumod_would_ignore_them(kumod: KumoMtaClient) -> None:
+    route = respx.post(f"{BASE}/api/admin/suspend/v1").respond(200, json=fixture("suspend_response"))
+    with pytest.raises(TargetNotExpressible):
+        await kumod.suspend(Target(domain="ignored.com", queue_names=("acme@yahoo.com",)), reason="r")
+    assert route.call_count == 0
+
+
+@respx.mock
+async def test_a_field_the_request_lacks_is_refused_before_anything_is_sent(kumod: KumoMtaClient) -> None:
+    suspend = respx.post(f"{BASE}/api/admin/suspend/v1").respond(200, json=fixture("suspend_response"))
+    rebind = respx.post(f"{BASE}/api/admin/rebind/v1").respond(200, json={})
+    with pytest.raises(TargetNotExpressible) as refused:
+        await kumod.suspend(Target(routing_domain="relay.example"), reason="r")
+    assert refused.value.field == "routing_domain"
+    with pytest.raises(TargetNotExpressible):
+        await kumod.retry(Target(queue_names=("acme@gmail.com",)), reason="r")
+    assert suspend.call_count == rebind.call_count == 0
 
 
 @respx.mock
@@ -198,7 +219,7 @@ async def test_a_4xx_is_not_retried_and_credentials_refused_are_their_own_error(
 @respx.mock
 async def test_an_empty_target_is_refused_before_anything_is_sent(kumod: KumoMtaClient) -> None:
     route = respx.post(f"{BASE}/api/admin/bounce/v1").respond(200, json=fixture("bounce_response"))
-    with pytest.raises(ValueError, match="needs a domain"):
+    with pytest.raises(TargetNotExpressible, match="needs a domain"):
         await kumod.bounce(Target(), reason="everything?")
     assert route.call_count == 0
 
