@@ -25,7 +25,14 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
 
-from adapters.base import MtaAuthRefused, MtaBadAnswer, MtaError, MtaUnreachable, UnsupportedOperation
+from adapters.base import (
+    MtaAuthRefused,
+    MtaBadAnswer,
+    MtaError,
+    MtaUnreachable,
+    TargetNotExpressible,
+    UnsupportedOperation,
+)
 
 log = logging.getLogger("mtactl")
 
@@ -83,6 +90,8 @@ def handle_mtactl_error(_: Request[Any, Any, Any], exc: MtactlError) -> Response
 
 
 def handle_mta_error(_: Request[Any, Any, Any], exc: MtaError) -> Response[ErrorBody]:
+    if isinstance(exc, TargetNotExpressible):
+        return error_response(422, "target_not_expressible", exc.message, exc.field)
     if isinstance(exc, UnsupportedOperation):
         return error_response(422, "unsupported_operation", exc.message, "operation")
     if isinstance(exc, MtaUnreachable):

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from adapters.model import QueueName
+from tests import kumod_rules
 from tests.support import shared_fixture
 
 
@@ -27,6 +27,7 @@ class FakeKumod:
         self.suspensions: dict[str, dict[str, Any]] = {}
         self.ready_suspensions: dict[str, dict[str, Any]] = {}
         self.bounces: dict[str, dict[str, Any]] = {}
+        self.suspended_names: dict[str, list[str]] = {}
         self.requests: list[tuple[str, str, Any]] = []
         self.fail_with = fail_with
         self.garbage = garbage  # answer 200 with something no kumod sends (a proxy's error page, say)
@@ -57,6 +58,8 @@ class FakeKumod:
                 "reason": body["reason"],
                 "duration": "2h",
             }
+            # kumod keeps queue_names but does not list them (SuspendV1ListEntry has no such field)
+            self.suspended_names[ident] = list(body.get("queue_names") or [])
             return httpx.Response(200, json={"id": ident})
         if route == ("GET", "/api/admin/suspend/v1"):
             return httpx.Response(200, json=list(self.suspensions.values()))
@@ -98,11 +101,11 @@ class FakeKumod:
 
     @staticmethod
     def selects(body: dict[str, Any], queue: str) -> bool:
-        parts = QueueName.parse(queue)
-        if body.get("queue_names"):
-            return queue in body["queue_names"]
-        wanted = {"domain": parts.domain, "tenant": parts.tenant, "campaign": parts.campaign}
-        return all(body.get(k) in (None, v) for k, v in wanted.items())
+        return kumod_rules.selects("bounce", body, queue)
+
+    def posted(self, path: str) -> list[Any]:
+        """The bodies POSTed to ``path``, in order."""
+        return [body for method, p, body in self.requests if method == "POST" and p == path]
 
 
 async def register(client: httpx.AsyncClient, headers: dict[str, str], *names: str) -> list[str]:
