@@ -9,10 +9,17 @@ construction per node.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import ipaddress
+import socket
 import ssl
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
 
 import certifi
+import httpcore
 import httpx
 
 # Longer than the default sync interval (15 s), so the sync keeps connections warm for operations. A node that
@@ -27,13 +34,137 @@ def tls_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
-def pooled_client(*, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+class NodeNetworks:
+    """Where node URLs may point (``MTACTL_NODE_NETWORKS``): networks (CIDRs) and host names; ``None``: anywhere.
+
+    A connection goes to a host name listed here, or to an address inside a listed network: the name is resolved
+    when the connection is made and only allowed addresses are dialled, so a name that resolves elsewhere later
+    (DNS rebinding) reaches nothing. A listed host name is trusted for whatever it resolves to. An entry starting
+    with a dot (".mta.internal") allows every name under it."""
+
+    def __init__(self, entries: Iterable[str] | None) -> None:
+        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        self.names: set[str] = set()
+        self.any = entries is None
+        for entry in entries or ():
+            entry = entry.strip().lower()
+            if not entry:
+                continue
+            try:
+                self.networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                if not all(part.isalnum() or "-" in part for part in entry.strip(".").split(".")):
+                    raise ValueError(f"{entry!r} is neither a network (CIDR) nor a host name") from None
+                self.names.add(entry)
+
+    @classmethod
+    def parse(cls, setting: str | None) -> NodeNetworks:
+        """From the setting's text: comma-separated entries; unset, empty or "any" allows every host."""
+        if setting is None or setting.strip().lower() in ("", "any"):
+            return cls(None)
+        return cls(setting.split(","))
+
+    def allows_name(self, host: str) -> bool:
+        host = host.lower().rstrip(".")
+        return self.any or host in self.names or any(n.startswith(".") and host.endswith(n) for n in self.names)
+
+    def allows_address(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
+        return self.any or any(ip in network for network in self.networks)
+
+    def refusal(self, url: str) -> str | None:
+        """Why a node URL is refused at registration, or None. A name that is not listed is allowed only when it
+        resolves inside a listed network; that is checked again at every connection."""
+        host = urlsplit(url).hostname or ""
+        if self.any or self.allows_name(host) or self.allows_address(host):
+            return None
+        if not self.networks or _is_address(host):
+            return f"{host} is outside MTACTL_NODE_NETWORKS"
+        return None  # a name: decided on its resolved addresses, when connecting
+
+    async def allowed_addresses(self, host: str, port: int) -> list[str]:
+        """The addresses of ``host`` a connection may be made to; raises ``httpcore.ConnectError`` for none."""
+        if _is_address(host):
+            if self.allows_address(host):
+                return [host]
+            raise httpcore.ConnectError(f"{host} is outside MTACTL_NODE_NETWORKS")
+        try:
+            found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from None
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
+        allowed = addresses if self.allows_name(host) else [a for a in addresses if self.allows_address(a)]
+        if not allowed:
+            raise httpcore.ConnectError(f"{host} resolves outside MTACTL_NODE_NETWORKS ({', '.join(addresses)})")
+        return allowed
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+class GuardedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend, dialling only the addresses ``NodeNetworks`` allows for each connection."""
+
+    def __init__(self, networks: NodeNetworks, inner: httpcore.AsyncNetworkBackend) -> None:
+        self._networks = networks
+        self._inner = inner
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        error: Exception | None = None
+        for address in await self._networks.allowed_addresses(host, port):
+            try:
+                return await self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout, OSError) as exc:
+                error = exc
+        raise error or httpcore.ConnectError(f"cannot connect to {host}")
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("node URLs are TCP only")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=5, keepalive_expiry=KEEPALIVE_SECONDS)
+
+
+def pooled_client(
+    *, transport: httpx.AsyncBaseTransport | None = None, networks: NodeNetworks | None = None
+) -> httpx.AsyncClient:
+    if transport is None and networks is not None and not networks.any:
+        guarded = httpx.AsyncHTTPTransport(verify=tls_context(), limits=LIMITS, trust_env=False)
+        # httpx takes no network backend of its own; its pool's is swapped for one that checks every address dialled.
+        pool: Any = guarded._pool
+        pool._network_backend = GuardedBackend(networks, pool._network_backend)
+        transport = guarded
     return httpx.AsyncClient(
         verify=tls_context(),
         # Proxy settings are not read from the environment (0.1-0.2 ms of CPU per client): kumod's and ZoneMTA's
         # admin APIs are reached directly, on the internal network.
         trust_env=False,
         timeout=DEFAULT_TIMEOUT_SECONDS,
-        limits=httpx.Limits(max_connections=20, max_keepalive_connections=5, keepalive_expiry=KEEPALIVE_SECONDS),
+        limits=LIMITS,
         transport=transport,
     )

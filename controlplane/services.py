@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from adapters.http import NodeNetworks
 from controlplane.audit.service import AuditLog
 from controlplane.auth.service import ApiKeyService
 from controlplane.db.engine import create_engine, session_factory, upgrade_database
@@ -43,7 +44,7 @@ class Services:
         sessions = session_factory(engine)
         audit = AuditLog(sessions)
         box = SecretBox(settings.secret_key) if settings.secret_key else None
-        fleet = FleetService(sessions, audit, box)
+        fleet = FleetService(sessions, audit, box, NodeNetworks.parse(settings.node_networks))
         queues = QueueQueryService(sessions)
         return cls(
             settings=settings,

@@ -8,6 +8,8 @@ from typing import Any
 
 import msgspec
 
+from adapters.http import NodeNetworks
+
 PREFIX = "MTACTL_"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./mtactl.db"
 
@@ -42,6 +44,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     ingest_max_batch: int = 10_000
     # Concurrent group-commit writers (each holds one database connection while writing).
     ingest_writers: int = 2
+    # Where node URLs may point: comma-separated networks (CIDRs) and host names (".corp" for every name under it);
+    # unset or "any": anywhere. Checked at registration and on the resolved address of every connection.
+    node_networks: str | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            NodeNetworks.parse(self.node_networks)
+        except ValueError as exc:
+            raise SettingsError(f"{PREFIX}NODE_NETWORKS: {exc}") from None
 
     @property
     def is_sqlite(self) -> bool:

@@ -50,6 +50,10 @@ def parse_scopes(values: Iterable[str]) -> list[Scope]:
     return sorted(set(scopes))
 
 
+# Scopes over what all tenants share; a key holding one is never bound to a tenant.
+FLEET_WIDE_SCOPES = frozenset({Scope.admin, Scope.fleet_manage})
+
+
 class ApiKeyService:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], audit: AuditLog) -> None:
         self._sessions = sessions
@@ -64,6 +68,10 @@ class ApiKeyService:
             raise InvalidInput("name must be 1-100 characters", field="name")
         if tenant_id is not None and not 0 < len(tenant_id) <= 100:
             raise InvalidInput("tenant must be 1-100 characters", field="tenant_id")
+        fleet_wide = sorted(s.value for s in checked if s in FLEET_WIDE_SCOPES)
+        if tenant_id is not None and fleet_wide:
+            # What these scopes reach is shared by every tenant (keys, nodes, dead letters): never tenant-bound.
+            raise InvalidInput(f"{', '.join(fleet_wide)} cannot be bound to a tenant", field="tenant_id")
         key = KEY_PREFIX + secrets.token_urlsafe(30)
         row = ApiKeyRow(
             id=uuid.uuid4(),

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.base import MtaAdapter, MtaError, adapter_for
-from adapters.http import pooled_client
+from adapters.http import NodeNetworks, pooled_client
 from adapters.kumomta.client import KumoAuth
 from controlplane.audit.service import AuditLog
 from controlplane.db.tables import NodeHoldRow, NodeQueuesRow, NodeRow
@@ -64,10 +64,17 @@ def _check_credentials(credentials: NodeCredentials) -> None:
 
 
 class FleetService:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], audit: AuditLog, box: SecretBox | None) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        audit: AuditLog,
+        box: SecretBox | None,
+        networks: NodeNetworks | None = None,
+    ) -> None:
         self._sessions = sessions
         self._audit = audit
         self._box = box
+        self._networks = networks or NodeNetworks(None)
         # One client per node, kept between uses so its connection stays warm (see adapters.http). Per node, not
         # one for all: httpcore's pool scans every connection it holds for each request it places, which made one
         # shared pool quadratic in the size of the fleet.
@@ -93,7 +100,15 @@ class FleetService:
             )
         return credentials.scheme, self._box.seal(msgspec.json.encode(credentials), context=node_id.bytes)
 
+    def _check_reach(self, **urls: str | None) -> None:
+        """A node URL outside MTACTL_NODE_NETWORKS is refused at registration (and every connection is checked)."""
+        for field, url in urls.items():
+            refusal = self._networks.refusal(url) if url else None
+            if refusal:
+                raise InvalidInput(refusal, field=field)
+
     async def create(self, data: NodeCreate, *, actor: str) -> Node:
+        self._check_reach(base_url=data.base_url, tsa_url=data.tsa_url)
         node_id = uuid.uuid4()
         scheme, sealed = self._seal(node_id, data.credentials)
         row = NodeRow(
@@ -147,6 +162,7 @@ class FleetService:
             return _node(await self._row(session, ref))
 
     async def update(self, ref: str, data: NodeUpdate, *, actor: str) -> Node:
+        self._check_reach(base_url=data.base_url, tsa_url=data.tsa_url)
         try:
             async with self._sessions.begin() as session:
                 row = await self._row(session, ref)
@@ -231,7 +247,7 @@ class FleetService:
             options["auth"] = auth
             options["tsa_url"] = row.tsa_url
             if row.id not in self._clients:
-                self._clients[row.id] = pooled_client()
+                self._clients[row.id] = pooled_client(networks=self._networks)
             options["http"] = self._clients[row.id]
         return adapter_for(row.kind, row.base_url, **options)
 

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from controlplane.auth.schema import Scope
 from controlplane.db.tables import ApiKeyRow, AuditRow
 from controlplane.errors import InvalidInput
 from controlplane.services import Services
+from tests.controlplane.api_client import api
 
 
 async def test_a_key_is_stored_only_as_a_digest(services: Services) -> None:
@@ -64,3 +65,30 @@ async def test_a_key_seen_before_keeps_working_while_the_database_is_unreachable
     finally:
         services.keys._sessions = healthy
         await unreachable.dispose()
+
+
+async def test_keys_over_what_every_tenant_shares_are_never_tenant_bound(services: Services) -> None:
+    for scope in ("admin", "fleet:manage"):
+        with pytest.raises(InvalidInput) as refused:
+            await services.keys.create(name="bound", scopes=[scope, "email:read"], tenant_id="acme")
+        assert refused.value.field == "tenant_id"
+
+
+async def test_a_tenant_bound_key_is_refused_on_fleet_wide_routes_whatever_its_scopes(services: Services) -> None:
+    # A key bound before binding admin was refused (or made by hand in the database) gains nothing from it.
+    created = await services.keys.create(name="old-admin", scopes=["email:read"], tenant_id="acme")
+    async with services.sessions.begin() as session:
+        await session.execute(update(ApiKeyRow).where(ApiKeyRow.id == created.info.id).values(scopes=["admin"]))
+    services.keys._cache.clear()
+    headers = {"Authorization": f"Bearer {created.key}"}
+    async with api(services.settings) as client:
+        for method, path in (
+            ("GET", "/api/v1/keys"),
+            ("POST", "/api/v1/keys"),
+            ("GET", "/api/v1/events/dead-letters"),
+            ("GET", "/api/v1/nodes"),
+            ("POST", "/api/v1/nodes/sync"),
+        ):
+            body = {"name": "minted", "scopes": ["admin"]} if method == "POST" else None
+            response = await client.request(method, path, json=body, headers=headers)
+            assert response.status_code == 403, (path, response.text)

@@ -141,3 +141,16 @@ def test_sealed_credentials_need_the_same_key_and_the_same_node() -> None:
         SecretBox(base64.b64encode(os.urandom(32)).decode()).open(sealed, context=b"node-a")
     with pytest.raises(SecretBoxError, match="32 bytes"):
         SecretBox(base64.b64encode(b"short").decode())
+
+
+async def test_a_node_url_outside_the_allowed_networks_is_refused_at_registration(services: Services) -> None:
+    async with api(services.settings, node_networks="10.0.0.0/8") as client:
+        headers = await bearer(services, "fleet:manage")
+        for field, url in (("base_url", "http://169.254.169.254"), ("tsa_url", "http://192.168.1.1:8008")):
+            body = {"name": f"n-{field}", "kind": "kumomta", "base_url": "http://10.0.0.5:8000", field: url}
+            response = await client.post("/api/v1/nodes", json=body, headers=headers)
+            assert response.status_code == 400 and response.json()["field"] == field, response.text
+        ok = {"name": "inside", "kind": "kumomta", "base_url": "http://10.0.0.5:8000"}
+        assert (await client.post("/api/v1/nodes", json=ok, headers=headers)).status_code == 201
+        moved = await client.patch("/api/v1/nodes/inside", json={"base_url": "http://127.0.0.1:8000"}, headers=headers)
+        assert moved.status_code == 400 and moved.json()["field"] == "base_url"
