@@ -243,9 +243,16 @@ class MtaAdapter(abc.ABC):
 
     @abc.abstractmethod
     async def bounce(
-        self, target: Target, *, reason: str, duration: str | None = None, suppress_logging: bool = False
+        self,
+        target: Target,
+        *,
+        reason: str,
+        duration: str | None = None,
+        suppress_logging: bool = False,
+        cancel: bool = False,
     ) -> str:
-        """Fail the target's queued messages (and, while the bounce stands, new ones); returns its id."""
+        """Fail the target's queued messages (and, while the bounce stands, new ones); returns its id. ``cancel``:
+        an operator's cancellation rather than a bounce, which the MTA's records should say."""
 
     @abc.abstractmethod
     async def cancel_bounce(self, bounce_id: str) -> None: ...

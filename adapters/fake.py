@@ -77,7 +77,13 @@ class FakeMta(MtaAdapter):
         return list(self.suspensions.values())
 
     async def bounce(
-        self, target: Target, *, reason: str, duration: str | None = None, suppress_logging: bool = False
+        self,
+        target: Target,
+        *,
+        reason: str,
+        duration: str | None = None,
+        suppress_logging: bool = False,
+        cancel: bool = False,
     ) -> str:
         self._check("bounce", target)
         ident = str(uuid.uuid4())

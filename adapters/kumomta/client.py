@@ -31,6 +31,7 @@ from adapters.base import (
     UnsupportedOperation,
 )
 from adapters.http import DEFAULT_TIMEOUT_SECONDS, pooled_client
+from adapters.kumomta.mapping import CANCEL_MARK
 
 T = TypeVar("T")
 RETRY_DELAYS = (0.2, 0.5)  # three attempts in all
@@ -301,8 +302,16 @@ class KumoMtaClient(MtaAdapter):
         return found
 
     async def bounce(
-        self, target: Target, *, reason: str, duration: str | None = None, suppress_logging: bool = False
+        self,
+        target: Target,
+        *,
+        reason: str,
+        duration: str | None = None,
+        suppress_logging: bool = False,
+        cancel: bool = False,
     ) -> str:
+        # kumod logs the reason in each AdminBounce record: the mark makes those records read as cancellations.
+        reason = CANCEL_MARK + reason if cancel else reason
         body = _target_body(target, "bounce") | {"reason": reason, "suppress_logging": suppress_logging}
         if duration:
             body["duration"] = duration

@@ -30,8 +30,13 @@ RECORD_STATUS: dict[str, MessageQueueStatus] = {
     "Bounce": S.bounced,
     "OOB": S.bounced,  # the remote side bounced it after accepting it
     "Expiration": S.expired,
-    "AdminBounce": S.cancelled,  # failed by an operator, not by the receiver
+    # Failed by an operator, not by the receiver: a bounce, unless mtactl cancelled it (``CANCEL_MARK``).
+    "AdminBounce": S.bounced,
 }
+# mtactl's cancel and purge are kumod admin bounces too; the reason mtactl sends starts with this mark, and kumod
+# logs the reason ("Administrator bounced with reason: mtactl-cancel: …"), so the record itself says "cancelled",
+# whichever order the records and the operation's own write arrive in.
+CANCEL_MARK = "mtactl-cancel: "
 ATTEMPT_TYPES = frozenset({"Delivery", "TransientFailure", "Bounce"})
 FAILURE_TYPES = frozenset({"TransientFailure", "Bounce", "OOB", "Expiration", "AdminBounce"})
 
@@ -141,9 +146,17 @@ def smtp_response(record: KumoLogRecord) -> SmtpResponse | None:
     )
 
 
+def _cancelled(record: KumoLogRecord) -> bool:
+    response = record.response
+    content = response.content if response is not None else None
+    return isinstance(content, str) and ("reason: " + CANCEL_MARK) in content
+
+
 def observe(record: KumoLogRecord) -> MessageObservation | None:
     """The record's effect on the mirrored message, or None for records that do not describe a queued message."""
     status = RECORD_STATUS.get(record.type)
+    if status is S.bounced and record.type == "AdminBounce" and _cancelled(record):
+        status = S.cancelled
     if status is None:
         return None
     at = record.occurred_at()

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import msgspec
-from sqlalchemy import delete, insert, select
+from sqlalchemy import ColumnElement, delete, insert, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -30,9 +30,10 @@ from adapters.base import (
     UnsupportedOperation,
     declare_asyncio,
 )
-from adapters.model import QueueName
+from adapters.model import QueueName, QueueState
 from controlplane.audit.service import AuditLog
-from controlplane.db.tables import NodeHoldRow, NodeQueuesRow, NodeRow
+from controlplane.db.effects import IN_QUEUE
+from controlplane.db.tables import MessageRow, NodeHoldRow, NodeQueuesRow, NodeRow
 from controlplane.errors import NotFound
 from controlplane.fleet.schema import Hold, HoldKind, NodeSync
 from controlplane.fleet.service import FleetService, NodeFault, stored_by_id
@@ -114,6 +115,7 @@ class FleetStateService:
                     continue
                 stored.last_synced_at, stored.sync_error = now, None
                 outcomes.append(NodeSync(node=row.name, node_id=row.id, synced_at=now, error=None))
+            await refresh_queue_states(session)
         return outcomes
 
     async def _read(self, row: NodeRow) -> NodeSnapshot | str:
@@ -262,3 +264,41 @@ def hold_rows(
         for b in bounces
     ]
     return rows
+
+
+async def refresh_queue_states(session: AsyncSession) -> None:
+    """Set ``queue_state`` of queued mirror rows from the suspensions the nodes hold now: ``suspended`` while one
+    applies to the row's queue, ``active`` again once none does. Queues are those the nodes report and those the
+    mirror marks suspended (a few thousand names, not a scan of the messages); only rows that change are written."""
+    holds = (
+        await session.scalars(
+            select(NodeHoldRow).where(NodeHoldRow.kind == "suspension", NodeHoldRow.ready_queue.is_(None))
+        )
+    ).all()
+    names: set[str] = set()
+    for scheduled in (await session.scalars(select(NodeQueuesRow.scheduled))).all():
+        names.update(scheduled)
+    c = MessageRow
+    names.update(
+        (
+            await session.scalars(select(c.queue_name).where(c.queue_state == QueueState.suspended.value).distinct())
+        ).all()
+    )
+    suspended = sorted(n for n in names if any(hold_matches(h, QueueName.parse(n), n) for h in holds))
+    queued = c.status.in_(IN_QUEUE)
+    await _set_state(session, [queued, c.queue_state != QueueState.suspended.value], suspended, QueueState.suspended)
+    released = sorted(names - set(suspended))
+    await _set_state(session, [queued, c.queue_state == QueueState.suspended.value], released, QueueState.active)
+
+
+async def _set_state(
+    session: AsyncSession, where: list[ColumnElement[bool]], queue_names: Iterable[str], state: QueueState
+) -> None:
+    names = list(queue_names)
+    for start in range(0, len(names), 500):  # bounded IN lists (SQLite's parameter limit)
+        await session.execute(
+            update(MessageRow)
+            .where(*where, MessageRow.queue_name.in_(names[start : start + 500]))
+            .values(queue_state=state.value)
+            .execution_options(synchronize_session=False)
+        )

@@ -36,11 +36,12 @@ from adapters.base import (
 )
 from adapters.model import QueueName, QueueOperationResult, QueueOperationType
 from controlplane.audit.service import AuditLog
+from controlplane.db.effects import record_purge
 from controlplane.db.tables import NodeHoldRow, NodeQueuesRow, NodeRow, OperationRow
 from controlplane.errors import Forbidden, InvalidInput, NotFound
 from controlplane.fleet.schema import HoldKind
 from controlplane.fleet.service import FleetService, NodeFault
-from controlplane.fleet.state import hold_rows
+from controlplane.fleet.state import hold_rows, refresh_queue_states
 from controlplane.operations.schema import NodeOutcome, OperationProgress, OperationRecord, OperationRequest
 from controlplane.queues.service import QueueQueryService
 
@@ -189,7 +190,11 @@ async def apply(
     if request.operation in (Op.bounce, Op.cancel, Op.purge):
         # cancel: failed administratively (AdminBounce, mirrored as "cancelled"); purge: the same, unlogged.
         return await adapter.bounce(
-            target, reason=reason, duration=request.duration, suppress_logging=request.operation is Op.purge
+            target,
+            reason=reason,
+            duration=request.duration,
+            suppress_logging=request.operation is Op.purge,
+            cancel=request.operation is not Op.bounce,
         )
     if request.operation is Op.retry:
         await adapter.retry(target, reason=reason)
@@ -444,6 +449,10 @@ class OperationService:
             stored.finished_at = datetime.now(UTC)
             stored.result = result | msgspec.to_builtins({"total": total, "nodes": outcomes})
             await record_effects(session, request, target, outcomes)
+            if request.operation is Op.purge and not errors and not request.nodes:
+                # No record will tell the mirror (suppress_logging): every node purged the target, so say it here.
+                await record_purge(session, target, note=f"purged by operation {row.id}: {request.reason}")
+            await refresh_queue_states(session)
             await self._audit_operation(session, stored, target, nodes=[n.name for n in nodes], errors=errors)
 
     async def _audit_operation(

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.kumomta.events import record_decoder, split_body
+from adapters.kumomta.events import KumoLogRecord, record_decoder, split_body
 from adapters.kumomta.mapping import (
     BOUNCE_CLASS_TYPE,
+    CANCEL_MARK,
     KUMOMTA_NAMESPACE,
     RECORD_STATUS,
     dedupe_key,
@@ -30,7 +31,7 @@ EXPECTED = {
     "log_transient_failure": (S.deferred, BounceType.block),  # SpamBlock
     "log_bounce": (S.bounced, BounceType.hard),  # InvalidRecipient
     "log_expiration": (S.expired, BounceType.soft),  # MessageExpired
-    "log_admin_bounce": (S.cancelled, BounceType.unknown),  # Uncategorized
+    "log_admin_bounce": (S.bounced, BounceType.unknown),  # Uncategorized; an operator's bounce (kcli, mtactl bounce)
     "log_oob": (S.bounced, BounceType.hard),
     "log_feedback": None,
     "log_rejection": None,
@@ -163,3 +164,16 @@ def test_message_ids_stay_the_uuid5_of_the_spool_id_and_recipient() -> None:
     local, _, domain = record.recipient.rpartition("@")
     expected = uuid.uuid5(KUMOMTA_NAMESPACE, f"{record.id}\x00{local}@{domain.lower()}")
     assert message_uuid(record) == expected and message_uuid(record).version == 5
+
+
+def test_an_admin_bounce_from_an_mtactl_cancel_is_mirrored_as_cancelled_and_any_other_as_bounced() -> None:
+    record = msgspec.json.decode(kumomta_records()["log_admin_bounce"], type=KumoLogRecord)
+    assert record.response is not None
+    cancelled = msgspec.structs.replace(
+        record,
+        response=msgspec.structs.replace(
+            record.response, content="Administrator bounced with reason: " + CANCEL_MARK + "customer asked"
+        ),
+    )
+    assert (observe(record) or pytest.fail()).status is S.bounced
+    assert (observe(cancelled) or pytest.fail()).status is S.cancelled

@@ -50,7 +50,7 @@ async def test_every_fixture_record_is_accepted_and_mirrored(services: Services)
             "log_transient_failure": ("deferred", "block"),
             "log_bounce": ("bounced", "hard"),
             "log_expiration": ("expired", "soft"),
-            "log_admin_bounce": ("cancelled", "unknown"),
+            "log_admin_bounce": ("bounced", "unknown"),
             "log_oob": ("bounced", "hard"),
         }
         for name, (status, bounce) in expected.items():
