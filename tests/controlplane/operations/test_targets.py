@@ -3,6 +3,8 @@ tenant-bound key never a queue of another tenant."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -28,19 +30,27 @@ def no_retry_delay(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kumo_client, "RETRY_DELAYS", (0.0, 0.0))
 
 
+@contextlib.asynccontextmanager
+async def one_node(services: Services, *, synced: bool = True) -> AsyncIterator[tuple[Any, dict[str, str], FakeKumod]]:
+    """The app, an operator key and one stand-in kumod holding QUEUES (synced into fleet state unless told not)."""
+    kumod = FakeKumod(dict(QUEUES))
+    with respx.mock:
+        respx.route(host="kumo-1.test").mock(side_effect=kumod)
+        async with api(services.settings) as client:
+            headers = await bearer(services, "fleet:manage", "queue:manage")
+            await register(client, headers, "kumo-1")
+            if synced:
+                await client.post("/api/v1/nodes/sync", headers=headers)
+            yield client, headers, kumod
+
+
 async def operate(client: Any, headers: dict[str, str], **body: Any) -> httpx.Response:
     response: httpx.Response = await client.post("/api/v1/operations", json={"reason": "test", **body}, headers=headers)
     return response
 
 
-@respx.mock
 async def test_a_routing_domain_suspension_reaches_only_that_routing_domains_queues(services: Services) -> None:
-    kumod = FakeKumod(dict(QUEUES))
-    respx.route(host="kumo-1.test").mock(side_effect=kumod)
-    async with api(services.settings) as client:
-        headers = await bearer(services, "fleet:manage", "queue:manage")
-        await register(client, headers, "kumo-1")
-        await client.post("/api/v1/nodes/sync", headers=headers)
+    async with one_node(services) as (client, headers, kumod):
         response = await operate(client, headers, operation="suspend", routing_domain="relay.example")
         assert response.status_code == 200, response.text
         [body] = kumod.posted("/api/admin/suspend/v1")
@@ -58,26 +68,16 @@ async def test_a_routing_domain_suspension_reaches_only_that_routing_domains_que
         assert resumed.json()["status"] == "done" and kumod.suspensions == {}
 
 
-@respx.mock
 async def test_a_node_never_synced_is_not_sent_a_routing_domain_suspension(services: Services) -> None:
-    kumod = FakeKumod(dict(QUEUES))
-    respx.route(host="kumo-1.test").mock(side_effect=kumod)
-    async with api(services.settings) as client:
-        headers = await bearer(services, "fleet:manage", "queue:manage")
-        await register(client, headers, "kumo-1")
+    async with one_node(services, synced=False) as (client, headers, kumod):
         response = await operate(client, headers, operation="suspend", routing_domain="relay.example")
         [outcome] = response.json()["nodes"]
         assert response.json()["status"] == "failed" and "never synced" in outcome["result"]["errors"][0]
         assert kumod.posted("/api/admin/suspend/v1") == []
 
 
-@respx.mock
 async def test_targets_kumod_cannot_be_told_exactly_are_refused_with_422_naming_the_field(services: Services) -> None:
-    kumod = FakeKumod(dict(QUEUES))
-    respx.route(host="kumo-1.test").mock(side_effect=kumod)
-    async with api(services.settings) as client:
-        headers = await bearer(services, "fleet:manage", "queue:manage")
-        await register(client, headers, "kumo-1")
+    async with one_node(services, synced=False) as (client, headers, kumod):
         # kumod's rebind has no queue_names, and "acme@gmail.com" as criteria would reach every campaign of it
         retry = await operate(client, headers, operation="retry", queue_name="acme@gmail.com")
         assert retry.status_code == 422 and retry.json()["field"] == "queue_name"
@@ -86,13 +86,8 @@ async def test_targets_kumod_cannot_be_told_exactly_are_refused_with_422_naming_
         assert [r for r in kumod.requests if r[0] != "GET"] == []
 
 
-@respx.mock
 async def test_every_queue_is_targeted_only_when_asked_for_by_name(services: Services) -> None:
-    kumod = FakeKumod(dict(QUEUES))
-    respx.route(host="kumo-1.test").mock(side_effect=kumod)
-    async with api(services.settings) as client:
-        headers = await bearer(services, "fleet:manage", "queue:manage")
-        await register(client, headers, "kumo-1")
+    async with one_node(services, synced=False) as (client, headers, kumod):
         assert (await operate(client, headers, operation="suspend")).status_code == 400
         mixed = await operate(client, headers, operation="suspend", everything=True, domain="gmail.com")
         assert mixed.status_code == 400 and mixed.json()["field"] == "everything"
@@ -102,14 +97,8 @@ async def test_every_queue_is_targeted_only_when_asked_for_by_name(services: Ser
         assert kumod.posted("/api/admin/suspend/v1") == [{"reason": "test"}]
 
 
-@respx.mock
 async def test_a_tenant_bound_key_cannot_reach_another_tenants_queues(services: Services) -> None:
-    kumod = FakeKumod(dict(QUEUES))
-    respx.route(host="kumo-1.test").mock(side_effect=kumod)
-    async with api(services.settings) as client:
-        admin = await bearer(services, "fleet:manage", "queue:manage")
-        await register(client, admin, "kumo-1")
-        await client.post("/api/v1/nodes/sync", headers=admin)
+    async with one_node(services) as (client, admin, kumod):
         theirs = await operate(client, admin, operation="suspend", tenant="beta", domain="gmail.com")
         acme = await bearer(services, "queue:manage", tenant="acme")
         for body in (
