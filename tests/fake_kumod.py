@@ -73,7 +73,7 @@ class FakeKumod:
             return httpx.Response(200)
         if route == ("GET", "/api/admin/bounce/v1"):
             entries = [
-                {k: b.get(k) for k in ("id", "campaign", "tenant", "domain", "reason")}
+                {k: b.get(k) for k in ("id", "campaign", "tenant", "domain", "routing_domain", "reason")}
                 | {"duration": "5m", "bounced": {}, "total_bounced": b["total_bounced"]}
                 for b in self.bounces.values()
             ]

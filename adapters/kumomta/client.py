@@ -77,6 +77,7 @@ class _BounceEntry(msgspec.Struct):
     campaign: str | None = None
     tenant: str | None = None
     domain: str | None = None
+    routing_domain: str | None = None
     total_bounced: int = 0
 
 
@@ -169,6 +170,13 @@ class KumoMtaClient(MtaAdapter):
                 if response.status_code in (401, 403):
                     raise MtaAuthRefused(
                         f"{self.node} refused the credentials ({response.status_code})", node=self.node
+                    )
+                if 300 <= response.status_code < 400:
+                    # Redirects are not followed (a node URL must not lead mtactl elsewhere), and are no success.
+                    raise MtaRefused(
+                        f"{self.node}: {response.status_code} redirect to {response.headers.get('location', '?')}",
+                        status=response.status_code,
+                        node=self.node,
                     )
                 if response.status_code < 500:
                     if response.status_code >= 400:
@@ -311,7 +319,7 @@ class KumoMtaClient(MtaAdapter):
         cancel: bool = False,
     ) -> str:
         # kumod logs the reason in each AdminBounce record: the mark makes those records read as cancellations.
-        reason = CANCEL_MARK + reason if cancel else reason
+        reason = CANCEL_MARK + reason if cancel else reason.removeprefix(CANCEL_MARK)
         body = _target_body(target, "bounce") | {"reason": reason, "suppress_logging": suppress_logging}
         if duration:
             body["duration"] = duration
@@ -330,6 +338,7 @@ class KumoMtaClient(MtaAdapter):
                 domain=b.domain,
                 tenant=b.tenant,
                 campaign=b.campaign,
+                routing_domain=b.routing_domain,
                 remaining=b.duration,
                 total_bounced=b.total_bounced,
             )

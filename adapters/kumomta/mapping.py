@@ -37,6 +37,7 @@ RECORD_STATUS: dict[str, MessageQueueStatus] = {
 # logs the reason ("Administrator bounced with reason: mtactl-cancel: …"), so the record itself says "cancelled",
 # whichever order the records and the operation's own write arrive in.
 CANCEL_MARK = "mtactl-cancel: "
+ADMIN_BOUNCE_PREFIX = "Administrator bounced with reason: "  # kumod's admin_bounce_v1.rs
 ATTEMPT_TYPES = frozenset({"Delivery", "TransientFailure", "Bounce"})
 FAILURE_TYPES = frozenset({"TransientFailure", "Bounce", "OOB", "Expiration", "AdminBounce"})
 
@@ -149,7 +150,7 @@ def smtp_response(record: KumoLogRecord) -> SmtpResponse | None:
 def _cancelled(record: KumoLogRecord) -> bool:
     response = record.response
     content = response.content if response is not None else None
-    return isinstance(content, str) and ("reason: " + CANCEL_MARK) in content
+    return isinstance(content, str) and content.startswith(ADMIN_BOUNCE_PREFIX + CANCEL_MARK)
 
 
 def observe(record: KumoLogRecord) -> MessageObservation | None:

@@ -228,6 +228,8 @@ class NodeHoldRow(Base):
     routing_domain: Mapped[str | None] = mapped_column(Text)
     # The exact scheduled queues, for a hold mtactl made by queue names (kumod's listing does not show them)
     queue_names: Mapped[list[str] | None] = mapped_column(JsonDocument)
+    # When an operation recorded it (None: read by a sync); a sync that read the node earlier keeps the row
+    recorded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     ready_queue: Mapped[str | None] = mapped_column(Text)
     remaining: Mapped[str | None] = mapped_column(Text)
     total_bounced: Mapped[int] = mapped_column(BigInteger)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import msgspec
-from sqlalchemy import ColumnElement, delete, insert, select, update
+from sqlalchemy import ColumnElement, delete, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -92,6 +92,7 @@ class FleetStateService:
             if node_ids is not None:
                 statement = statement.where(NodeRow.id.in_(list(node_ids)))
             rows = list((await session.scalars(statement)).all())
+        read_at = datetime.now(UTC)
         snapshots = await asyncio.gather(*(self._read(row) for row in rows))
         now = datetime.now(UTC)
         outcomes = []
@@ -107,7 +108,7 @@ class FleetStateService:
                     continue
                 try:
                     async with session.begin_nested():  # what one node sent cannot fail the others' sync
-                        await _replace(session, row.id, snapshot)
+                        await _replace(session, row.id, snapshot, read_at)
                 except DBAPIError as exc:
                     log.warning("storing what node %s holds failed: %s", row.name, exc.orig)
                     stored.sync_error = f"mtactl could not store what the node reported: {exc.orig}"[:2000]
@@ -185,7 +186,7 @@ class FleetStateService:
         return done.reason if isinstance(done, NodeFault) else None
 
 
-async def _replace(session: AsyncSession, node_id: uuid.UUID, snapshot: NodeSnapshot) -> None:
+async def _replace(session: AsyncSession, node_id: uuid.UUID, snapshot: NodeSnapshot, read_at: datetime) -> None:
     counts, suspensions, bounces = snapshot
     # kumod lists a hold made by queue names as one naming nothing: keep what mtactl recorded when it made it.
     recorded = {
@@ -198,15 +199,27 @@ async def _replace(session: AsyncSession, node_id: uuid.UUID, snapshot: NodeSnap
                     NodeHoldRow.tenant,
                     NodeHoldRow.routing_domain,
                     NodeHoldRow.queue_names,
-                ).where(NodeHoldRow.node_id == node_id, NodeHoldRow.queue_names.is_not(None))
+                ).where(NodeHoldRow.node_id == node_id)
             )
         ).all()
+        if names  # (a JSON null is not filtered out by IS NOT NULL)
     }
     if recorded:
         suspensions = [_restore(s, recorded.get((HoldKind.suspension.value, s.id))) for s in suspensions]
         bounces = [_restore(b, recorded.get((HoldKind.bounce.value, b.id))) for b in bounces]
     await session.execute(delete(NodeQueuesRow).where(NodeQueuesRow.node_id == node_id))
-    await session.execute(delete(NodeHoldRow).where(NodeHoldRow.node_id == node_id))
+    listed = [s.id for s in suspensions] + [b.id for b in bounces]
+    # A hold an operation recorded after this snapshot was read is not in it yet: keep it (the next sync lists it).
+    await session.execute(
+        delete(NodeHoldRow).where(
+            NodeHoldRow.node_id == node_id,
+            or_(
+                NodeHoldRow.recorded_at.is_(None),
+                NodeHoldRow.recorded_at <= read_at,
+                NodeHoldRow.hold_id.in_(listed),
+            ),
+        )
+    )
     session.add(NodeQueuesRow(node_id=node_id, scheduled=counts.scheduled, ready=counts.ready))
     holds = hold_rows(node_id, suspensions, bounces)
     if holds:

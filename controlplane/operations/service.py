@@ -73,7 +73,8 @@ FAMILY = {
 
 def target_of(request: OperationRequest) -> Target:
     target = Target(
-        domain=request.domain,
+        # kumod compares queue-name parts exactly, and domains in its queue names are lower case.
+        domain=request.domain.lower() if request.domain else None,
         tenant=request.tenant,
         campaign=request.campaign,
         routing_domain=request.routing_domain,
@@ -110,9 +111,22 @@ def confine(request: OperationRequest, tenant: str | None) -> OperationRequest:
     if request.queue_name is not None and QueueName.parse(request.queue_name).tenant != tenant:
         raise Forbidden("queue_name names a queue of another tenant", field="queue_name")
     data = (request.metadata or {}).get("data")
-    if request.operation is Op.rebind and isinstance(data, dict) and data.get("tenant", tenant) != tenant:
-        raise Forbidden("a tenant-bound key cannot rebind messages into another tenant", field="metadata")
+    if request.operation is Op.rebind and isinstance(data, dict):
+        # kumod names a message's queue from these metadata keys ("queue" wins over the others): a bound key may
+        # move messages only within its tenant, and touch no other key.
+        if not set(data) <= REBIND_KEYS_FOR_TENANTS:
+            raise Forbidden(
+                f"a tenant-bound key may rebind only {', '.join(sorted(REBIND_KEYS_FOR_TENANTS))}", field="metadata"
+            )
+        queue = data.get("queue")
+        if data.get("tenant", tenant) != tenant or (
+            queue is not None and (not isinstance(queue, str) or QueueName.parse(queue).tenant != tenant)
+        ):
+            raise Forbidden("a tenant-bound key cannot rebind messages into another tenant", field="metadata")
     return msgspec.structs.replace(request, tenant=tenant)
+
+
+REBIND_KEYS_FOR_TENANTS = frozenset({"campaign", "tenant", "routing_domain", "queue"})
 
 
 def check(request: OperationRequest, target: Target, nodes: list[NodeRow]) -> None:
@@ -189,10 +203,13 @@ async def apply(
         return ",".join(lifted) or None
     if request.operation in (Op.bounce, Op.cancel, Op.purge):
         # cancel: failed administratively (AdminBounce, mirrored as "cancelled"); purge: the same, unlogged.
+        # A purge sends no records (suppress_logging): were its bounce left standing for kumod's default 5 minutes,
+        # new messages to the target would vanish unrecorded. It removes what is queued now, unless told longer.
+        duration = request.duration or (PURGE_DURATION if request.operation is Op.purge else None)
         return await adapter.bounce(
             target,
             reason=reason,
-            duration=request.duration,
+            duration=duration,
             suppress_logging=request.operation is Op.purge,
             cancel=request.operation is not Op.bounce,
         )
@@ -204,6 +221,8 @@ async def apply(
         return None
     raise UnsupportedOperation(f"{request.operation.value} is not supported")
 
+
+PURGE_DURATION = "1s"
 
 # How often a running operation writes its per-node outcomes so far (each write is one small UPDATE).
 PROGRESS_EVERY_SECONDS = 0.5
@@ -318,15 +337,14 @@ class OperationService:
             rows = (
                 await session.execute(
                     select(NodeHoldRow.node_id, NodeHoldRow.hold_id, NodeHoldRow.queue_names).where(
-                        NodeHoldRow.node_id.in_(node_ids),
-                        NodeHoldRow.kind == HoldKind.suspension.value,
-                        NodeHoldRow.queue_names.is_not(None),
+                        NodeHoldRow.node_id.in_(node_ids), NodeHoldRow.kind == HoldKind.suspension.value
                     )
                 )
             ).all()
         recorded: dict[uuid.UUID, dict[str, tuple[str, ...]]] = {node_id: {} for node_id in node_ids}
         for node_id, hold_id, names in rows:
-            recorded[node_id][hold_id] = tuple(names or ())
+            if names:  # (a JSON null reads as None, and is not filtered out by IS NOT NULL)
+                recorded[node_id][hold_id] = tuple(names)
         return recorded
 
     async def _check_hold_tenant(self, hold_id: str, tenant: str) -> None:
@@ -395,7 +413,7 @@ class OperationService:
             row = await session.get(OperationRow, operation_id)
         if row is None or row.status != "running":
             return
-        request = msgspec.convert(row.request, OperationRequest)
+        request = _stored_request(row)
         target = target_of(request)
         result: dict[str, Any] = dict(row.result or {})
         node_ids = [uuid.UUID(i) for i in result.get("node_ids", [])]
@@ -485,7 +503,7 @@ class OperationService:
                 await self._audit_operation(
                     session,
                     row,
-                    target_of(msgspec.convert(row.request, OperationRequest)),
+                    _stored_target(row),
                     nodes=[],
                     errors=["interrupted: the process running it stopped; check the nodes before retrying"],
                 )
@@ -585,6 +603,9 @@ async def record_effects(
             rows += hold_rows(o.node_id, [Suspension(**fields)], [])
         else:
             rows += hold_rows(o.node_id, [], [StandingBounce(**fields, total_bounced=o.result.affected_messages)])
+    now = datetime.now(UTC)
+    for row in rows:
+        row["recorded_at"] = now  # a sync that read the node before this moment keeps the row (fleet.state)
     # A sync that ran meanwhile may have stored the same holds already: replace them.
     await session.execute(
         delete(NodeHoldRow).where(
@@ -640,6 +661,28 @@ def _outcome_error(node_id: uuid.UUID, request: OperationRequest, error: str) ->
     return NodeOutcome(node=str(node_id), node_id=node_id, result=result)
 
 
+def _stored_request(row: OperationRow) -> OperationRequest:
+    """The request as stored. One stored before a constraint was added (an empty ``domain``, say) still reads:
+    empty strings are absent values, and failing that only what identifies it is shown."""
+    try:
+        return msgspec.convert(row.request, OperationRequest)
+    except msgspec.ValidationError:
+        pass
+    cleaned = {k: v for k, v in (row.request or {}).items() if v != ""}
+    try:
+        return msgspec.convert(cleaned, OperationRequest)
+    except msgspec.ValidationError:
+        reason = str((row.request or {}).get("reason") or "(unreadable request)")[:500]
+        return OperationRequest(operation=Op(row.operation), reason=reason, dry_run=row.dry_run)
+
+
+def _stored_target(row: OperationRow) -> Target:
+    try:
+        return target_of(_stored_request(row))
+    except (InvalidInput, TargetNotExpressible):
+        return Target()
+
+
 def _record(row: OperationRow) -> OperationRecord:
     result: dict[str, Any] = row.result or {}
     nodes = msgspec.convert(result.get("nodes", []), list[NodeOutcome])
@@ -650,7 +693,7 @@ def _record(row: OperationRow) -> OperationRecord:
         actor=row.actor,
         status=row.status,
         dry_run=row.dry_run,
-        request=msgspec.convert(row.request, OperationRequest),
+        request=_stored_request(row),
         total=msgspec.convert(result["total"], QueueOperationResult) if result.get("total") else None,
         nodes=nodes,
         progress=OperationProgress(nodes_total=int(result.get("nodes_total", len(nodes))), nodes_done=len(nodes)),

@@ -3,6 +3,7 @@ tenant-bound key never a queue of another tenant."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -118,3 +119,68 @@ async def test_a_tenant_bound_key_cannot_reach_another_tenants_queues(services: 
         assert [o["id"] for o in listed] == [mine.json()["id"]]
         other = await client.get(f"/api/v1/operations/{theirs.json()['id']}", headers=acme)
         assert other.status_code == 404
+
+
+async def test_a_rebind_by_a_tenant_bound_key_keeps_messages_in_its_tenant(services: Services) -> None:
+    async with one_node(services) as (client, _, kumod):
+        acme = await bearer(services, "queue:manage", tenant="acme")
+        for data in ({"queue": "spring:beta@yahoo.com"}, {"queue": "yahoo.com"}, {"tenant": "beta"}, {"pool": "x"}):
+            body = {"operation": "rebind", "domain": "gmail.com", "metadata": {"data": data}}
+            refused = await operate(client, acme, **body)
+            assert refused.status_code == 403 and refused.json()["field"] == "metadata", (data, refused.text)
+        allowed = {"operation": "rebind", "domain": "gmail.com", "metadata": {"data": {"queue": "warm:acme@gmail.com"}}}
+        assert (await operate(client, acme, **allowed)).status_code == 200
+        assert [b["data"] for b in kumod.posted("/api/admin/rebind/v1")] == [{"queue": "warm:acme@gmail.com"}]
+
+
+async def test_domains_are_sent_in_lower_case_as_kumod_names_its_queues(services: Services) -> None:
+    async with one_node(services) as (client, headers, kumod):
+        done = await operate(client, headers, operation="purge", domain="GMAIL.COM", tenant="acme")
+        assert done.json()["status"] == "done"
+        [body] = kumod.posted("/api/admin/bounce/v1")
+        assert body["domain"] == "gmail.com" and body["duration"] == "1s"  # a purge leaves no standing bounce
+
+
+async def test_a_bounce_by_routing_domain_reads_back_from_kumod_as_that_routing_domain_only(services: Services) -> None:
+    async with one_node(services) as (client, headers, _):
+        body = {"operation": "bounce", "tenant": "beta", "routing_domain": "relay.example", "duration": "1h"}
+        assert (await operate(client, headers, **body)).json()["status"] == "done"
+        await client.post("/api/v1/nodes/sync", headers=headers)
+        queues = {q["queue_name"]: q for q in (await client.get("/api/v1/queues", headers=headers)).json()["data"]}
+        assert (
+            queues["beta@gmail.com!relay.example"]["bounced_by"] and not queues["spring:beta@yahoo.com"]["bounced_by"]
+        )
+
+
+async def test_a_sync_that_read_the_node_before_a_suspension_was_made_keeps_its_queue_names(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with one_node(services) as (client, headers, kumod):
+        real_read = services.fleet_state._read  # a sync that reads the node now and writes after the operation
+        read = asyncio.Event()
+        go = asyncio.Event()
+
+        async def slow_read(row: Any) -> Any:
+            snapshot = await real_read(row)
+            read.set()
+            await go.wait()
+            return snapshot
+
+        monkeypatch.setattr(services.fleet_state, "_read", slow_read)
+        sync = asyncio.create_task(services.fleet_state.sync())
+        await read.wait()
+        done = await operate(client, headers, operation="suspend", tenant="acme", routing_domain="relay.example")
+        assert done.json()["status"] == "done"
+        go.set()
+        await sync
+        monkeypatch.setattr(services.fleet_state, "_read", real_read)
+        await client.post("/api/v1/nodes/sync", headers=headers)  # kumod now lists it, naming nothing
+        acme = await bearer(services, "queue:manage", tenant="acme")
+        [hold] = (await client.get("/api/v1/suspensions", headers=acme)).json()
+        assert hold["queue_names"] == ["acme@gmail.com!relay.example"] and hold["tenant"] == "acme"
+        queues = {q["queue_name"]: q for q in (await client.get("/api/v1/queues", headers=headers)).json()["data"]}
+        assert queues["spring:beta@yahoo.com"]["queue_state"] == "active"
+        assert (await operate(client, acme, operation="resume", routing_domain="relay.example")).json()[
+            "status"
+        ] == "done"
+        assert kumod.suspensions == {}
