@@ -492,21 +492,39 @@ class IngestPipeline:
 
     async def replay_pending(self) -> int:
         """Write the spool back, several files per transaction (up to ``max_batch`` records; a larger file goes
-        alone), oldest first; each file is removed only after its records are committed. Returns the number of
-        files replayed. Exactly-once holds through crashes: a file replayed again yields only duplicates."""
-        replayed = 0
+        alone), oldest first, as many transactions at a time as there are writers (each decodes its records in a
+        thread while another writes). A file is removed only after its records are committed. Returns the number
+        of files replayed; raises (after the transactions under way end) if the database is away or refuses.
+        Exactly-once holds through crashes: a file replayed again yields only duplicates."""
+        slots = asyncio.Semaphore(self._writers)
+        tasks: list[asyncio.Task[int]] = []
+
+        async def replay(batch: list[tuple[Path, SpoolFile]]) -> int:
+            try:
+                return await self._replay(batch)
+            finally:
+                slots.release()
+
         batch: list[tuple[Path, SpoolFile]] = []
         size = 0
         for path in self._spool.pending():
+            if any(task.done() and task.exception() for task in tasks):
+                break  # the database is away or refused a batch: stop reading; the rest waits for next time
             content = await asyncio.to_thread(self._spool.read, path)
             if batch and size + len(content.records) > self._max_batch:
-                replayed += await self._replay(batch)
+                await slots.acquire()
+                tasks.append(asyncio.create_task(replay(batch)))
                 batch, size = [], 0
             batch.append((path, content))
             size += len(content.records)
-        if batch:
-            replayed += await self._replay(batch)
-        return replayed
+        if batch and not any(task.done() and task.exception() for task in tasks):
+            await slots.acquire()
+            tasks.append(asyncio.create_task(replay(batch)))
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return sum(o for o in outcomes if isinstance(o, int))
 
     async def replay_file(self, path: Path) -> int:
         """Replay one spool file in a transaction of its own; returns the number of new events."""

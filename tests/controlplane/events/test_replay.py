@@ -55,8 +55,9 @@ async def test_the_spool_is_replayed_several_files_per_transaction(
 ) -> None:
     spool = spool_files(tmp_path / "spool", files=5, per_file=3)
     groups = count_transactions(monkeypatch)
-    assert await IngestPipeline(services.sessions, spool.directory, max_batch).replay_pending() == 5
-    assert groups == transactions
+    writers = 1 if services.settings.is_sqlite else 2  # as Services.start chooses
+    assert await IngestPipeline(services.sessions, spool.directory, max_batch, writers).replay_pending() == 5
+    assert sorted(groups) == sorted(transactions)
     assert spool.pending() == []
     assert await count(services, EventRow) == 15
 
