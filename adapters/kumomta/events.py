@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -86,7 +87,7 @@ record_decoder = msgspec.json.Decoder(KumoLogRecord)
 batch_splitter = msgspec.json.Decoder(list[msgspec.Raw])
 
 
-def split_body(body: bytes) -> list[bytes]:
+def split_body(body: bytes) -> Sequence[bytes | msgspec.Raw]:
     """One record object or an array of them -> the raw records (raises msgspec.DecodeError if not JSON).
 
     The decoder recurses into nested values even to skip them, so JSON nested deeper than Python's recursion limit
@@ -96,7 +97,7 @@ def split_body(body: bytes) -> list[bytes]:
     stripped = body.lstrip()
     if stripped.startswith(b"["):
         try:
-            return [bytes(raw) for raw in batch_splitter.decode(body)]
+            return batch_splitter.decode(body)  # Raw views into the body: no copy until a record is decoded
         except RecursionError:
             return split_array(stripped)
     # Validate that it is JSON at all; JSON too deep to check this way is one record, refused for its depth.

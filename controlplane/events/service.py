@@ -117,7 +117,8 @@ def decode_body(
             f"(MTACTL_INGEST_MAX_RECORDS_PER_REQUEST): send smaller batches"
         )
     not_kept = 0
-    for index, raw in enumerate(raws):
+    for index, view in enumerate(raws):
+        raw = bytes(view)
         try:
             records.append(decode_record(raw, index=index, api_key=api_key, tenant=tenant))
         except Exception as exc:

@@ -281,3 +281,11 @@ async def test_generated_hostile_batches_never_fail_and_account_for_every_record
     assert [r["index"] for r in answer["rejected"]] == [i for i, (ok, _) in enumerate(plan) if not ok]
     stored = await stored_ids(services)
     assert {r["id"] for ok, r in plan if ok} <= stored
+
+
+async def test_a_million_empty_records_are_refused_whole_without_a_dead_letter(services: Services) -> None:
+    async with api(services.settings) as client:
+        key = await bearer(services, "events:ingest")
+        response = await client.post(INGEST, content="[" + ",".join(["{}"] * 1_000_000) + "]", headers=key)
+    assert response.status_code == 413 and "10000" in response.json()["message"]
+    assert await count(services, DeadLetterRow) == 0
