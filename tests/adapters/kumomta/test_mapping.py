@@ -188,3 +188,9 @@ def test_an_array_with_an_element_too_deep_for_the_decoder_is_still_split() -> N
         split_body(b"[" + deep)
     with pytest.raises(msgspec.DecodeError):
         split_body(b"[" + deep + b"] x")
+
+
+def test_an_empty_egress_pool_is_no_pool() -> None:
+    record = json.loads(kumomta_records()["log_delivery"]) | {"egress_pool": ""}
+    observation = observe(record_decoder.decode(json.dumps(record)))
+    assert observation is not None and observation.pool_name is None

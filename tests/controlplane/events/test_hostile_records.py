@@ -116,7 +116,7 @@ async def test_values_the_model_forbids_are_rejected_and_never_mirrored(services
         record(size=-7),
         record(num_attempts=-1),
         record(recipient="@gmail.com"),  # empty local part
-        record(egress_pool=""),
+        record(queue="gmail.com", meta={"campaign": "c" * 101}),  # campaign_id longer than the model allows
         record(headers={"Message-ID": "<" + "x" * 1000 + ">"}),  # message_id longer than the model allows
         record(response={"code": 250, "content": "OK", "enhanced_code": {"class": 2, "subject": 1234, "detail": 0}}),
         record(size=2**63),  # beyond the BIGINT column
