@@ -76,8 +76,9 @@ class EventsController(Controller):
         guards=[requires(Scope.events_ingest)],
         operation_class=KumoIngestOperation,
         summary="Ingest KumoMTA log records",
-        description="202 once every accepted record is durable. Undecodable records are answered in `rejected` and "
-        "kept as dead letters. Never 5xx for a database outage: records are spooled to disk and replayed.",
+        description="202 once every accepted record is durable. Records that do not decode or break a rule are "
+        "answered in `rejected` and kept as dead letters; the others are stored. Never 5xx for a database outage: "
+        "records are spooled to disk and replayed. 413 for more records than MTACTL_INGEST_MAX_RECORDS_PER_REQUEST.",
         status_code=202,
     )
     async def ingest_kumomta(self, request: AnyRequest, services: NamedDependency[Services]) -> Response[IngestResult]:

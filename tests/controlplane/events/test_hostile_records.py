@@ -108,6 +108,13 @@ async def test_nul_in_any_field_is_stored_escaped_on_both_backends(services: Ser
     assert message["smtp_response"]["message"] == "OK\\u0000"
     assert bounced["last_bounce_reason"] == "no\\u0000such user"
     assert history[0]["record"]["meta"]["note"] == "a\x00b"
+    # In the event columns too: id, recipient, queue, type.
+    columns = [record(id="x\x00y", recipient="j\x00d@gmail.com", queue="c:acme@gmail\x00.com"), record(type="New\x00")]
+    assert (await post(services, body(*columns)))["accepted"] == 2
+    async with services.sessions() as session:
+        stored = (await session.execute(select(EventRow.mta_message_id, EventRow.recipient, EventRow.type))).all()
+    assert ("x\\u0000y", "j\\u0000d@gmail.com", "Delivery") in [tuple(row) for row in stored]
+    assert "New\\u0000" in [row.type for row in stored]
 
 
 async def test_values_the_model_forbids_are_rejected_and_never_mirrored(services: Services) -> None:
