@@ -44,6 +44,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     ingest_max_batch: int = 10_000
     # Concurrent group-commit writers (each holds one database connection while writing).
     ingest_writers: int = 2
+    # Records one ingest request may carry (more: 413); keep KumoMTA's hook batch_size at or below it.
+    ingest_max_records_per_request: int = 10_000
+    # Rejected records of one request kept whole as dead letters; beyond it one dead letter counts the rest.
+    ingest_max_dead_letters_per_request: int = 1000
     # Where node URLs may point: comma-separated networks (CIDRs) and host names (".corp" for every name under it);
     # unset or "any": anywhere. Checked at registration and on the resolved address of every connection.
     node_networks: str | None = None

@@ -7,6 +7,9 @@ without: type, id, sender, recipient, queue and timestamp.
 
 from __future__ import annotations
 
+import contextlib
+import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -23,8 +26,16 @@ class EnhancedCode(msgspec.Struct):
         return f"{self.class_}.{self.subject}.{self.detail}"
 
 
+# Integer bounds of the columns the values are stored in (INTEGER, BIGINT): a number beyond them would make the
+# database refuse the whole write, so it is refused here, for this record alone.
+Int32 = Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]
+Int64 = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
+# Unix seconds that datetime (and so the event_at column) can hold: years 1 to 9999.
+UnixSeconds = Annotated[int, Meta(ge=-62_135_596_800, le=253_402_300_799)]
+
+
 class Response(msgspec.Struct):
-    code: int
+    code: Int32
     content: str = ""
     enhanced_code: EnhancedCode | None = None
     command: str | None = None
@@ -40,14 +51,14 @@ class KumoLogRecord(msgspec.Struct, kw_only=True):
     sender: Annotated[str, Meta(max_length=320)]
     recipient: Annotated[str, Meta(pattern=r"^[^\s@]*@[^\s@]+$", max_length=320)]
     queue: Annotated[str, Meta(min_length=1, max_length=255)]
-    timestamp: int
+    timestamp: UnixSeconds
     site: str = ""
-    size: int = 0
+    size: Int64 = 0
     response: Response | None = None
     event_time: datetime | None = None
-    created: int | None = None
+    created: UnixSeconds | None = None
     created_time: datetime | None = None
-    num_attempts: int = 0
+    num_attempts: Int32 = 0
     bounce_classification: str | None = None
     egress_pool: Short | None = None
     egress_source: str | None = None
@@ -76,10 +87,62 @@ record_decoder = msgspec.json.Decoder(KumoLogRecord)
 batch_splitter = msgspec.json.Decoder(list[msgspec.Raw])
 
 
-def split_body(body: bytes) -> list[msgspec.Raw]:
-    """One record object or an array of them -> the raw records (raises msgspec.DecodeError if not JSON)."""
+def split_body(body: bytes) -> Sequence[bytes | msgspec.Raw]:
+    """One record object or an array of them -> the raw records (raises msgspec.DecodeError if not JSON).
+
+    The decoder recurses into nested values even to skip them, so JSON nested deeper than Python's recursion limit
+    raises RecursionError; the array is then split by a scanner that does not recurse, so that one deep record is
+    a fault of that record alone (``decode_record`` refuses it), not of the whole batch.
+    """
     stripped = body.lstrip()
     if stripped.startswith(b"["):
-        return batch_splitter.decode(body)
-    msgspec.json.decode(body)  # validate that it is JSON at all
-    return [msgspec.Raw(body)]
+        try:
+            return batch_splitter.decode(body)  # Raw views into the body: no copy until a record is decoded
+        except RecursionError:
+            return split_array(stripped)
+    # Validate that it is JSON at all; JSON too deep to check this way is one record, refused for its depth.
+    with contextlib.suppress(RecursionError):
+        msgspec.json.decode(body)
+    return [body]
+
+
+# A JSON string (skipped whole, so brackets inside it do not count) or a structural character.
+_TOKENS = re.compile(rb'"(?:[^"\\]++|\\.)*+"|[\[\]{},]')
+
+
+def split_array(body: bytes) -> list[bytes]:
+    """The top-level elements of a JSON array, found without recursion; raises msgspec.DecodeError when the
+    brackets do not balance. Elements are not validated here: each is decoded on its own."""
+    depth, start, elements = 0, 1, []
+    end = -1
+    for match in _TOKENS.finditer(body):
+        token = match.group()
+        if token in (b"[", b"{"):
+            depth += 1
+        elif token in (b"]", b"}"):
+            depth -= 1
+            if depth == 0:
+                end = match.start()
+                break
+        elif token == b"," and depth == 1:
+            elements.append(body[start : match.start()])
+            start = match.end()
+    if end < 0 or depth != 0 or body[end + 1 :].strip():
+        raise msgspec.DecodeError("JSON is malformed: unbalanced brackets")
+    last = body[start:end]
+    if last.strip() or elements:
+        elements.append(last)
+    return elements
+
+
+def nesting_depth(raw: bytes) -> int:
+    """How deeply the JSON value nests arrays and objects (strings skipped), without recursion."""
+    depth = deepest = 0
+    for match in _TOKENS.finditer(raw):
+        token = match.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return deepest

@@ -188,7 +188,7 @@ def observe(record: KumoLogRecord) -> MessageObservation | None:
         delivered_at=at if status is S.delivered else None,
         response_at=at if is_response else None,
         smtp_response=smtp_response(record) if is_response else None,
-        pool_name=record.egress_pool,
+        pool_name=record.egress_pool or None,  # "" is no pool, as null is
         delivery_protocol=protocol(record.delivery_protocol),
         failure_at=at if failure else None,
         last_bounce_reason=record.response.content if failure and record.response else None,

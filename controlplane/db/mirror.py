@@ -195,18 +195,47 @@ _CREATE_STAGE = (
 STAGE = Table(STAGE_NAME, MetaData(), *(Column(column.name, column.type) for column in TABLE.columns))
 
 
-def _postgres_merge_from_stage() -> Any:
+def _postgres_merge_from_stage(*, same_tenant_only: bool = False) -> Any:
     # In id order, so that concurrent writers lock rows in the same order and cannot deadlock.
     staged = select(*(STAGE.c[name] for name in MIRROR_COLUMNS)).order_by(STAGE.c.id)
     insert = pg_insert(TABLE).from_select(list(MIRROR_COLUMNS), staged)
-    return insert.on_conflict_do_update(index_elements=[COLUMNS.id], set_=_merge_clause(insert.excluded))
+    if not same_tenant_only:
+        return insert.on_conflict_do_update(index_elements=[COLUMNS.id], set_=_merge_clause(insert.excluded))
+    guarded = insert.on_conflict_do_update(
+        index_elements=[COLUMNS.id], set_=_merge_clause(insert.excluded), where=_same_tenant(insert.excluded)
+    )
+    return guarded.returning(COLUMNS.id)
+
+
+def _same_tenant(excluded: Any) -> ColumnElement[bool]:
+    same: ColumnElement[bool] = COLUMNS.tenant_id == excluded.tenant_id
+    return same
 
 
 _POSTGRES_MERGE = _postgres_merge_from_stage()
+_POSTGRES_GUARDED_MERGE = _postgres_merge_from_stage(same_tenant_only=True)
 
 
-async def apply_observations(session: AsyncSession, observations: Sequence[MessageObservation]) -> int:
-    """Upsert the observations into the mirror; returns the number of messages touched."""
+class TenantChanged(Exception):
+    """A message a tenant-bound key's record was about turned out to be another tenant's when it was written
+    (another writer stored it meanwhile). Nothing of the write stands; the caller writes the group again, and
+    the check before the write then sees the message."""
+
+
+async def message_tenants(session: AsyncSession, ids: Iterable[Any]) -> dict[Any, str | None]:
+    """The tenant of each of these messages that is stored."""
+    rows = await session.execute(select(COLUMNS.id, COLUMNS.tenant_id).where(COLUMNS.id.in_(list(ids))))
+    return {row.id: row.tenant_id for row in rows}
+
+
+async def apply_observations(
+    session: AsyncSession, observations: Sequence[MessageObservation], *, same_tenant_only: bool = False
+) -> int:
+    """Upsert the observations into the mirror; returns the number of messages touched.
+
+    ``same_tenant_only`` (observations from a tenant-bound key) updates a stored message only if it has the
+    observation's tenant, and raises ``TenantChanged`` otherwise: the safety net under the check made before the
+    write, for a message another writer stored in the meantime."""
     combined = combine(observations)
     if not combined:
         return 0
@@ -216,12 +245,27 @@ async def apply_observations(session: AsyncSession, observations: Sequence[Messa
         await session.execute(text(_CREATE_STAGE))  # also begins the transaction on the server, as COPY needs
         connection = await driver_connection(session)
         await connection.copy_records_to_table(STAGE_NAME, records=rows, columns=MIRROR_COLUMNS)
-        await session.execute(_POSTGRES_MERGE)
-        return len(rows)
-    insert = sqlite_insert(TABLE)
-    statement = insert.on_conflict_do_update(index_elements=[COLUMNS.id], set_=_merge_clause(insert.excluded))
-    await session.execute(statement, [dict(zip(MIRROR_COLUMNS, _values(o, now, _same), strict=True)) for o in combined])
-    return len(combined)
+        if not same_tenant_only:
+            await session.execute(_POSTGRES_MERGE)
+            return len(rows)
+        touched = len((await session.execute(_POSTGRES_GUARDED_MERGE)).all())
+        await session.execute(text(f"DELETE FROM {STAGE_NAME}"))  # the stage may be used again in this transaction
+    else:
+        insert = sqlite_insert(TABLE)
+        values = [dict(zip(MIRROR_COLUMNS, _values(o, now, _same), strict=True)) for o in combined]
+        if not same_tenant_only:
+            statement = insert.on_conflict_do_update(index_elements=[COLUMNS.id], set_=_merge_clause(insert.excluded))
+            await session.execute(statement, values)
+            return len(combined)
+        guarded = insert.on_conflict_do_update(
+            index_elements=[COLUMNS.id], set_=_merge_clause(insert.excluded), where=_same_tenant(insert.excluded)
+        ).returning(COLUMNS.id)
+        touched = 0
+        for value in values:  # one by one: RETURNING over many rows is not offered with ON CONFLICT here
+            touched += len((await session.execute(guarded, value)).all())
+    if touched != len(combined):
+        raise TenantChanged(f"{len(combined) - touched} messages belong to another tenant")
+    return touched
 
 
 def _same(value: Any) -> Any:

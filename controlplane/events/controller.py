@@ -76,16 +76,28 @@ class EventsController(Controller):
         guards=[requires(Scope.events_ingest)],
         operation_class=KumoIngestOperation,
         summary="Ingest KumoMTA log records",
-        description="202 once every accepted record is durable. Undecodable records are answered in `rejected` and "
-        "kept as dead letters. Never 5xx for a database outage: records are spooled to disk and replayed.",
+        description="202 once every accepted record is durable. Records that do not decode or break a rule are "
+        "answered in `rejected` and kept as dead letters; the others are stored. Never 5xx for a database outage: "
+        "records are spooled to disk and replayed. 413 for more records than MTACTL_INGEST_MAX_RECORDS_PER_REQUEST.",
         status_code=202,
     )
     async def ingest_kumomta(self, request: AnyRequest, services: NamedDependency[Services]) -> Response[IngestResult]:
-        principal = request.user
-        records, dead, rejected = decode_body(await request.body(), api_key=principal.name, tenant=principal.tenant_id)
-        accepted, duplicates, spooled = await services.ingest.submit(records, dead)
+        principal, settings = request.user, services.settings
+        records, dead, rejected = decode_body(
+            await request.body(),
+            api_key=principal.name,
+            tenant=principal.tenant_id,
+            max_records=settings.ingest_max_records_per_request,
+            max_dead_letters=settings.ingest_max_dead_letters_per_request,
+        )
+        outcome = await services.ingest.submit(records, dead)
+        if outcome.rejected:  # refused when written (another tenant's message, or by the database)
+            rejected = sorted([*rejected, *outcome.rejected], key=lambda r: r.index)
         return Response(
-            IngestResult(accepted=accepted, duplicates=duplicates, rejected=rejected, spooled=spooled), status_code=202
+            IngestResult(
+                accepted=outcome.accepted, duplicates=outcome.duplicates, rejected=rejected, spooled=outcome.spooled
+            ),
+            status_code=202,
         )
 
     @get("/", guards=[requires(Scope.email_read, Scope.analytics_read)], summary="Events, newest first by default")

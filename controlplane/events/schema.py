@@ -15,7 +15,8 @@ class RejectedRecord(msgspec.Struct, kw_only=True):
 
 class IngestResult(msgspec.Struct, kw_only=True):
     """``accepted`` records are durable (committed, or spooled to local disk while the database is away);
-    ``duplicates`` were already stored; ``rejected`` ones are kept as dead letters."""
+    ``duplicates`` were already stored; ``rejected`` ones (undecodable, breaking a rule, about another tenant's
+    message, or refused by the database) are kept as dead letters. The three always add up to the records sent."""
 
     accepted: int
     duplicates: int

@@ -18,6 +18,7 @@ import msgspec
 class SpooledRecord(msgspec.Struct, array_like=True):
     payload: str
     api_key: str | None
+    tenant: str | None = None  # the tenant of a tenant-bound key (absent in files written before it was kept)
 
 
 class SpooledDeadLetter(msgspec.Struct, array_like=True):

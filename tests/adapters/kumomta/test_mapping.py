@@ -177,3 +177,20 @@ def test_an_admin_bounce_from_an_mtactl_cancel_is_mirrored_as_cancelled_and_any_
     )
     assert (observe(record) or pytest.fail()).status is S.bounced
     assert (observe(cancelled) or pytest.fail()).status is S.cancelled
+
+
+def test_an_array_with_an_element_too_deep_for_the_decoder_is_still_split() -> None:
+    deep = b"[" * 5000 + b"]" * 5000
+    body = b' [ {"a": "],[{\\""}, ' + deep + b", 3 ] "
+    assert [bytes(r) for r in split_body(body)] == [b' {"a": "],[{\\""}', b" " + deep, b" 3 "]
+    assert split_body(b"[" + deep + b"]") == [deep]
+    with pytest.raises(msgspec.DecodeError):
+        split_body(b"[" + deep)
+    with pytest.raises(msgspec.DecodeError):
+        split_body(b"[" + deep + b"] x")
+
+
+def test_an_empty_egress_pool_is_no_pool() -> None:
+    record = json.loads(kumomta_records()["log_delivery"]) | {"egress_pool": ""}
+    observation = observe(record_decoder.decode(json.dumps(record)))
+    assert observation is not None and observation.pool_name is None
