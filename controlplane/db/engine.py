@@ -84,21 +84,45 @@ async def schema_is_current(engine: AsyncEngine) -> bool:
 
 
 # SQLSTATE classes that say "the database cannot serve now", not "this request is wrong": connection exception,
-# insufficient resources (disk full, too many connections), operator intervention (shutdown), system error.
+# insufficient resources (disk full, too many connections), operator intervention (shutdown, and 57P03 "the
+# database system is starting up / shutting down" refused at connect time), system error.
 UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "58"})
 
 
+class DatabaseNotReady(ConnectionError):
+    """The database answers, but the service has not migrated its schema yet (see ``SchemaGate``)."""
+
+
 def database_unavailable(error: BaseException) -> bool:
-    """True for faults in reaching the database, as opposed to faults in what was sent to it."""
-    if isinstance(error, asyncpg.PostgresError):  # raised by the driver connection itself (COPY)
-        return (error.sqlstate or "")[:2] in UNAVAILABLE_SQLSTATE_CLASSES
+    """True for faults in reaching the database, as opposed to faults in what was sent to it.
+
+    SQLAlchemy wraps what the driver raised (``DBAPIError.orig``, an adapted error carrying the SQLSTATE, itself
+    caused by asyncpg's exception), most often in the bare ``DBAPIError`` when it fails at connect time: every
+    layer of that chain is looked at, so a refusal by a server that is starting or stopping counts as the
+    database being away wherever it surfaces.
+    """
+    seen: set[int] = set()
+    layer: BaseException | None = error
+    while layer is not None and id(layer) not in seen:
+        seen.add(id(layer))
+        if _unavailable_layer(layer):
+            return True
+        orig = layer.orig if isinstance(layer, sa_exc.DBAPIError) else None
+        layer = orig if isinstance(orig, BaseException) else layer.__cause__
+    return False
+
+
+def _unavailable_layer(error: BaseException) -> bool:
+    sqlstate = getattr(error, "sqlstate", None)  # asyncpg's errors and SQLAlchemy's adaptation of them
+    if isinstance(sqlstate, str) and sqlstate:
+        return sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES
     if isinstance(error, asyncpg.InterfaceError) and "connection is closed" in str(error):
         return True
     if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
         return True
-    if isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError)):
-        return True
-    if isinstance(error, sa_exc.DBAPIError) and isinstance(error.orig, (OSError, ConnectionError)):
+    # sa_exc.TimeoutError: no pooled connection came free in time, the database is not keeping up.
+    unreachable = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError, sa_exc.TimeoutError)
+    if isinstance(error, unreachable):
         return True
     return isinstance(error, (OSError, ConnectionError, TimeoutError))
 

@@ -248,8 +248,15 @@ class IngestPipeline:
                     inserted = await write_group(session, records, dead)
             except Exception as exc:
                 if not database_unavailable(exc):
-                    await self._write_isolated(group, exc)
-                    return
+                    try:
+                        await self._write_isolated(group, exc)
+                        return
+                    except Exception as again:  # the database went away while isolating: spool what is left
+                        if not database_unavailable(again):
+                            raise
+                        group = [s for s in group if not s.done.done()]
+                        records = [r for s in group for r in s.records]
+                        dead = [d for s in group for d in s.dead_letters]
                 log.warning("database unavailable (%s); spooling %d records", type(exc).__name__, len(records))
                 try:
                     await asyncio.to_thread(self._spool.write, _to_spool(records, dead))
