@@ -4,6 +4,8 @@
   does: a FATAL ErrorResponse with SQLSTATE 57P03 (or any other code) right after the startup message.
 * ``PostgresProxy`` forwards to a real server while "up"; ``down()`` cuts every open connection and then
   refuses new ones (as a stopped server: connection refused, or 57P03 as a stopping one), ``up()`` forwards again.
+  It runs on an event loop of its own in a thread, so it keeps serving while a test blocks its own loop (as
+  Litestar's test client does while the app starts).
 """
 
 from __future__ import annotations
@@ -11,7 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from typing import Self
+import threading
+from collections.abc import Coroutine
+from typing import Any, Self, TypeVar
+
+T = TypeVar("T")
 
 SSL_REQUEST = 80877103
 
@@ -76,29 +82,47 @@ class PostgresProxy:
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="pg-proxy", daemon=True)
 
     def url_to(self, database: str, user: str = "postgres") -> str:
         return f"postgresql+asyncpg://{user}@127.0.0.1:{self.port}/{database}"
 
+    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)
+
     async def __aenter__(self) -> Self:
-        await self._listen(0)
+        self._thread.start()
+        self._call(self._listen(0))
         return self
 
     async def __aexit__(self, *_: object) -> None:
+        self._call(self._close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+    async def down(self, mode: str = "57P03") -> None:
+        """Cut every connection, then refuse: ``mode`` "refused" closes the port, else answers that SQLSTATE."""
+        self._call(self._down(mode))
+        await asyncio.sleep(0.05)
+
+    async def up(self) -> None:
+        self._call(self._up())
+
+    async def _close(self) -> None:
         await self._stop_listening()
         self._cut()
         for task in list(self._tasks):
             task.cancel()
 
-    async def down(self, mode: str = "57P03") -> None:
-        """Cut every connection, then refuse: ``mode`` "refused" closes the port, else answers that SQLSTATE."""
+    async def _down(self, mode: str) -> None:
         self.refusal = mode
         if mode == "refused":
             await self._stop_listening()
         self._cut()
-        await asyncio.sleep(0.05)
 
-    async def up(self) -> None:
+    async def _up(self) -> None:
         self.refusal = None
         if self._server is None:
             await self._listen(self.port)
