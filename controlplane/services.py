@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from adapters.http import NodeNetworks
 from controlplane.audit.service import AuditLog
-from controlplane.auth.service import ApiKeyService
+from controlplane.auth.service import ApiKeyService, VerifiedKeys
 from controlplane.db.engine import create_engine, session_factory, upgrade_database
 from controlplane.db.partitions import ensure_partitions
 from controlplane.events.service import EventQueryService, IngestPipeline
@@ -51,7 +51,7 @@ class Services:
             engine=engine,
             sessions=sessions,
             audit=audit,
-            keys=ApiKeyService(sessions, audit),
+            keys=ApiKeyService(sessions, audit, VerifiedKeys(Path(settings.spool_dir) / "verified-keys.json")),
             queues=queues,
             events=EventQueryService(sessions),
             ingest=IngestPipeline(
