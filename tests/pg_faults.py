@@ -91,24 +91,36 @@ class PostgresProxy:
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)
 
-    async def __aenter__(self) -> Self:
+    def __enter__(self) -> Self:
         self._thread.start()
         self._call(self._listen(0))
         return self
 
-    async def __aexit__(self, *_: object) -> None:
+    def __exit__(self, *_: object) -> None:
         self._call(self._close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         self._loop.close()
 
-    async def down(self, mode: str = "57P03") -> None:
+    async def __aenter__(self) -> Self:
+        return self.__enter__()
+
+    async def __aexit__(self, *_: object) -> None:
+        self.__exit__()
+
+    def go_down(self, mode: str = "57P03") -> None:
         """Cut every connection, then refuse: ``mode`` "refused" closes the port, else answers that SQLSTATE."""
         self._call(self._down(mode))
+
+    def go_up(self) -> None:
+        self._call(self._up())
+
+    async def down(self, mode: str = "57P03") -> None:
+        self.go_down(mode)
         await asyncio.sleep(0.05)
 
     async def up(self) -> None:
-        self._call(self._up())
+        self.go_up()
 
     async def _close(self) -> None:
         await self._stop_listening()

@@ -90,7 +90,39 @@ UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "58"})
 
 
 class DatabaseNotReady(ConnectionError):
-    """The database answers, but the service has not migrated its schema yet (see ``SchemaGate``)."""
+    """The service has not migrated the database's schema yet (see ``SchemaGate``): as good as away."""
+
+
+class SchemaGate:
+    """Keeps an engine off a database whose schema the service has not migrated yet.
+
+    A service started while the database is away (``Services.start(wait_for_database=True)``) closes its engine's
+    gate: every new connection is refused with ``DatabaseNotReady`` before it is attempted, which
+    ``database_unavailable`` counts as the database being away. So ingestion spools, keys fall back on what was
+    verified before and the API answers 503, rather than anything running against missing tables when the
+    server comes back. The migration runs on an engine of its own and opens the gate when it is done.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self.reason: str | None = None  # why it is closed; None when open
+
+    @property
+    def ready(self) -> bool:
+        return self.reason is None
+
+    def close(self, reason: str) -> None:
+        if self.reason is None:
+            event.listen(self._engine.sync_engine, "do_connect", self._refuse)
+        self.reason = reason
+
+    def open(self) -> None:
+        if self.reason is not None:
+            event.remove(self._engine.sync_engine, "do_connect", self._refuse)
+        self.reason = None
+
+    def _refuse(self, *_: Any) -> None:
+        raise DatabaseNotReady(self.reason or "schema not migrated yet")
 
 
 def database_unavailable(error: BaseException) -> bool:
