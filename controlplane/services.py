@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,7 +31,8 @@ from controlplane.queues.service import QueueQueryService
 from controlplane.settings import Settings
 
 log = logging.getLogger("mtactl")
-MIGRATION_RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
+MIGRATION_RETRY_SECONDS = (0.25, 0.5, 1.0)  # a refused connect costs nothing: notice the return soon
+MIGRATION_FAILED_RETRY_SECONDS = 30.0
 
 
 async def prepare_schema(engine: AsyncEngine) -> None:
@@ -101,8 +103,7 @@ class Services:
     ) -> None:
         """Retry the migration until it succeeds, then run ``before_opening`` (on the migration's own engine, while
         nothing else can reach the database) and open the gate."""
-        attempt = 0
-        while not self.gate.ready:
+        for attempt in itertools.count():
             engine = create_engine(self.settings)  # the gate holds the service's own engine off
             try:
                 await prepare_schema(engine)
@@ -111,17 +112,18 @@ class Services:
             except Exception as exc:
                 if database_unavailable(exc):
                     self.gate.close(f"schema not migrated yet: waiting for the database ({type(exc).__name__})")
+                    pause = MIGRATION_RETRY_SECONDS[min(attempt, len(MIGRATION_RETRY_SECONDS) - 1)]
                 else:  # the database answers but refuses the migration: an operator must look; keep trying
-                    log.exception("migration failed; retrying")
+                    log.exception("migration failed; retrying in %.0f s", MIGRATION_FAILED_RETRY_SECONDS)
                     self.gate.close(f"schema not migrated yet: migration failed ({type(exc).__name__})")
+                    pause = MIGRATION_FAILED_RETRY_SECONDS
             else:
                 log.info("database available: schema migrated, serving normally")
                 self.gate.open()
+                return
             finally:
                 await engine.dispose()
-            if not self.gate.ready:
-                await asyncio.sleep(MIGRATION_RETRY_SECONDS[min(attempt, len(MIGRATION_RETRY_SECONDS) - 1)])
-                attempt += 1
+            await asyncio.sleep(pause)
 
     async def mark_interrupted_operations(self, sessions: async_sessionmaker[AsyncSession] | None = None) -> int:
         """Operations a stopped process left ``running`` (in-process runner only), through ``sessions`` if given."""
