@@ -243,7 +243,7 @@ async def wait_for_replay(service: Service, since: float, limit: float) -> float
 
 
 async def faults_on_postgres(
-    args: argparse.Namespace, pg: PrivatePostgres, service: Service, replays: list[str]
+    args: argparse.Namespace, pg: PrivatePostgres, service: Service, replays: list[tuple[str, float | None]]
 ) -> None:
     for round_ in range(1, args.rounds + 1):
         for mode in args.stops:
@@ -261,7 +261,9 @@ async def faults_on_postgres(
             back = time.monotonic()
             took = await wait_for_replay(service, back, args.replay_limit)
             figure = f"{took:.1f} s" if took is not None else f"not done in {args.replay_limit:.0f} s"
-            replays.append(f"{mode}: {spooled} spool files, replayed {figure}")
+            replays.append(
+                (f"{mode}: {spooled} spool files, replayed {figure} after Postgres accepted connections", took)
+            )
             log(f"  Postgres back; {spooled} spool files replayed in {figure}")
 
 
@@ -273,29 +275,6 @@ async def kills(args: argparse.Namespace, service: Service) -> None:
         await service.start()
 
 
-async def stored_postgres(dsn: str) -> tuple[set[bytes], int, list[str], list[str]]:
-    connection = await asyncpg.connect(dsn)
-    try:
-        keys = [bytes(r[0]) for r in await connection.fetch("SELECT dedupe_key FROM events")]
-        mirror = [mirror_row(dict(r.items())) for r in await connection.fetch(MIRROR_QUERY)]
-        payloads = [r[0] for r in await connection.fetch("SELECT payload FROM events")]
-    finally:
-        await connection.close()
-    return set(keys), len(keys) - len(set(keys)), mirror, payloads
-
-
-def stored_sqlite(path: Path) -> tuple[set[bytes], int, list[str], list[str]]:
-    connection = sqlite3.connect(path)
-    connection.row_factory = sqlite3.Row
-    try:
-        keys = [bytes(r[0]) for r in connection.execute("SELECT dedupe_key FROM events")]
-        mirror = [mirror_row(dict(zip(r.keys(), r, strict=True))) for r in connection.execute(MIRROR_QUERY)]
-        payloads = [r[0] for r in connection.execute("SELECT payload FROM events")]
-    finally:
-        connection.close()
-    return set(keys), len(keys) - len(set(keys)), mirror, payloads
-
-
 MIRROR_QUERY = "SELECT * FROM message_queue ORDER BY id"
 
 
@@ -304,8 +283,44 @@ def mirror_row(row: dict[str, Any]) -> str:
     return repr(sorted((name, value) for name, value in row.items() if name != "updated_at"))
 
 
-async def rederived_mirror(database_url: str, payloads: list[str], read: Any) -> list[str]:
-    """The mirror as the stored events make it when each is applied exactly once, in a fresh database."""
+@dataclass
+class Stored:
+    keys: set[bytes]
+    duplicate_rows: int
+    mirror: dict[Any, str]  # message id -> mirror_row, for the sampled messages
+    payloads: list[str]  # the stored events of the sampled messages
+
+
+async def stored_postgres(dsn: str, sample: int, seed: int) -> Stored:
+    connection = await asyncpg.connect(dsn)
+    try:
+        keys = [bytes(r[0]) for r in await connection.fetch("SELECT dedupe_key FROM events")]
+        ids = [r[0] for r in await connection.fetch("SELECT id FROM message_queue")]
+        chosen = random.Random(seed).sample(ids, min(sample, len(ids))) if sample else ids
+        rows = await connection.fetch("SELECT * FROM message_queue WHERE id = any($1::uuid[])", chosen)
+        payloads = await connection.fetch("SELECT payload FROM events WHERE message_uuid = any($1::uuid[])", chosen)
+    finally:
+        await connection.close()
+    mirror = {str(r["id"]): mirror_row(dict(r.items())) for r in rows}
+    return Stored(set(keys), len(keys) - len(set(keys)), mirror, [r[0] for r in payloads])
+
+
+def stored_sqlite(path: Path, sample: int, seed: int) -> Stored:
+    connection = sqlite3.connect(path)
+    connection.row_factory = sqlite3.Row
+    try:
+        keys = [bytes(r[0]) for r in connection.execute("SELECT dedupe_key FROM events")]
+        rows = {r["id"]: r for r in connection.execute(MIRROR_QUERY)}
+        chosen = set(random.Random(seed).sample(sorted(rows), min(sample, len(rows))) if sample else rows)
+        payloads = [r[1] for r in connection.execute("SELECT message_uuid, payload FROM events") if r[0] in chosen]
+    finally:
+        connection.close()
+    mirror = {str(i): mirror_row(dict(zip(rows[i].keys(), rows[i], strict=True))) for i in chosen}
+    return Stored(set(keys), len(keys) - len(set(keys)), mirror, payloads)
+
+
+async def rederive_mirror(database_url: str, payloads: list[str]) -> None:
+    """Write the mirror as the stored events make it when each is applied exactly once, in a fresh database."""
     services = await Services.start(Settings(database_url=database_url))
     try:
         for start in range(0, len(payloads), 2000):
@@ -315,8 +330,6 @@ async def rederived_mirror(database_url: str, payloads: list[str], read: Any) ->
                 await write_group(session, records, dead)
     finally:
         await services.close()
-    mirror: list[str] = await read()
-    return mirror
 
 
 async def run(args: argparse.Namespace, folder: Path, cleanup: list[Any]) -> int:
@@ -343,7 +356,7 @@ async def run(args: argparse.Namespace, folder: Path, cleanup: list[Any]) -> int
     await service.start()
     load = Load(service.base, key, args.rate, args.batch, args.seed)
     clients = [asyncio.create_task(load.client()) for _ in range(args.clients)]
-    replays: list[str] = []
+    replays: list[tuple[str, float | None]] = []
     started = time.monotonic()
     log(f"{args.clients} clients posting {args.rate:.0f} records/s in batches of {args.batch}")
     try:
@@ -365,45 +378,43 @@ async def run(args: argparse.Namespace, folder: Path, cleanup: list[Any]) -> int
     service.kill(signal.SIGTERM)
     elapsed = time.monotonic() - started
 
+    log(f"checking: events, and the mirror of {args.mirror_sample or 'every'} messages against a clean replay")
     if pg is not None:
-        stored, duplicate_rows, mirror, payloads = await stored_postgres(pg.dsn("mtactl"))
-
-        async def read_verify() -> list[str]:
-            assert pg is not None
-            connection = await asyncpg.connect(pg.dsn("verify"))
-            try:
-                return [mirror_row(dict(r.items())) for r in await connection.fetch(MIRROR_QUERY)]
-            finally:
-                await connection.close()
-
-        expected = await rederived_mirror(
-            pg.dsn("verify").replace("postgresql://", "postgresql+asyncpg://"), payloads, read_verify
-        )
+        stored = await stored_postgres(pg.dsn("mtactl"), args.mirror_sample, args.seed)
+        verify_url = pg.dsn("verify").replace("postgresql://", "postgresql+asyncpg://")
     else:
-        stored, duplicate_rows, mirror, payloads = stored_sqlite(folder / "mtactl.db")
-
-        async def read_verify_sqlite() -> list[str]:
-            return stored_sqlite(folder / "verify.db")[2]
-
-        expected = await rederived_mirror(f"sqlite+aiosqlite:///{folder}/verify.db", payloads, read_verify_sqlite)
-    mirror_differences = len(set(mirror) ^ set(expected))
-    lost = len(load.acknowledged - stored)
+        stored = stored_sqlite(folder / "mtactl.db", args.mirror_sample, args.seed)
+        verify_url = f"sqlite+aiosqlite:///{folder}/verify.db"
+    await rederive_mirror(verify_url, stored.payloads)
+    if pg is not None:
+        expected = (await stored_postgres(pg.dsn("verify"), 0, args.seed)).mirror
+    else:
+        expected = stored_sqlite(folder / "verify.db", 0, args.seed).mirror
+    mirror_differences = sum(
+        1 for i in stored.mirror.keys() | expected.keys() if stored.mirror.get(i) != expected.get(i)
+    )
+    duplicate_rows = stored.duplicate_rows
+    lost = len(load.acknowledged - stored.keys)
+    slowest = max((took for _, took in replays if took is not None), default=0.0)
+    unfinished = any(took is None for _, took in replays)
 
     print()
     print(f"backend          : {args.backend}, {elapsed:.0f} s under load, {service.starts} service starts")
     print(f"records sent     : {load.sent:,} ({load.posts:,} posts)")
     print(f"acknowledged     : {len(load.acknowledged):,}")
-    print(f"stored           : {len(stored):,} distinct keys in events")
+    print(f"stored           : {len(stored.keys):,} distinct keys in events")
     print(f"duplicated       : {duplicate_rows} event rows, {mirror_differences} mirror rows unlike a clean replay")
     print(f"lost             : {lost}")
     print(f"5xx              : {load.status_5xx}   (4xx {load.status_4xx}, no answer {load.network_errors})")
     print(f"longest request  : {load.longest_request:.1f} s")
-    for line in replays:
+    for line, _ in replays:
         print(f"replay           : {line}")
     if drained is None:
         print(f"spool            : NOT drained at the end ({service.spooled()} files)")
     print(f"peak RSS         : {service.peak_rss_mb:.0f} MB (largest of the service's processes)")
     failed = lost or duplicate_rows or mirror_differences or load.status_5xx or drained is None
+    verdict = "met" if not failed and not unfinished and slowest < 15 else "NOT met"
+    print(f"targets          : {verdict} (0 lost, 0 duplicated, 0 5xx, every replay < 15 s: slowest {slowest:.1f} s)")
     return 1 if failed else 0
 
 
@@ -425,6 +436,9 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=6, help="seconds of plain load between faults")
     parser.add_argument("--replay-limit", type=float, default=60, help="seconds a replay may take before it fails")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument(
+        "--mirror-sample", type=int, default=5000, help="messages whose mirror row is re-derived (0: every one)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, data)")
     args = parser.parse_args()
 
