@@ -54,6 +54,7 @@ from adapters.kumomta.events import record_decoder
 from adapters.kumomta.mapping import dedupe_key
 from bench.ingest import free_port, message_records, peak_rss_mb
 from controlplane.events.service import decode_body, write_group
+from controlplane.events.spool import Spool
 from controlplane.services import Services
 from controlplane.settings import Settings
 
@@ -169,6 +170,13 @@ class Service:
     def spooled(self) -> int:
         return len(list(self.spool.glob("*.spool"))) if self.spool.exists() else 0
 
+    def spooled_records(self) -> int:
+        total = 0
+        for path in self.spool.glob("*.spool") if self.spool.exists() else []:
+            with contextlib.suppress(OSError):  # replayed (removed) meanwhile
+                total += len(Spool(self.spool).read(path).records)
+        return total
+
 
 @dataclass
 class Load:
@@ -256,15 +264,15 @@ async def faults_on_postgres(
                 service.kill()
                 await service.start()  # while the database is away: it must start degraded and spool
             await asyncio.sleep(args.outage)
-            spooled = service.spooled()
+            spooled, records = service.spooled(), service.spooled_records()
             await asyncio.to_thread(pg.start)  # returns once Postgres accepts connections
             back = time.monotonic()
             took = await wait_for_replay(service, back, args.replay_limit)
             figure = f"{took:.1f} s" if took is not None else f"not done in {args.replay_limit:.0f} s"
-            replays.append(
-                (f"{mode}: {spooled} spool files, replayed {figure} after Postgres accepted connections", took)
-            )
-            log(f"  Postgres back; {spooled} spool files replayed in {figure}")
+            rate = f", {records / took:,.0f} records/s beside the live load" if took else ""
+            line = f"{mode}: {spooled} spool files ({records:,} records) replayed in {figure}{rate}"
+            replays.append((line, took))
+            log(f"  Postgres back; {line}")
 
 
 async def kills(args: argparse.Namespace, service: Service) -> None:
@@ -414,7 +422,8 @@ async def run(args: argparse.Namespace, folder: Path, cleanup: list[Any]) -> int
     print(f"peak RSS         : {service.peak_rss_mb:.0f} MB (largest of the service's processes)")
     failed = lost or duplicate_rows or mirror_differences or load.status_5xx or drained is None
     verdict = "met" if not failed and not unfinished and slowest < 15 else "NOT met"
-    print(f"targets          : {verdict} (0 lost, 0 duplicated, 0 5xx, every replay < 15 s: slowest {slowest:.1f} s)")
+    replay_note = f"slowest {slowest:.1f} s" if replays else "no database stops on this backend"
+    print(f"targets          : {verdict} (0 lost, 0 duplicated, 0 5xx, every replay < 15 s: {replay_note})")
     return 1 if failed else 0
 
 
