@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +15,7 @@ from litestar.di import Provide
 from litestar.middleware.base import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from controlplane.auth.controller import ApiKeysController
 from controlplane.auth.guard import PUBLIC_PATHS, ApiKeyAuthentication
@@ -37,18 +40,37 @@ from controlplane.settings import Settings
 def create_app(settings: Settings, *, run_jobs: bool = True) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        services = await Services.start(settings)
+        # A database that is away does not stop the start: the service answers health as degraded, the API 503,
+        # ingestion spools, and the schema is migrated as soon as the database answers (Services.gate).
+        services = await Services.start(settings, wait_for_database=True)
         runner = job_runner_for(services)
         app.state.services = services
         app.state.jobs_runner = runner
         await services.ingest.start()
-        if not settings.redis_url:  # operations run in this process only: any left running were cut off
-            await services.operations.mark_interrupted()
-        if run_jobs:
-            await runner.start()
+
+        async def interrupted(sessions: async_sessionmaker[AsyncSession] | None = None) -> None:
+            if not settings.redis_url:  # operations run in this process only: any left running were cut off
+                await services.mark_interrupted_operations(sessions)
+
+        async def when_migrated() -> None:
+            await services.migrate_when_available(before_opening=interrupted)
+            if run_jobs:
+                await runner.start()
+
+        migrating: asyncio.Task[None] | None = None
+        if services.gate.ready:
+            await interrupted()
+            if run_jobs:
+                await runner.start()
+        else:
+            migrating = asyncio.create_task(when_migrated())
         try:
             yield
         finally:
+            if migrating is not None:
+                migrating.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await migrating
             await runner.stop()
             await services.ingest.stop()
             await services.close()

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import click
 import msgspec
 
+from controlplane.db.engine import database_unavailable
 from controlplane.errors import MtactlError
 from controlplane.services import Services
 from controlplane.settings import Settings, SettingsError
@@ -42,6 +43,10 @@ def with_services(work: Callable[[Services], Awaitable[T]]) -> T:
     except MtactlError as exc:
         where = f" ({exc.field})" if exc.field else ""
         raise click.ClickException(f"{exc.message}{where}") from None
+    except Exception as exc:
+        if not database_unavailable(exc):
+            raise
+        raise click.ClickException(f"the database is unavailable ({type(exc).__name__}: {exc})") from None
 
 
 @click.group()
@@ -54,7 +59,10 @@ def main() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
 def serve(host: str, port: int) -> None:
-    """Run the HTTP service (creates and migrates the database on first start)."""
+    """Run the HTTP service (creates and migrates the database on first start).
+
+    It starts even while the database is away: health answers degraded, ingestion spools, and the schema is
+    migrated as soon as the database answers."""
     import uvicorn
 
     from controlplane.app import configure_logging, create_app

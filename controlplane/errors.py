@@ -8,7 +8,8 @@
     └── Conflict                 409  the request clashes with current state
 
 MTA adapter errors (``adapters.base``) map here too: ``UnsupportedOperation`` is 422, ``MtaUnreachable`` 503,
-``MtaAuthRefused``, ``MtaRefused`` and ``MtaBadAnswer`` 502 (the fault is the node's, not the caller's).
+``MtaAuthRefused``, ``MtaRefused`` and ``MtaBadAnswer`` 502 (the fault is the node's, not the caller's). Any
+error that ``database_unavailable`` recognises is 503 ``database_unavailable`` with ``Retry-After``, never 500.
 
 Every error body is ``{"error": <code>, "message": <text>, "field": <name or null>}``. Litestar's own request
 validation errors are reshaped into the same body, so clients parse one error format.
@@ -33,8 +34,10 @@ from adapters.base import (
     TargetNotExpressible,
     UnsupportedOperation,
 )
+from controlplane.db.engine import database_unavailable
 
 log = logging.getLogger("mtactl")
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 class MtactlError(Exception):
@@ -116,6 +119,11 @@ def handle_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response
 
 
 def handle_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    if database_unavailable(exc):  # not a bug: the database is away (stopped, restarting, unreachable)
+        log.warning("database unavailable: %s", type(exc).__name__)
+        response = error_response(503, "database_unavailable", "the database is unavailable; retry later")
+        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+        return response
     # The details go to the log, not the client: they may carry connection strings or row data.
     log.exception("unhandled error", exc_info=exc)
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "internal server error")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,8 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from adapters.http import NodeNetworks
 from controlplane.audit.service import AuditLog
-from controlplane.auth.service import ApiKeyService
-from controlplane.db.engine import create_engine, session_factory, upgrade_database
+from controlplane.auth.service import ApiKeyService, VerifiedKeys
+from controlplane.db.engine import (
+    SchemaGate,
+    create_engine,
+    database_unavailable,
+    session_factory,
+    upgrade_database,
+)
 from controlplane.db.partitions import ensure_partitions
 from controlplane.events.service import EventQueryService, IngestPipeline
 from controlplane.fleet.secrets import SecretBox
@@ -19,6 +29,15 @@ from controlplane.fleet.state import FleetStateService
 from controlplane.operations.service import OperationService
 from controlplane.queues.service import QueueQueryService
 from controlplane.settings import Settings
+
+log = logging.getLogger("mtactl")
+MIGRATION_RETRY_SECONDS = (0.25, 0.5, 1.0)  # a refused connect costs nothing: notice the return soon
+MIGRATION_FAILED_RETRY_SECONDS = 30.0
+
+
+async def prepare_schema(engine: AsyncEngine) -> None:
+    await upgrade_database(engine)
+    await ensure_partitions(engine)
 
 
 @dataclass
@@ -34,13 +53,25 @@ class Services:
     fleet: FleetService
     fleet_state: FleetStateService
     operations: OperationService
+    gate: SchemaGate
 
     @classmethod
-    async def start(cls, settings: Settings, *, migrate: bool = True) -> Services:
+    async def start(cls, settings: Settings, *, migrate: bool = True, wait_for_database: bool = False) -> Services:
+        """Build the services, migrating first. With ``wait_for_database`` (the HTTP service), a database that
+        cannot be reached does not stop the start: the services come up with the gate closed, and
+        ``migrate_when_available`` migrates and opens it once the database answers."""
         engine = create_engine(settings)
+        gate = SchemaGate(engine)
         if migrate:
-            await upgrade_database(engine)
-            await ensure_partitions(engine)
+            try:
+                await prepare_schema(engine)
+            except Exception as exc:
+                if not (wait_for_database and database_unavailable(exc)):
+                    await engine.dispose()
+                    raise
+                log.warning("database unavailable at start (%s): serving degraded until it answers", exc)
+                gate.close(f"schema not migrated yet: waiting for the database ({type(exc).__name__})")
+                await engine.dispose()  # nothing pooled may slip past the gate
         sessions = session_factory(engine)
         audit = AuditLog(sessions)
         box = SecretBox(settings.secret_key) if settings.secret_key else None
@@ -51,7 +82,7 @@ class Services:
             engine=engine,
             sessions=sessions,
             audit=audit,
-            keys=ApiKeyService(sessions, audit),
+            keys=ApiKeyService(sessions, audit, VerifiedKeys(Path(settings.spool_dir) / "verified-keys.json")),
             queues=queues,
             events=EventQueryService(sessions),
             ingest=IngestPipeline(
@@ -64,7 +95,41 @@ class Services:
             fleet=fleet,
             fleet_state=FleetStateService(sessions, audit, fleet),
             operations=OperationService(sessions, audit, fleet, queues, redis_url=settings.redis_url),
+            gate=gate,
         )
+
+    async def migrate_when_available(
+        self, before_opening: Callable[[async_sessionmaker[AsyncSession]], Awaitable[None]] | None = None
+    ) -> None:
+        """Retry the migration until it succeeds, then run ``before_opening`` (on the migration's own engine, while
+        nothing else can reach the database) and open the gate."""
+        for attempt in itertools.count():
+            engine = create_engine(self.settings)  # the gate holds the service's own engine off
+            try:
+                await prepare_schema(engine)
+                if before_opening is not None:
+                    await before_opening(session_factory(engine))
+            except Exception as exc:
+                if database_unavailable(exc):
+                    self.gate.close(f"schema not migrated yet: waiting for the database ({type(exc).__name__})")
+                    pause = MIGRATION_RETRY_SECONDS[min(attempt, len(MIGRATION_RETRY_SECONDS) - 1)]
+                else:  # the database answers but refuses the migration: an operator must look; keep trying
+                    log.exception("migration failed; retrying in %.0f s", MIGRATION_FAILED_RETRY_SECONDS)
+                    self.gate.close(f"schema not migrated yet: migration failed ({type(exc).__name__})")
+                    pause = MIGRATION_FAILED_RETRY_SECONDS
+            else:
+                log.info("database available: schema migrated, serving normally")
+                self.gate.open()
+                return
+            finally:
+                await engine.dispose()
+            await asyncio.sleep(pause)
+
+    async def mark_interrupted_operations(self, sessions: async_sessionmaker[AsyncSession] | None = None) -> int:
+        """Operations a stopped process left ``running`` (in-process runner only), through ``sessions`` if given."""
+        if sessions is None:
+            return await self.operations.mark_interrupted()
+        return await OperationService(sessions, AuditLog(sessions), self.fleet, self.queues).mark_interrupted()
 
     async def close(self) -> None:
         await self.operations.close()

@@ -3,23 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.types import Receive, Send
+from litestar.types import Scope as AsgiScope
 
 from controlplane.auth.schema import Principal, Scope
 from controlplane.auth.service import ApiKeyService
 from controlplane.db.engine import database_unavailable
 from controlplane.errors import Forbidden, Unauthenticated
 
+log = logging.getLogger("mtactl.auth")
+
 # Paths anyone may read: liveness and the API description.
 PUBLIC_PATHS = ["^/api/v1/health$", "^/api/v1/health/detailed$", "^/schema"]
 
 
 class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        token = _receive.set(receive)  # for close_without_reply: the connection passed on lacks it
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            _receive.reset(token)
+
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
         header = connection.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
@@ -35,10 +48,12 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=principal, auth=principal.key_id)
 
 
-# An MTA treats a 5xx as final and drops what it posted, so on these paths a key that cannot be checked for want
-# of a database is retried, holding the request, until the check succeeds or the MTA gives up and retries.
+# An MTA treats any non-2xx as final and drops what it posted. On these paths a key that cannot be checked for
+# want of a database (first seen while it is away: neither cached nor remembered) is retried, holding the
+# request, for a short while; if the database is still away the connection is then closed without a reply,
+# which kumod (and its log hook) count as a network error and retry later. Elsewhere it is a 503 at once.
 HOLD_WHILE_DATABASE_DOWN = "/api/v1/events/ingest/"
-HOLD_LIMIT_SECONDS = 300.0
+HOLD_LIMIT_SECONDS = 10.0
 
 
 async def _authenticate_patiently(keys: ApiKeyService, token: str) -> Principal | None:
@@ -47,11 +62,30 @@ async def _authenticate_patiently(keys: ApiKeyService, token: str) -> Principal 
         try:
             return await keys.authenticate(token)
         except Exception as exc:
-            if not database_unavailable(exc) or waited >= HOLD_LIMIT_SECONDS:
+            if not database_unavailable(exc):
+                raise
+            if waited >= HOLD_LIMIT_SECONDS:
+                log.warning("an ingest key could not be checked for %.0f s (database away); closing", waited)
+                await close_without_reply()
                 raise
         await asyncio.sleep(delay)
         waited += delay
-        delay = min(delay * 2, 5.0)
+        delay = min(delay * 2, 2.0)
+
+
+_receive: ContextVar[Receive | None] = ContextVar("mtactl_receive", default=None)
+
+
+async def close_without_reply() -> None:
+    """Close the client's connection before any response is sent (uvicorn: its transport sits behind the receive
+    callable). The server then finds the client gone and sends nothing, not even its own 500. Elsewhere (another
+    server, the test client) this does nothing and the error's own response (503) goes out."""
+    transport = getattr(getattr(_receive.get(), "__self__", None), "transport", None)
+    if transport is None or not hasattr(transport, "close"):
+        return
+    transport.close()
+    for _ in range(3):  # let the loop deliver connection_lost, which marks the request as disconnected
+        await asyncio.sleep(0)
 
 
 def requires(*scopes: Scope) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:

@@ -7,13 +7,18 @@ digest is as safe, and it lets every request be authenticated with one indexed l
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
+import os
 import secrets
 import time
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import msgspec
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -23,6 +28,7 @@ from controlplane.db.engine import database_unavailable
 from controlplane.db.tables import ApiKeyRow
 from controlplane.errors import InvalidInput, NotFound
 
+log = logging.getLogger("mtactl.auth")
 KEY_PREFIX = "mq_live_"
 DISPLAY_PREFIX_LENGTH = 12
 # A verified key is trusted for this long before it is looked up again: revocation takes effect within it.
@@ -54,11 +60,67 @@ def parse_scopes(values: Iterable[str]) -> list[Scope]:
 FLEET_WIDE_SCOPES = frozenset({Scope.admin, Scope.fleet_manage})
 
 
+class VerifiedKeys:
+    """Ingest keys the database has vouched for, kept on disk (beside the spool) so that a service restarted while
+    the database is away still knows them and ingestion goes on spooling. It holds what the database holds (the
+    SHA-256 digest, name, scopes, tenant), is consulted only when the database cannot be, and forgets a key as
+    soon as the database no longer vouches for it (revoked, deleted)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._keys = msgspec.json.decode(path.read_bytes(), type=dict[str, Principal])
+        except FileNotFoundError:
+            self._keys = {}
+        except (OSError, msgspec.DecodeError) as exc:
+            log.warning("ignoring unreadable %s: %s", path, exc)
+            self._keys = {}
+
+    def get(self, key_hash: str) -> Principal | None:
+        return self._keys.get(key_hash)
+
+    async def vouched(self, key_hash: str, principal: Principal | None) -> None:
+        """Record what the database just said about a key (None: it does not know it, or it is revoked)."""
+        if principal is not None and not principal.allows(Scope.events_ingest):
+            principal = None  # the rest of the API needs the database anyway: nothing to remember
+        if self._keys.get(key_hash) == principal:
+            return
+        if principal is None:
+            self._keys.pop(key_hash, None)
+        else:
+            self._keys[key_hash] = principal
+        try:
+            await asyncio.to_thread(self._save, msgspec.json.encode(self._keys))
+        except OSError as exc:
+            log.warning("could not write %s: %s", self.path, exc)
+
+    def forget_all(self, key_hashes: Iterable[str]) -> None:
+        for key_hash in key_hashes:
+            self._keys.pop(key_hash, None)
+        try:
+            self._save(msgspec.json.encode(self._keys))
+        except OSError as exc:
+            log.warning("could not write %s: %s", self.path, exc)
+
+    def _save(self, content: bytes) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.replace(self.path)
+
+
 class ApiKeyService:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], audit: AuditLog) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], audit: AuditLog, verified: VerifiedKeys | None = None
+    ) -> None:
         self._sessions = sessions
         self._audit = audit
         self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._verified = verified
 
     async def create(
         self, *, name: str, scopes: Iterable[str], tenant_id: str | None = None, actor: str = "cli"
@@ -115,6 +177,8 @@ class ApiKeyService:
                     actor=actor, action="api_key.revoke", target=str(row.id), success=True, session=session
                 )
         self._cache.clear()
+        if self._verified is not None:
+            self._verified.forget_all([row.key_hash])
         return _info(row)
 
     async def authenticate(self, key: str) -> Principal | None:
@@ -129,13 +193,20 @@ class ApiKeyService:
             principal = await self._lookup(key_hash)
         except Exception as exc:
             # While the database is unreachable, a key verified before keeps working (ingestion must go on
-            # spooling); an unknown key cannot be checked and the error propagates.
-            if cached is not None and database_unavailable(exc):
-                return cached[1]
+            # spooling): by this process, or by an earlier one for ingest keys (``VerifiedKeys``). A key never
+            # verified cannot be checked, and the error propagates (see the guard for what the client gets).
+            if database_unavailable(exc):
+                if cached is not None:
+                    return cached[1]
+                remembered = self._verified.get(key_hash) if self._verified is not None else None
+                if remembered is not None:
+                    return remembered
             raise
         if len(self._cache) > 10_000:  # bound memory against floods of random keys
             self._cache.clear()
         self._cache[key_hash] = (now + CACHE_SECONDS, principal)
+        if self._verified is not None and (principal is not None or self._verified.get(key_hash) is not None):
+            await self._verified.vouched(key_hash, principal)
         return principal
 
     async def _lookup(self, key_hash: str) -> Principal | None:

@@ -84,21 +84,77 @@ async def schema_is_current(engine: AsyncEngine) -> bool:
 
 
 # SQLSTATE classes that say "the database cannot serve now", not "this request is wrong": connection exception,
-# insufficient resources (disk full, too many connections), operator intervention (shutdown), system error.
+# insufficient resources (disk full, too many connections), operator intervention (shutdown, and 57P03 "the
+# database system is starting up / shutting down" refused at connect time), system error.
 UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "58"})
 
 
+class DatabaseNotReady(ConnectionError):
+    """The service has not migrated the database's schema yet (see ``SchemaGate``): as good as away."""
+
+
+class SchemaGate:
+    """Keeps an engine off a database whose schema the service has not migrated yet.
+
+    A service started while the database is away (``Services.start(wait_for_database=True)``) closes its engine's
+    gate: every new connection is refused with ``DatabaseNotReady`` before it is attempted, which
+    ``database_unavailable`` counts as the database being away. So ingestion spools, keys fall back on what was
+    verified before and the API answers 503, rather than anything running against missing tables when the
+    server comes back. The migration runs on an engine of its own and opens the gate when it is done.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self.reason: str | None = None  # why it is closed; None when open
+
+    @property
+    def ready(self) -> bool:
+        return self.reason is None
+
+    def close(self, reason: str) -> None:
+        if self.reason is None:
+            event.listen(self._engine.sync_engine, "do_connect", self._refuse)
+        self.reason = reason
+
+    def open(self) -> None:
+        if self.reason is not None:
+            event.remove(self._engine.sync_engine, "do_connect", self._refuse)
+        self.reason = None
+
+    def _refuse(self, *_: Any) -> None:
+        raise DatabaseNotReady(self.reason or "schema not migrated yet")
+
+
 def database_unavailable(error: BaseException) -> bool:
-    """True for faults in reaching the database, as opposed to faults in what was sent to it."""
-    if isinstance(error, asyncpg.PostgresError):  # raised by the driver connection itself (COPY)
-        return (error.sqlstate or "")[:2] in UNAVAILABLE_SQLSTATE_CLASSES
+    """True for faults in reaching the database, as opposed to faults in what was sent to it.
+
+    SQLAlchemy wraps what the driver raised (``DBAPIError.orig``, an adapted error carrying the SQLSTATE, itself
+    caused by asyncpg's exception), most often in the bare ``DBAPIError`` when it fails at connect time: every
+    layer of that chain is looked at, so a refusal by a server that is starting or stopping counts as the
+    database being away wherever it surfaces.
+    """
+    seen: set[int] = set()
+    layer: BaseException | None = error
+    while layer is not None and id(layer) not in seen:
+        seen.add(id(layer))
+        if _unavailable_layer(layer):
+            return True
+        orig = layer.orig if isinstance(layer, sa_exc.DBAPIError) else None
+        layer = orig if isinstance(orig, BaseException) else layer.__cause__
+    return False
+
+
+def _unavailable_layer(error: BaseException) -> bool:
+    sqlstate = getattr(error, "sqlstate", None)  # asyncpg's errors and SQLAlchemy's adaptation of them
+    if isinstance(sqlstate, str) and sqlstate:
+        return sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES
     if isinstance(error, asyncpg.InterfaceError) and "connection is closed" in str(error):
         return True
     if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
         return True
-    if isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError)):
-        return True
-    if isinstance(error, sa_exc.DBAPIError) and isinstance(error.orig, (OSError, ConnectionError)):
+    # sa_exc.TimeoutError: no pooled connection came free in time, the database is not keeping up.
+    unreachable = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError, sa_exc.TimeoutError)
+    if isinstance(error, unreachable):
         return True
     return isinstance(error, (OSError, ConnectionError, TimeoutError))
 

@@ -54,6 +54,7 @@ class DetailedHealth(msgspec.Struct, kw_only=True):
     redis: ComponentHealth
     jobs_runner: str
     jobs: list[JobHealth]
+    spooled_files: int  # ingested groups on disk waiting for the database (replayed when it answers)
 
 
 class HealthController(Controller):
@@ -81,11 +82,14 @@ class HealthController(Controller):
             redis=redis,
             jobs_runner=jobs_runner.kind,
             jobs=jobs,
+            spooled_files=services.ingest.spooled_files(),
         )
         return Response(body, status_code=200 if healthy else 503)
 
 
 async def _database(services: NamedDependency[Services]) -> ComponentHealth:
+    if not services.gate.ready:  # started while the database was away; ingestion is spooling meanwhile
+        return ComponentHealth(status="down", detail=services.gate.reason)
     started = time.perf_counter()
     try:
         async with services.engine.connect() as connection:

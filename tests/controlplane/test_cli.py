@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import asyncpg
+import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
+from controlplane.auth.schema import Principal, Scope
+from controlplane.auth.service import VerifiedKeys, digest
+from tests.conftest import POSTGRES_DSN
 from tests.fake_kumod import FakeKumod, serving
-from tests.support import fixture_path
+from tests.pg_faults import PostgresProxy
+from tests.support import fixture_path, kumomta_records
 
 
 def mtactl(tmp_path: Path, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -163,3 +177,83 @@ def test_an_operation_that_fails_on_every_node_exits_1(tmp_path: Path) -> None:
         mtactl(tmp_path, "nodes", "add", "--name", "kumo-1", "--kind", "kumomta", "--url", url)
         failed = mtactl(tmp_path, "suspend", "--domain", "gmail.com", "--reason", "r")
     assert failed.returncode == 1 and "FAILED" in failed.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(check: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TransportError):
+            if check():
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"not within {seconds} s: {what}")
+
+
+async def on_postgres(dsn: str, statement: str) -> Any:
+    connection = await asyncpg.connect(dsn)
+    try:
+        return await connection.fetchval(statement)
+    finally:
+        await connection.close()
+
+
+def test_serve_starts_while_the_database_is_away_spools_and_migrates_when_it_returns(tmp_path: Path) -> None:
+    # A fresh, unmigrated database on the local server, reached through a proxy that is down at first.
+    name = f"mtactl_degraded_{uuid.uuid4().hex[:12]}"
+    asyncio.run(on_postgres(POSTGRES_DSN, f'CREATE DATABASE "{name}"'))
+    target = make_url(POSTGRES_DSN.replace("postgresql://", "postgresql+asyncpg://"))
+    spool = tmp_path / "spool"
+    ingest_key = "mq_live_" + "k" * 40  # verified by an earlier process: remembered beside the spool
+    principal = Principal(key_id=uuid.uuid4(), name="mta", scopes=frozenset({Scope.events_ingest}))
+    asyncio.run(VerifiedKeys(spool / "verified-keys.json").vouched(digest(ingest_key), principal))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    service: subprocess.Popen[str] | None = None
+    try:
+        with PostgresProxy(target.host or "127.0.0.1", target.port or 5432) as proxy:
+            proxy.go_down("refused")
+            env = {**os.environ, "MTACTL_DATABASE_URL": proxy.url_to(name), "MTACTL_SPOOL_DIR": str(spool)}
+            env.pop("MTACTL_REDIS_URL", None)
+            service = subprocess.Popen(
+                [sys.executable, "-m", "controlplane.cli", "serve", "--port", str(port)],
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            wait_for(lambda: httpx.get(f"{base}/api/v1/health").status_code == 200, 30, "liveness")
+            assert service.poll() is None
+            detailed = httpx.get(f"{base}/api/v1/health/detailed")
+            assert detailed.status_code == 503 and detailed.json()["status"] == "degraded"
+            assert detailed.json()["database"]["status"] == "down"
+            posted = httpx.post(
+                f"{base}/api/v1/events/ingest/kumomta",
+                content=kumomta_records()["log_delivery"],
+                headers={"Authorization": f"Bearer {ingest_key}"},
+                timeout=30,
+            )
+            assert posted.status_code == 202 and posted.json()["spooled"] == 1
+            proxy.go_up()
+            wait_for(lambda: httpx.get(f"{base}/api/v1/health/detailed").json()["database"]["status"] == "ok", 30, "ok")
+            wait_for(lambda: httpx.get(f"{base}/api/v1/health/detailed").json()["spooled_files"] == 0, 30, "replay")
+        stored = asyncio.run(on_postgres(POSTGRES_DSN.rsplit("/", 1)[0] + f"/{name}", "SELECT count(*) FROM events"))
+        assert stored == 1
+    finally:
+        if service is not None:
+            service.terminate()
+            service.wait(30)
+        asyncio.run(on_postgres(POSTGRES_DSN, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def test_a_command_other_than_serve_says_the_database_is_unavailable(tmp_path: Path) -> None:
+    closed = {"MTACTL_DATABASE_URL": "postgresql+asyncpg://postgres@127.0.0.1:1/nowhere"}
+    result = mtactl(tmp_path, "keys", "list", extra_env=closed)
+    assert result.returncode == 1 and "the database is unavailable" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -92,3 +92,26 @@ async def test_a_tenant_bound_key_is_refused_on_fleet_wide_routes_whatever_its_s
             body = {"name": "minted", "scopes": ["admin"]} if method == "POST" else None
             response = await client.request(method, path, json=body, headers=headers)
             assert response.status_code == 403, (path, response.text)
+
+
+async def test_a_key_seen_before_keeps_working_while_the_server_refuses_connections(services: Services) -> None:
+    from controlplane.db.engine import create_engine, database_unavailable, session_factory
+    from controlplane.settings import Settings
+    from tests.pg_faults import RefusingPostgres
+
+    known = (await services.keys.create(name="mta", scopes=["events:ingest"])).key
+    assert await services.keys.authenticate(known) is not None
+    healthy = services.keys._sessions
+    async with RefusingPostgres("57P03", "the database system is shutting down") as server:
+        refusing = create_engine(Settings(database_url=server.url))
+        services.keys._sessions = session_factory(refusing)
+        services.keys._cache = {k: (0.0, p) for k, (_, p) in services.keys._cache.items()}  # all expired
+        try:
+            principal = await services.keys.authenticate(known)
+            assert principal is not None and principal.name == "mta"
+            with pytest.raises(Exception) as unknown:
+                await services.keys.authenticate("mq_live_never_seen_before_000000000000000")
+            assert database_unavailable(unknown.value)
+        finally:
+            services.keys._sessions = healthy
+            await refusing.dispose()

@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 
 from adapters.kumomta.events import record_decoder
@@ -24,6 +25,7 @@ from controlplane.events.service import IngestPipeline, decode_body, write_group
 from controlplane.services import Services
 from controlplane.settings import Settings
 from tests.controlplane.api_client import api, bearer
+from tests.pg_faults import RefusingPostgres
 from tests.support import kumomta_records
 
 CLOSED_PORT_URL = "postgresql+asyncpg://postgres@127.0.0.1:1/nowhere"
@@ -62,6 +64,49 @@ async def test_with_the_database_unreachable_records_are_spooled_then_replayed(
     assert await count(services, EventRow) == 9
     assert await count(services, DeadLetterRow) == 1
     assert await count(services, MessageRow) == 6
+
+
+@pytest.mark.parametrize("sqlstate", ["57P03", "53300"])
+async def test_a_server_refusing_connections_as_it_starts_or_stops_gets_the_group_spooled(
+    tmp_path: Path, sqlstate: str
+) -> None:
+    async with RefusingPostgres(sqlstate) as server:
+        refusing = create_engine(Settings(database_url=server.url))
+        pipeline = IngestPipeline(session_factory(refusing), tmp_path / "spool", 1000)
+        await pipeline.start()
+        records, dead, _ = decode_body(b"[" + b",".join(kumomta_records().values()) + b"]", api_key=None, tenant=None)
+        try:
+            outcome = await asyncio.wait_for(pipeline.submit(records, dead), 10)
+        finally:
+            await pipeline.stop()
+            await refusing.dispose()
+    assert outcome[:3] == (9, 0, 9)
+    assert len(list((tmp_path / "spool").glob("*.spool"))) == 1
+
+
+async def test_the_database_going_away_while_a_refused_group_is_isolated_spools_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = create_engine(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/unused.db"))
+    calls: list[int] = []
+
+    async def refused_then_gone(session: Any, records: Any, dead: Any) -> set[bytes]:
+        calls.append(len(records))
+        if len(calls) == 1:  # the group is refused for its content: the writer isolates record by record
+            raise sa_exc.DataError("INSERT …", None, ValueError("value too long"))
+        raise ConnectionResetError(104, "Connection reset by peer")  # and meanwhile the server went away
+
+    monkeypatch.setattr("controlplane.events.service.write_group", refused_then_gone)
+    pipeline = IngestPipeline(session_factory(engine), tmp_path / "spool", 1000)
+    await pipeline.start()
+    records, dead, _ = decode_body(b"[" + b",".join(kumomta_records().values()) + b"]", api_key=None, tenant=None)
+    try:
+        outcome = await asyncio.wait_for(pipeline.submit(records, dead), 10)
+    finally:
+        await pipeline.stop()
+        await engine.dispose()
+    assert outcome[:3] == (9, 0, 9)
+    assert len(list((tmp_path / "spool").glob("*.spool"))) == 1
 
 
 async def test_the_endpoint_answers_202_while_the_database_is_down(
