@@ -396,7 +396,7 @@ def legacy() -> None:
 
 @legacy.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--dry-run", is_flag=True, help="Validate and report; write nothing.")
+@click.option("--dry-run", is_flag=True, help="Validate and report; write nothing (but the --report file, if given).")
 @click.option("--sender", default="", help="Envelope sender to record (legacy items have none; default: null sender).")
 @click.option(
     "--report",
@@ -431,7 +431,12 @@ def legacy_import(file: Path, dry_run: bool, sender: str, report_path: Path | No
         raise click.ClickException(str(exc)) from None
     click.echo(dump(report))
     if report.rejected:
-        click.echo(f"{report.rejected} row(s) rejected; reasons in {report.reject_report}", err=True)
+        if report.reject_report:
+            click.echo(f"{report.rejected} row(s) rejected; reasons in {report.reject_report}", err=True)
+        else:
+            click.echo(f"{report.rejected} row(s) would be rejected (--report PATH lists them all):", err=True)
+            for rejection in report.first_rejections:
+                click.echo(f"  row {rejection.row} ({rejection.id or 'no id'}): {rejection.error}", err=True)
         sys.exit(2)
 
 
@@ -441,8 +446,13 @@ def legacy_verify(file: Path) -> None:
     """Recompute FILE's import checksum from the database; exit 1 if any item is missing or differs."""
     from migrations.legacy.import_queue_items import dump, verify_legacy_file
 
-    report = with_services(lambda s: verify_legacy_file(s.sessions, file))
+    try:
+        report = with_services(lambda s: verify_legacy_file(s.sessions, file))
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(dump(report))
+    if report.valid == 0:
+        click.echo(f"{file} has no valid row ({report.rows} in all): nothing to verify", err=True)
     if not report.ok:
         sys.exit(1)
 

@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable, Iterator
 from datetime import UTC
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,6 +26,7 @@ from adapters.legacy import QueueItem, adapt_legacy_to_message, adapt_message_to
 from adapters.model import MessageQueueItem, normalize_address, validated
 from controlplane.audit.service import AuditLog
 from controlplane.db.messages import fetch_by_ids, insert_new
+from migrations.legacy.reasons import describe
 
 BATCH_SIZE = 500  # 500 rows x 34 columns stays under SQLite's 32766 bound-parameter limit
 ProgressCallback = Callable[[int], None]
@@ -43,10 +44,13 @@ class ImportReport(msgspec.Struct, kw_only=True):
     already_present: int
     checksum: str
     reject_report: str | None
+    # The first few rejected rows' reasons, so a dry run (which writes no report) still says what is wrong.
+    first_rejections: list[RejectionSummary]
 
 
 class VerifyReport(msgspec.Struct, kw_only=True):
     file: str
+    rows: int
     valid: int
     file_checksum: str
     database_checksum: str
@@ -55,11 +59,45 @@ class VerifyReport(msgspec.Struct, kw_only=True):
     ok: bool
 
 
+class RejectionSummary(msgspec.Struct, kw_only=True):
+    row: int
+    id: str | None
+    error: str
+
+
 class Rejection(msgspec.Struct, kw_only=True):
     row: int
     id: str | None
     error: str
     raw: Any
+
+
+FIRST_REJECTIONS = 10
+
+
+class RejectReport:
+    """The reject report (NDJSON), created at the first rejected row: a clean import leaves no file behind, and a
+    dry run (``path=None``) writes none at all."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.count = 0
+        self.first: list[RejectionSummary] = []
+        self._handle: BinaryIO | None = None
+
+    def add(self, entry: Rejection) -> None:
+        self.count += 1
+        if len(self.first) < FIRST_REJECTIONS:
+            self.first.append(RejectionSummary(row=entry.row, id=entry.id, error=entry.error))
+        if self.path is None:
+            return
+        if self._handle is None:
+            self._handle = self.path.open("wb")
+        self._handle.write(msgspec.json.encode(entry) + b"\n")
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
 
 
 class MultisetChecksum:
@@ -78,13 +116,24 @@ class MultisetChecksum:
 
 
 def detect_format(path: Path) -> str:
+    """``csv`` by suffix; ``json`` for an array or one (pretty-printed) object; ``ndjson`` for one object a line."""
     if path.suffix.lower() == ".csv":
         return "csv"
     with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(4096), b""):
-            stripped = chunk.lstrip()
-            if stripped:
-                return "json" if stripped.startswith(b"[") else "ndjson"
+        first = next((line.strip() for line in handle if line.strip()), b"")
+    if first.startswith(b"["):
+        return "json"
+    if first.startswith(b"{"):
+        try:
+            json.loads(first)
+        except ValueError:
+            # The first line is not a whole object: one object spread over several lines (as an editor or
+            # `jq .` writes it), unless the file is not JSON at all, when NDJSON's per-line rejects explain more.
+            try:
+                whole = json.loads(path.read_bytes())
+            except ValueError:
+                return "ndjson"
+            return "json" if isinstance(whole, dict) else "ndjson"
     return "ndjson"
 
 
@@ -103,9 +152,11 @@ def read_rows(path: Path, file_format: str) -> Iterator[tuple[int, Any]]:
         try:
             records = json.loads(path.read_bytes())
         except ValueError as exc:
-            raise ValueError(f"{path}: not a JSON array: {exc}") from exc
+            raise ValueError(f"{path}: not JSON: {exc}") from exc
+        if isinstance(records, dict):  # a single QueueItem
+            records = [records]
         if not isinstance(records, list):
-            raise ValueError(f"{path}: a JSON file must hold an array of QueueItems")
+            raise ValueError(f"{path}: a JSON file must hold a QueueItem object or an array of them")
         yield from enumerate(records, start=1)
     elif file_format == "ndjson":
         with path.open("rb") as handle:
@@ -167,10 +218,14 @@ async def import_legacy_file(
     actor: str = "cli",
 ) -> ImportReport:
     file_format = detect_format(path)
-    reject_path = reject_report or path.with_name(path.name + ".rejects.ndjson")
+    if reject_report is None and not dry_run:
+        reject_report = path.with_name(path.name + ".rejects.ndjson")
+    if reject_report is not None:
+        reject_report.unlink(missing_ok=True)  # a report left by an earlier run would describe that run
+    rejects = RejectReport(reject_report)
     checksum = MultisetChecksum()
     seen: dict[str, bytes] = {}
-    rows = rejected = duplicates = imported = already = 0
+    rows = duplicates = imported = already = 0
     batch: list[MessageQueueItem] = []
 
     async def flush() -> None:
@@ -184,22 +239,22 @@ async def import_legacy_file(
             already += len(batch) - len(inserted)
         batch.clear()
 
-    with reject_path.open("wb") as rejects:
+    try:
         for number, raw in read_rows(path, file_format):
             rows += 1
             try:
                 item = parse_item(raw, from_csv=file_format == "csv")
                 message = validated(adapt_legacy_to_message(item, sender=sender))
             except (msgspec.ValidationError, ValueError, TypeError) as exc:
-                rejected += 1
                 raw_id = raw.get("id") if isinstance(raw, dict) else None
-                entry = Rejection(
-                    row=number,
-                    id=str(raw_id) if raw_id is not None else None,
-                    error=str(exc),
-                    raw=None if isinstance(raw, Exception) else raw,
+                rejects.add(
+                    Rejection(
+                        row=number,
+                        id=str(raw_id) if raw_id is not None else None,
+                        error=describe(exc, raw),
+                        raw=None if isinstance(raw, Exception) else raw,
+                    )
                 )
-                rejects.write(msgspec.json.encode(entry) + b"\n")
                 continue
             encoded = canonical(item)
             fingerprint = _fingerprint(encoded)
@@ -208,11 +263,11 @@ async def import_legacy_file(
                 if previous == fingerprint:
                     duplicates += 1
                 else:
-                    rejected += 1
-                    entry = Rejection(
-                        row=number, id=item.id, error="id repeats an earlier row with different content", raw=raw
+                    rejects.add(
+                        Rejection(
+                            row=number, id=item.id, error="id repeats an earlier row with different content", raw=raw
+                        )
                     )
-                    rejects.write(msgspec.json.encode(entry) + b"\n")
                 continue
             seen[item.id] = fingerprint
             checksum.add(encoded)
@@ -222,20 +277,22 @@ async def import_legacy_file(
             if progress:
                 progress(number)
         await flush()
-    if rejected == 0:
-        reject_path.unlink(missing_ok=True)
+    finally:
+        rejects.close()
+    written = rejects.path is not None and rejects.count > 0
     report = ImportReport(
         file=str(path),
         format=file_format,
         dry_run=dry_run,
         rows=rows,
         valid=checksum.count,
-        rejected=rejected,
+        rejected=rejects.count,
         duplicates_in_file=duplicates,
         imported=imported,
         already_present=already,
         checksum=checksum.hexdigest(),
-        reject_report=str(reject_path) if rejected else None,
+        reject_report=str(rejects.path) if written else None,
+        first_rejections=rejects.first,
     )
     if not dry_run:
         await audit.record(
@@ -272,7 +329,9 @@ async def verify_legacy_file(sessions: async_sessionmaker[AsyncSession], path: P
                 mismatched.append(legacy_id)
 
     seen: set[str] = set()
+    rows = 0
     for _, raw in read_rows(path, file_format):
+        rows += 1
         try:
             item = parse_item(raw, from_csv=file_format == "csv")
             validated(adapt_legacy_to_message(item))
@@ -290,12 +349,14 @@ async def verify_legacy_file(sessions: async_sessionmaker[AsyncSession], path: P
     await check(pending)
     return VerifyReport(
         file=str(path),
+        rows=rows,
         valid=expected.count,
         file_checksum=expected.hexdigest(),
         database_checksum=found.hexdigest(),
         missing=missing,
         mismatched=mismatched,
-        ok=not missing and not mismatched and expected.hexdigest() == found.hexdigest(),
+        # A file without one valid row proves nothing about the database: that is not a success.
+        ok=expected.count > 0 and not missing and not mismatched and expected.hexdigest() == found.hexdigest(),
     )
 
 

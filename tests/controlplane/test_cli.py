@@ -55,6 +55,27 @@ def test_legacy_import_reports_counts_and_exits_2_when_rows_were_rejected(tmp_pa
     verify = mtactl(tmp_path, "legacy", "verify", str(source))
     assert verify.returncode == (1 if flag else 0)
     assert json.loads(verify.stdout)["file_checksum"] == report["checksum"]
+    assert (tmp_path / "items.ndjson.rejects.ndjson").exists() == (not flag)  # a dry run writes no reject report
+    if flag:
+        assert "row 7 (Q-2003): priority must be at most 10, got 11" in result.stderr
+
+
+def test_legacy_import_and_verify_take_one_pretty_printed_json_object(tmp_path: Path) -> None:
+    source = tmp_path / "item.json"
+    source.write_text(fixture_path("legacy/appendix_a_queue_item.json").read_text())
+    result = mtactl(tmp_path, "legacy", "import", str(source))
+    assert result.returncode == 0, result.stderr
+    assert (json.loads(result.stdout)["imported"], json.loads(result.stdout)["rejected"]) == (1, 0)
+    verify = mtactl(tmp_path, "legacy", "verify", str(source))
+    assert verify.returncode == 0 and json.loads(verify.stdout)["valid"] == 1
+
+
+def test_legacy_verify_of_a_file_without_valid_rows_fails(tmp_path: Path) -> None:
+    source = tmp_path / "items.ndjson"
+    source.write_text("not json\n")
+    verify = mtactl(tmp_path, "legacy", "verify", str(source))
+    assert verify.returncode == 1 and json.loads(verify.stdout)["ok"] is False
+    assert "no valid row" in verify.stderr
 
 
 def test_a_setting_with_a_bad_value_names_its_variable(tmp_path: Path) -> None:
