@@ -49,6 +49,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # 64 MiB of page cache (the default is 2 MiB): a message row touches ~20 index B-trees, and with the default
+    # cache a bulk insert rereads their pages from the OS for every batch (raw executemany: 240 -> 125 µs a row).
+    cursor.execute("PRAGMA cache_size=-65536")
     cursor.close()
 
 
