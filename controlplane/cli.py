@@ -20,11 +20,17 @@ from controlplane.settings import Settings, SettingsError
 T = TypeVar("T")
 
 
+class SettingProblem(click.ClickException):
+    """A setting is wrong: one line naming the variable (no traceback, no usage text), exit status 2."""
+
+    exit_code = 2
+
+
 def load_settings() -> Settings:
     try:
         return Settings.from_env()
     except SettingsError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise SettingProblem(str(exc)) from None
 
 
 def with_services(work: Callable[[Services], Awaitable[T]]) -> T:
@@ -39,6 +45,8 @@ def with_services(work: Callable[[Services], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(run())
+    except SettingsError as exc:  # the database the settings name cannot be reached
+        raise SettingProblem(str(exc)) from None
     except MtactlError as exc:
         where = f" ({exc.field})" if exc.field else ""
         raise click.ClickException(f"{exc.message}{where}") from None
@@ -60,6 +68,7 @@ def serve(host: str, port: int) -> None:
     from controlplane.app import configure_logging, create_app
 
     settings = load_settings()
+    with_services(_noop)  # reach and migrate the database first: a wrong URL is one line here, not a traceback
     configure_logging(settings.log_level)
     app = create_app(settings)
     # What is alive now (modules, routes, the schema) lives as long as the process. Out of the collector's sight,
@@ -93,11 +102,12 @@ def db() -> None:
 def db_upgrade() -> None:
     """Apply every pending migration."""
 
-    async def noop(_: Services) -> None:
-        return None
-
-    with_services(noop)
+    with_services(_noop)
     click.echo("database is at the newest schema", err=True)
+
+
+async def _noop(_: Services) -> None:
+    return None
 
 
 @main.group()

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from adapters.http import NodeNetworks
 from controlplane.audit.service import AuditLog
 from controlplane.auth.service import ApiKeyService
-from controlplane.db.engine import create_engine, session_factory, upgrade_database
+from controlplane.db.engine import connection_problem, create_engine, session_factory, upgrade_database
 from controlplane.db.partitions import ensure_partitions
 from controlplane.events.service import EventQueryService, IngestPipeline
 from controlplane.fleet.secrets import SecretBox
@@ -37,9 +37,16 @@ class Services:
 
     @classmethod
     async def start(cls, settings: Settings, *, migrate: bool = True) -> Services:
-        engine = create_engine(settings)
+        try:
+            engine = create_engine(settings)
+        except OSError as exc:  # the SQLite file's directory cannot be made
+            raise connection_problem(exc, settings) or exc from exc
         if migrate:
-            await upgrade_database(engine)
+            try:
+                await upgrade_database(engine)
+            except Exception as exc:
+                await engine.dispose()
+                raise connection_problem(exc, settings) or exc from exc
             await ensure_partitions(engine)
         sessions = session_factory(engine)
         audit = AuditLog(sessions)

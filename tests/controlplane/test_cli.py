@@ -184,3 +184,20 @@ def test_an_operation_that_fails_on_every_node_exits_1(tmp_path: Path) -> None:
         mtactl(tmp_path, "nodes", "add", "--name", "kumo-1", "--kind", "kumomta", "--url", url)
         failed = mtactl(tmp_path, "suspend", "--domain", "gmail.com", "--reason", "r")
     assert failed.returncode == 1 and "FAILED" in failed.stdout
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("notaurl", "not a database URL"),
+        ("mysql://app@db.internal/mail", "mysql databases are not supported"),
+        ("postgresql+psycopg://app@db.internal/mail", "driver psycopg is not installed"),
+        ("postgresql+asyncpg://postgres@127.0.0.1:5432/mtactl_no_such_database", "does not exist on 127.0.0.1:5432"),
+        ("postgresql+asyncpg://postgres@127.0.0.1:1/mtactl", "nothing answers on 127.0.0.1:1"),
+    ],
+)
+def test_a_wrong_database_url_is_one_line_naming_the_variable(tmp_path: Path, url: str, says: str) -> None:
+    result = mtactl(tmp_path, "keys", "list", extra_env={"MTACTL_DATABASE_URL": url})
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("Error: MTACTL_DATABASE_URL: ") and says in result.stderr
