@@ -8,11 +8,12 @@ import getpass
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import msgspec
 
+from controlplane.auth.schema import Scope
 from controlplane.errors import MtactlError
 from controlplane.services import Services
 from controlplane.settings import Settings, SettingsError
@@ -117,7 +118,11 @@ def keys() -> None:
 
 @keys.command("create")
 @click.option("--name", required=True)
-@click.option("--scopes", required=True, help="Comma-separated, e.g. email:read,queue:manage")
+@click.option(
+    "--scopes",
+    required=True,
+    help=f"Comma-separated, from: {', '.join(s.value for s in Scope)} (admin implies every other)",
+)
 @click.option("--tenant", default=None, help="Bind the key to one tenant")
 def keys_create(name: str, scopes: str, tenant: str | None) -> None:
     """Create a key and print it, alone, on stdout (it is not shown again)."""
@@ -251,6 +256,30 @@ def _targeting(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+if TYPE_CHECKING:
+    _TextParam = click.ParamType[str]  # generic from click 8.2 on, only to the type checker
+else:
+    _TextParam = click.ParamType
+
+
+class _Duration(_TextParam):
+    """A hold's duration as kumod reads it (90s, 30m, 2h, 1h 30m, 7days), refused in words before anything runs."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from controlplane.operations.duration import parse_duration
+
+        try:
+            parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return str(value)
+
+
+DURATION = _Duration()
+
+
 def _run_operation(operation: str, reason: str, **fields: Any) -> None:
     """Run one operation to its end (in this process) and print the outcome per node.
 
@@ -320,7 +349,7 @@ def queue_summary(refresh: bool, as_json: bool) -> None:
 @main.command()
 @_targeting
 @click.option("--reason", required=True)
-@click.option("--duration", default=None, help="e.g. 2h, 30m; the node's default when omitted")
+@click.option("--duration", type=DURATION, default=None, help="e.g. 90s, 30m, 2h, 1h 30m, 7days; default: the node's")
 def suspend(reason: str, duration: str | None, **target: Any) -> None:
     """Suspend delivery to the target queues on the selected nodes."""
     _run_operation("suspend", reason, duration=duration, **target)
@@ -339,7 +368,9 @@ def resume(reason: str, suspension_id: str | None, **target: Any) -> None:
 @main.command()
 @_targeting
 @click.option("--reason", required=True)
-@click.option("--duration", default=None, help="How long the bounce stands for new messages (default: the node's)")
+@click.option(
+    "--duration", type=DURATION, default=None, help="How long the bounce stands for new messages (default: the node's)"
+)
 def bounce(reason: str, duration: str | None, **target: Any) -> None:
     """Fail the target queues' messages (and, while the bounce stands, new ones)."""
     _run_operation("bounce", reason, duration=duration, **target)

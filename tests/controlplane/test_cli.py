@@ -201,3 +201,28 @@ def test_a_wrong_database_url_is_one_line_naming_the_variable(tmp_path: Path, ur
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith("Error: MTACTL_DATABASE_URL: ") and says in result.stderr
+
+
+def test_keys_create_help_lists_every_scope(tmp_path: Path) -> None:
+    from controlplane.auth.schema import Scope
+
+    result = mtactl(tmp_path, "keys", "create", "--help")
+    listed = " ".join(result.stdout.split())  # click wraps the help text
+    assert result.returncode == 0 and all(scope.value in listed for scope in Scope)
+
+
+def test_revoking_a_revoked_key_says_so(tmp_path: Path) -> None:
+    assert mtactl(tmp_path, "keys", "create", "--name", "temp", "--scopes", "email:read").returncode == 0
+    assert mtactl(tmp_path, "keys", "revoke", "temp").returncode == 0
+    again = mtactl(tmp_path, "keys", "revoke", "temp")
+    assert again.returncode == 1 and "'temp'" in again.stderr and "was already revoked at" in again.stderr
+
+
+@pytest.mark.parametrize(
+    ("duration", "says"), [("5parsecs", "unknown unit 'parsecs'"), ("0s", "is zero"), ("forever", "is not a duration")]
+)
+def test_a_bad_duration_is_a_usage_error_in_words(tmp_path: Path, duration: str, says: str) -> None:
+    for verb in ("suspend", "bounce"):
+        result = mtactl(tmp_path, verb, "--domain", "gmail.com", "--reason", "r", "--duration", duration)
+        assert result.returncode == 2 and "Invalid value for '--duration'" in result.stderr and says in result.stderr
+        assert "regex" not in result.stderr

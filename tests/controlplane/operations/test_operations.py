@@ -115,6 +115,15 @@ async def test_refusals_happen_before_any_node_is_contacted(services: Services) 
         for body, status, field in cases:
             response = await client.post("/api/v1/operations", json=body, headers=headers)
             assert (response.status_code, response.json()["field"]) == (status, field), (body, response.text)
+        for duration, says in [
+            ("5parsecs", "'5parsecs' is not a duration: unknown unit 'parsecs' (use s, m, h, d or w;"),
+            ("0s", "'0s' is zero: a hold that ends at once does nothing"),
+            ("forever", "'forever' is not a duration: each part is a number and a unit"),
+        ]:
+            response = await client.post("/api/v1/operations", json=SUSPEND | {"duration": duration}, headers=headers)
+            body = response.json()
+            assert (response.status_code, body["error"], body["field"]) == (400, "invalid_input", "duration"), body
+            assert body["message"].startswith(says) and "regex" not in body["message"], body
         assert (
             await client.post("/api/v1/operations", json=SUSPEND, headers=await bearer(services, "email:read"))
         ).status_code == 403
