@@ -304,7 +304,12 @@ def _run_operation(operation: str, reason: str, **fields: Any) -> None:
         result = outcome.result
         where = f"{result.affected_messages} message(s) in {len(result.affected_queues)} queue(s)"
         if record.dry_run:
-            click.echo(f"  {outcome.node}: would affect {where} (as of its last sync)")
+            if outcome.note and outcome.note.startswith("never synced"):
+                click.echo(f"  {outcome.node}: {outcome.note}")
+            else:
+                click.echo(f"  {outcome.node}: would affect {where} (as of its last sync)")
+                if outcome.note:
+                    click.echo(f"    but {outcome.note}")
             continue
         state = "ok" if result.success else "FAILED: " + "; ".join(result.errors or [])
         reference = f" id={outcome.reference}" if outcome.reference else ""

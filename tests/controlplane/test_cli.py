@@ -131,6 +131,8 @@ def test_suspend_queue_summary_resume_and_ops_list_work_like_kcli_across_the_fle
         assert mtactl(tmp_path, "nodes", "add", "--name", "kumo-1", "--kind", "kumomta", "--url", url).returncode == 0
         target = ["--domain", "gmail.com", "--tenant", "acme"]
 
+        never = mtactl(tmp_path, "suspend", *target, "--reason", "r", "--dry-run")
+        assert "kumo-1: never synced: what it holds is unknown" in never.stdout and "would affect" not in never.stdout
         assert mtactl(tmp_path, "queue-summary", "--refresh").returncode == 0  # reads the node's queue counts
         read = len(kumod.requests)
         planned = mtactl(tmp_path, "suspend", *target, "--reason", "block at gmail", "--duration", "2h", "--dry-run")
@@ -169,6 +171,7 @@ def test_suspend_queue_summary_resume_and_ops_list_work_like_kcli_across_the_fle
             ("retry", "done"),
             ("resume", "done"),
             ("suspend", "done"),
+            ("suspend", "planned"),
             ("suspend", "planned"),
         ]
         assert json.loads(listed.stdout)[0]["actor"].startswith("cli")

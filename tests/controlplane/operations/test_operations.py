@@ -157,6 +157,27 @@ async def test_a_dry_run_touches_no_mta_and_says_what_would_be_affected(services
 
 
 @respx.mock
+async def test_a_dry_run_says_which_nodes_were_never_synced_or_failed_their_last_sync(services: Services) -> None:
+    healthy, failing = FakeKumod({"acme@gmail.com": 25}), FakeKumod({"acme@gmail.com": 7})
+    respx.route(host="kumo-1.test").mock(side_effect=healthy)
+    respx.route(host="kumo-2.test").mock(side_effect=failing)
+    async with api(services.settings, secret_key=KEY) as client:
+        headers = await bearer(services, "fleet:manage", "queue:manage")
+        await register(client, headers, "kumo-1", "kumo-2")
+        dry = SUSPEND | {"dry_run": True}
+        before = (await client.post("/api/v1/operations", json=dry, headers=headers)).json()
+        assert (await client.post("/api/v1/nodes/sync", headers=headers)).status_code == 200
+        failing.fail_with = 503
+        assert (await client.post("/api/v1/nodes/sync", headers=headers)).status_code == 200
+        after = (await client.post("/api/v1/operations", json=dry, headers=headers)).json()
+    assert all(n["note"].startswith("never synced: what it holds is unknown") for n in before["nodes"])
+    notes = {n["node"]: (n["result"]["affected_messages"], n.get("note")) for n in after["nodes"]}
+    assert notes["kumo-1"] == (25, None)
+    assert notes["kumo-2"][0] == 7 and notes["kumo-2"][1].startswith("its last sync failed (")
+    assert "counts as of its last good sync" in notes["kumo-2"][1]
+
+
+@respx.mock
 async def test_bounce_cancel_purge_and_retry_use_the_right_kumod_calls(services: Services) -> None:
     kumod = FakeKumod()
     respx.route(host="kumo-1.test").mock(side_effect=kumod)
