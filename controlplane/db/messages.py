@@ -118,11 +118,17 @@ _POSTGRES_MOVE_NEW = text(
     f"INSERT INTO message_queue SELECT * FROM {NEW_STAGE_NAME} ORDER BY id ON CONFLICT (id) DO NOTHING RETURNING id"
 )
 _EXISTING = select(COLUMNS.id).where(COLUMNS.id.in_(bindparam("ids", expanding=True)))
+# Postgres takes the ids as one array: rendering and binding 5,000 placeholders was an eighth of a re-run.
+_POSTGRES_EXISTING = select(COLUMNS.id).where(
+    COLUMNS.id == func.any(bindparam("ids", type_=postgresql.ARRAY(COLUMNS.id.type)))
+)
 _SQLITE_INSERT = sqlite_insert(TABLE).on_conflict_do_nothing(index_elements=["id"])
 
 
 async def existing_ids(session: AsyncSession, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
     """Which of ``ids`` are stored (one indexed lookup each; the statement is compiled once and cached)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return set((await session.scalars(_POSTGRES_EXISTING, {"ids": list(ids)})).all())
     found: set[uuid.UUID] = set()
     for start in range(0, len(ids), 10_000):  # SQLite binds at most 32,766 parameters per statement
         found.update((await session.scalars(_EXISTING, {"ids": list(ids[start : start + 10_000])})).all())
