@@ -28,6 +28,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from adapters.legacy import legacy_message_uuid
 from controlplane.services import Services
 from controlplane.settings import Settings
 from migrations.legacy.import_queue_items import import_legacy_file
@@ -69,6 +70,7 @@ async def time_backend(name: str, url: str, source: Path, rows: int, profile: bo
     try:
         figures = []
         for run in ("first run", "re-run"):
+            legacy_message_uuid.cache_clear()  # each CLI run is a fresh process
             profiler = cProfile.Profile() if profile and run == "first run" else None
             started = time.perf_counter()
             if profiler:
@@ -90,7 +92,11 @@ async def time_backend(name: str, url: str, source: Path, rows: int, profile: bo
 
 
 async def run(args: argparse.Namespace) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="mtactl-legacy-bench-"))
+    with tempfile.TemporaryDirectory(prefix="mtactl-legacy-bench-") as name:
+        await run_in(Path(name), args)
+
+
+async def run_in(workdir: Path, args: argparse.Namespace) -> None:
     source = workdir / "items.ndjson"
     write_rows(source, args.rows)
     if args.backend in ("sqlite", "both"):

@@ -113,7 +113,11 @@ class MultisetChecksum:
         self.count = 0
 
     def add(self, canonical: bytes) -> None:
-        self.total = (self.total + int.from_bytes(hashlib.sha256(canonical).digest(), "big")) % self.MODULUS
+        self.add_digest(hashlib.sha256(canonical).digest())
+
+    def add_digest(self, digest: bytes) -> None:
+        """Add an item by the SHA-256 of its canonical form (the importer has it already, as the row's fingerprint)."""
+        self.total = (self.total + int.from_bytes(digest, "big")) % self.MODULUS
         self.count += 1
 
     def hexdigest(self) -> str:
@@ -272,17 +276,17 @@ async def import_legacy_file(
             async with sessions() as session:
                 present = await existing_ids(session, [p[4] for p in pending])
         fresh: list[MessageQueueItem] = []
-        for number, raw, item, encoded, message_uuid in pending:
+        for number, raw, item, fingerprint, message_uuid in pending:
             if message_uuid in present:
                 already += 1
-                checksum.add(encoded)
+                checksum.add_digest(fingerprint)
                 continue
             try:
                 message = validated(adapt_legacy_to_message(item, sender=sender))
             except (msgspec.ValidationError, ValueError, TypeError) as exc:
                 reject(number, raw, describe(exc, raw))
                 continue
-            checksum.add(encoded)
+            checksum.add_digest(fingerprint)
             fresh.append(message)
         pending.clear()
         await settle()
@@ -311,7 +315,7 @@ async def import_legacy_file(
                     reject(number, raw, "id repeats an earlier row with different content")
                 continue
             seen[item.id] = fingerprint
-            pending.append((number, raw, item, encoded, legacy_message_uuid(item.id)))
+            pending.append((number, raw, item, fingerprint, legacy_message_uuid(item.id)))
             if len(pending) >= BATCH_SIZE:
                 await flush()
             if progress:
