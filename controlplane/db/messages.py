@@ -147,8 +147,8 @@ async def insert_new(session: AsyncSession, messages: Sequence[MessageQueueItem]
         await connection.copy_records_to_table(NEW_STAGE_NAME, records=records, columns=MESSAGE_COLUMNS)
         return set((await session.scalars(_POSTGRES_MOVE_NEW)).all())
     # SQLite: one prepared INSERT ... ON CONFLICT DO NOTHING run for every row (executemany). It cannot say which
-    # rows it skipped, so the stored ids are looked up first; SQLite has one writer at a time, and from the first
-    # write on this transaction holds the lock, so nothing can slip in between but the first statement's rows.
+    # rows it skipped, so the stored ids are looked up first. A writer storing one of the same ids between the
+    # lookup and the insert would have its row kept and counted here as inserted: the count, not the data, is off.
     present = await existing_ids(session, [m.id for m in messages])
     fresh = [message_to_values(m, now=now) for m in messages if m.id not in present]
     if fresh:
