@@ -14,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import functools
+import gc
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ParamSpec, TypeVar
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -215,6 +217,30 @@ def canonical(item: QueueItem) -> bytes:
     )
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _collector_paused(function: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Run without the cyclic garbage collector. An import holds every row's id and fingerprint and a batch of
+    parsed rows, and the collector's full passes walked all of it again and again: with it paused a re-run spent
+    30 instead of 50 µs of CPU a row (30,000 rows, side by side). What an import allocates is freed by reference
+    counting; the few cycles (a session, a task per batch) wait for the collector's return."""
+
+    @functools.wraps(function)
+    async def paused(*args: P.args, **kwargs: P.kwargs) -> R:
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return await function(*args, **kwargs)
+        finally:
+            if enabled:
+                gc.enable()
+
+    return paused
+
+
+@_collector_paused
 async def import_legacy_file(
     sessions: async_sessionmaker[AsyncSession],
     audit: AuditLog,
