@@ -7,14 +7,18 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware.base import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.router import Router
+from litestar.static_files import create_static_files_router
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from controlplane.auth.controller import ApiKeysController
@@ -77,6 +81,7 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> Litestar:
 
     route_handlers: list[Any] = [
         HealthController,
+        schema_assets_router(),
         ApiKeysController,
         QueuesController,
         EventsController,
@@ -107,6 +112,7 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> Litestar:
         middleware=[DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS)],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(
+            render_plugins=[OfflineSwaggerRenderPlugin()],
             title="mtactl",
             version=mtactl_version(),
             description="Control plane for fleets of KumoMTA and ZoneMTA nodes.",
@@ -125,6 +131,37 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> Litestar:
     )
     check_tenancy(app)
     return app
+
+
+# /schema's page assets come from the swagger-ui-bundle package (Swagger UI 4.15.5, Apache-2.0), not a CDN: an
+# operator network without internet access must still get a working page.
+SCHEMA_ASSETS = "/schema/assets"
+
+
+class OfflineSwaggerRenderPlugin(SwaggerRenderPlugin):
+    """Swagger UI at /schema, every asset served by mtactl itself."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            js_url=f"{SCHEMA_ASSETS}/swagger-ui-bundle.js",
+            css_url=f"{SCHEMA_ASSETS}/swagger-ui.css",
+            standalone_preset_js_url=f"{SCHEMA_ASSETS}/swagger-ui-standalone-preset.js",
+            favicon=f"<link rel='icon' type='image/png' href='{SCHEMA_ASSETS}/favicon-32x32.png'>",
+            path=["/", "/swagger"],
+        )
+
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        # Swagger UI would otherwise send the schema to validator.swagger.io for its "valid" badge.
+        page = super().render(request, openapi_schema)
+        return page.replace(b"dom_id: '#swagger-container',", b"dom_id: '#swagger-container', validatorUrl: null,", 1)
+
+
+def schema_assets_router() -> Router:
+    from swagger_ui_bundle import swagger_ui_path
+
+    return create_static_files_router(
+        path=SCHEMA_ASSETS, directories=[Path(str(swagger_ui_path))], include_in_schema=False, name="schema-assets"
+    )
 
 
 def _services(state: State) -> Services:

@@ -8,11 +8,12 @@ import getpass
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import msgspec
 
+from controlplane.auth.schema import Scope
 from controlplane.db.engine import database_unavailable
 from controlplane.errors import MtactlError
 from controlplane.services import Services
@@ -21,11 +22,17 @@ from controlplane.settings import Settings, SettingsError
 T = TypeVar("T")
 
 
+class SettingProblem(click.ClickException):
+    """A setting is wrong: one line naming the variable (no traceback, no usage text), exit status 2."""
+
+    exit_code = 2
+
+
 def load_settings() -> Settings:
     try:
         return Settings.from_env()
     except SettingsError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise SettingProblem(str(exc)) from None
 
 
 def with_services(work: Callable[[Services], Awaitable[T]]) -> T:
@@ -40,6 +47,8 @@ def with_services(work: Callable[[Services], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(run())
+    except SettingsError as exc:  # the database the settings name cannot be reached
+        raise SettingProblem(str(exc)) from None
     except MtactlError as exc:
         where = f" ({exc.field})" if exc.field else ""
         raise click.ClickException(f"{exc.message}{where}") from None
@@ -47,6 +56,20 @@ def with_services(work: Callable[[Services], Awaitable[T]]) -> T:
         if not database_unavailable(exc):
             raise
         raise click.ClickException(f"the database is unavailable ({type(exc).__name__}: {exc})") from None
+
+
+def _check_database() -> None:
+    """Reach and migrate the database before serving: a wrong URL is one line naming the variable, not a
+    traceback. A database that is only away (refusing connections, starting) is waited for by the service."""
+
+    async def run() -> None:
+        services = await Services.start(load_settings(), wait_for_database=True)
+        await services.close()
+
+    try:
+        asyncio.run(run())
+    except SettingsError as exc:
+        raise SettingProblem(str(exc)) from None
 
 
 @click.group()
@@ -68,6 +91,7 @@ def serve(host: str, port: int) -> None:
     from controlplane.app import configure_logging, create_app
 
     settings = load_settings()
+    _check_database()
     configure_logging(settings.log_level)
     app = create_app(settings)
     # What is alive now (modules, routes, the schema) lives as long as the process. Out of the collector's sight,
@@ -101,11 +125,12 @@ def db() -> None:
 def db_upgrade() -> None:
     """Apply every pending migration."""
 
-    async def noop(_: Services) -> None:
-        return None
-
-    with_services(noop)
+    with_services(_noop)
     click.echo("database is at the newest schema", err=True)
+
+
+async def _noop(_: Services) -> None:
+    return None
 
 
 @main.group()
@@ -115,7 +140,11 @@ def keys() -> None:
 
 @keys.command("create")
 @click.option("--name", required=True)
-@click.option("--scopes", required=True, help="Comma-separated, e.g. email:read,queue:manage")
+@click.option(
+    "--scopes",
+    required=True,
+    help=f"Comma-separated, from: {', '.join(s.value for s in Scope)} (admin implies every other)",
+)
 @click.option("--tenant", default=None, help="Bind the key to one tenant")
 def keys_create(name: str, scopes: str, tenant: str | None) -> None:
     """Create a key and print it, alone, on stdout (it is not shown again)."""
@@ -249,6 +278,30 @@ def _targeting(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+if TYPE_CHECKING:
+    _TextParam = click.ParamType[str]  # generic from click 8.2 on, only to the type checker
+else:
+    _TextParam = click.ParamType
+
+
+class _Duration(_TextParam):
+    """A hold's duration as kumod reads it (90s, 30m, 2h, 1h 30m, 7days), refused in words before anything runs."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from controlplane.operations.duration import parse_duration
+
+        try:
+            parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return str(value)
+
+
+DURATION = _Duration()
+
+
 def _run_operation(operation: str, reason: str, **fields: Any) -> None:
     """Run one operation to its end (in this process) and print the outcome per node.
 
@@ -273,7 +326,12 @@ def _run_operation(operation: str, reason: str, **fields: Any) -> None:
         result = outcome.result
         where = f"{result.affected_messages} message(s) in {len(result.affected_queues)} queue(s)"
         if record.dry_run:
-            click.echo(f"  {outcome.node}: would affect {where} (as of its last sync)")
+            if outcome.note and outcome.note.startswith("never synced"):
+                click.echo(f"  {outcome.node}: {outcome.note}")
+            else:
+                click.echo(f"  {outcome.node}: would affect {where} (as of its last sync)")
+                if outcome.note:
+                    click.echo(f"    but {outcome.note}")
             continue
         state = "ok" if result.success else "FAILED: " + "; ".join(result.errors or [])
         reference = f" id={outcome.reference}" if outcome.reference else ""
@@ -318,7 +376,7 @@ def queue_summary(refresh: bool, as_json: bool) -> None:
 @main.command()
 @_targeting
 @click.option("--reason", required=True)
-@click.option("--duration", default=None, help="e.g. 2h, 30m; the node's default when omitted")
+@click.option("--duration", type=DURATION, default=None, help="e.g. 90s, 30m, 2h, 1h 30m, 7days; default: the node's")
 def suspend(reason: str, duration: str | None, **target: Any) -> None:
     """Suspend delivery to the target queues on the selected nodes."""
     _run_operation("suspend", reason, duration=duration, **target)
@@ -337,7 +395,9 @@ def resume(reason: str, suspension_id: str | None, **target: Any) -> None:
 @main.command()
 @_targeting
 @click.option("--reason", required=True)
-@click.option("--duration", default=None, help="How long the bounce stands for new messages (default: the node's)")
+@click.option(
+    "--duration", type=DURATION, default=None, help="How long the bounce stands for new messages (default: the node's)"
+)
 def bounce(reason: str, duration: str | None, **target: Any) -> None:
     """Fail the target queues' messages (and, while the bounce stands, new ones)."""
     _run_operation("bounce", reason, duration=duration, **target)
@@ -404,7 +464,7 @@ def legacy() -> None:
 
 @legacy.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--dry-run", is_flag=True, help="Validate and report; write nothing.")
+@click.option("--dry-run", is_flag=True, help="Validate and report; write nothing (but the --report file, if given).")
 @click.option("--sender", default="", help="Envelope sender to record (legacy items have none; default: null sender).")
 @click.option(
     "--report",
@@ -439,7 +499,12 @@ def legacy_import(file: Path, dry_run: bool, sender: str, report_path: Path | No
         raise click.ClickException(str(exc)) from None
     click.echo(dump(report))
     if report.rejected:
-        click.echo(f"{report.rejected} row(s) rejected; reasons in {report.reject_report}", err=True)
+        if report.reject_report:
+            click.echo(f"{report.rejected} row(s) rejected; reasons in {report.reject_report}", err=True)
+        else:
+            click.echo(f"{report.rejected} row(s) would be rejected (--report PATH lists them all):", err=True)
+            for rejection in report.first_rejections:
+                click.echo(f"  row {rejection.row} ({rejection.id or 'no id'}): {rejection.error}", err=True)
         sys.exit(2)
 
 
@@ -449,8 +514,13 @@ def legacy_verify(file: Path) -> None:
     """Recompute FILE's import checksum from the database; exit 1 if any item is missing or differs."""
     from migrations.legacy.import_queue_items import dump, verify_legacy_file
 
-    report = with_services(lambda s: verify_legacy_file(s.sessions, file))
+    try:
+        report = with_services(lambda s: verify_legacy_file(s.sessions, file))
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(dump(report))
+    if report.valid == 0:
+        click.echo(f"{file} has no valid row ({report.rows} in all): nothing to verify", err=True)
     if not report.ok:
         sys.exit(1)
 

@@ -16,6 +16,7 @@ from controlplane.audit.service import AuditLog
 from controlplane.auth.service import ApiKeyService, VerifiedKeys
 from controlplane.db.engine import (
     SchemaGate,
+    connection_problem,
     create_engine,
     database_unavailable,
     session_factory,
@@ -60,7 +61,10 @@ class Services:
         """Build the services, migrating first. With ``wait_for_database`` (the HTTP service), a database that
         cannot be reached does not stop the start: the services come up with the gate closed, and
         ``migrate_when_available`` migrates and opens it once the database answers."""
-        engine = create_engine(settings)
+        try:
+            engine = create_engine(settings)
+        except OSError as exc:  # the SQLite file's directory cannot be made
+            raise connection_problem(exc, settings) or exc from exc
         gate = SchemaGate(engine)
         if migrate:
             try:
@@ -68,7 +72,8 @@ class Services:
             except Exception as exc:
                 if not (wait_for_database and database_unavailable(exc)):
                     await engine.dispose()
-                    raise
+                    # A wrong URL (no such database, refused login, unknown host) is one line naming the variable.
+                    raise connection_problem(exc, settings) or exc from exc
                 log.warning("database unavailable at start (%s): serving degraded until it answers", exc)
                 gate.close(f"schema not migrated yet: waiting for the database ({type(exc).__name__})")
                 await engine.dispose()  # nothing pooled may slip past the gate

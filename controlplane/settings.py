@@ -78,9 +78,44 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         raw.update({k: v for k, v in overrides.items() if v is not None})
         try:
             # strict=False turns "true"/"1"/"5" from the environment into bools and numbers.
-            return msgspec.convert(raw, cls, strict=False)
+            settings = msgspec.convert(raw, cls, strict=False)
         except msgspec.ValidationError as exc:
             raise SettingsError(_name_env_var(str(exc))) from exc
+        problem = database_url_problem(settings.database_url)
+        if problem:
+            raise SettingsError(f"{PREFIX}DATABASE_URL: {problem}")
+        return settings
+
+
+# The databases mtactl runs on, by URL scheme, and the async driver each needs. A scheme without a driver
+# ("postgresql://", "sqlite:///") gets that driver: it is the only one installed.
+DATABASE_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
+_EXAMPLES = "sqlite+aiosqlite:///path/to/mtactl.db or postgresql+asyncpg://user@host/database"
+
+
+def database_url_problem(url: str) -> str | None:
+    """What is wrong with a database URL, in words (None when it names a supported database and driver)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme:
+        return f"not a database URL; expected {_EXAMPLES}"
+    backend, _, driver = scheme.partition("+")
+    backend = "postgresql" if backend == "postgres" else backend
+    if backend not in DATABASE_DRIVERS:
+        return f"{backend} databases are not supported; use SQLite or PostgreSQL ({_EXAMPLES})"
+    if driver and driver != DATABASE_DRIVERS[backend]:
+        return f"driver {driver} is not installed; use {backend}+{DATABASE_DRIVERS[backend]}://"
+    if backend == "sqlite" and not rest.startswith("/"):
+        return f"a SQLite URL has three slashes before a relative path (sqlite+aiosqlite:///./mtactl.db); {_EXAMPLES}"
+    return None
+
+
+def async_database_url(url: str) -> str:
+    """``url`` with the async driver mtactl uses for its scheme (``postgresql://`` -> ``postgresql+asyncpg://``)."""
+    scheme, sep, rest = url.partition("://")
+    backend = "postgresql" if scheme.partition("+")[0] == "postgres" else scheme.partition("+")[0]
+    if not sep or "+" in scheme or backend not in DATABASE_DRIVERS:
+        return url
+    return f"{backend}+{DATABASE_DRIVERS[backend]}://{rest}"
 
 
 def _name_env_var(message: str) -> str:

@@ -26,7 +26,7 @@ from controlplane.audit.service import AuditLog
 from controlplane.auth.schema import ApiKeyInfo, CreatedApiKey, Principal, Scope
 from controlplane.db.engine import database_unavailable
 from controlplane.db.tables import ApiKeyRow
-from controlplane.errors import InvalidInput, NotFound
+from controlplane.errors import Conflict, InvalidInput, NotFound
 
 log = logging.getLogger("mtactl.auth")
 KEY_PREFIX = "mq_live_"
@@ -171,11 +171,14 @@ class ApiKeyService:
             if len(matches) > 1:
                 raise InvalidInput(f"{key_ref!r} matches {len(matches)} keys; use the id", field="key")
             row = matches[0]
-            if row.revoked_at is None:
-                row.revoked_at = datetime.now(UTC)
-                await self._audit.record(
-                    actor=actor, action="api_key.revoke", target=str(row.id), success=True, session=session
-                )
+            if row.revoked_at is not None:
+                # Saying nothing would read as "revoked now"; a caller revoking a key it thinks live should know.
+                when = row.revoked_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+                raise Conflict(f"API key {row.name!r} ({row.id}) was already revoked at {when}", field="key")
+            row.revoked_at = datetime.now(UTC)
+            await self._audit.record(
+                actor=actor, action="api_key.revoke", target=str(row.id), success=True, session=session
+            )
         self._cache.clear()
         if self._verified is not None:
             self._verified.forget_all([row.key_hash])

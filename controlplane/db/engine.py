@@ -16,13 +16,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from controlplane.settings import Settings
+from controlplane.settings import PREFIX, Settings, SettingsError, async_database_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
-    url = make_url(settings.database_url)
+    url = make_url(async_database_url(settings.database_url))
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -49,6 +49,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # 64 MiB of page cache (the default is 2 MiB): a message row touches ~20 index B-trees, and with the default
+    # cache a bulk insert rereads their pages from the OS for every batch (raw executemany: 240 -> 125 µs a row).
+    cursor.execute("PRAGMA cache_size=-65536")
     cursor.close()
 
 
@@ -171,3 +174,29 @@ async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
     if not driver.is_in_transaction():
         raise RuntimeError("driver_connection used before the session's transaction began on the server")
     return driver
+
+
+def connection_problem(error: BaseException, settings: Settings) -> SettingsError | None:
+    """A failure to reach the configured database at start-up, as one line naming the setting (None for anything
+    else): an operator who mistyped the URL needs that line, not the driver's traceback."""
+    url = make_url(async_database_url(settings.database_url))
+    where = f"{url.host or 'localhost'}:{url.port or 5432}" if url.get_backend_name() == "postgresql" else ""
+    problem: str | None = None
+    cause: BaseException | None = error
+    while cause is not None and problem is None:
+        if isinstance(cause, asyncpg.InvalidCatalogNameError):
+            problem = f"database {url.database!r} does not exist on {where} (create it: createdb {url.database})"
+        elif isinstance(cause, asyncpg.InvalidAuthorizationSpecificationError | asyncpg.InvalidPasswordError):
+            problem = f"{where} refused the login: {cause}"
+        elif isinstance(cause, ConnectionRefusedError):
+            problem = f"nothing answers on {where} (connection refused): is PostgreSQL running there?"
+        elif isinstance(cause, TimeoutError):
+            problem = f"{where} did not answer in time"
+        elif isinstance(cause, OSError) and where:
+            problem = f"cannot reach {where}: {cause.strerror or cause}"
+        elif isinstance(cause, sa_exc.OperationalError) and url.get_backend_name() == "sqlite":
+            problem = f"cannot open the SQLite file {url.database!r}: {cause.orig}"
+        elif isinstance(cause, OSError) and url.get_backend_name() == "sqlite":
+            problem = f"cannot create the SQLite file {url.database!r}: {cause.strerror or cause}"
+        cause = cause.__cause__ or cause.__context__
+    return SettingsError(f"{PREFIX}DATABASE_URL: {problem}") if problem else None

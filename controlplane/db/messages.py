@@ -14,16 +14,17 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     exists,
     func,
     literal_column,
     or_,
     select,
+    text,
     tuple_,
     type_coerce,
 )
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -40,6 +41,7 @@ from adapters.model import (
     header,
     normalize_address,
 )
+from controlplane.db.engine import driver_connection
 from controlplane.db.tables import MessageRow, search_text
 
 TABLE = cast(Table, MessageRow.__table__)
@@ -102,16 +104,67 @@ def row_to_message(row: Row[Any] | Any) -> MessageQueueItem:
     )
 
 
+# Postgres: new messages are COPYed into a session-local staging table shaped like message_queue, then moved in by
+# one constant INSERT ... SELECT ... ON CONFLICT DO NOTHING. The statement used to be a multi-VALUES INSERT of the
+# whole batch, which SQLAlchemy compiled afresh for every batch: 8.7 of the 14.8 s a 10,000-row legacy import took.
+NEW_STAGE_NAME = "message_queue_new"
+_CREATE_NEW_STAGE = (
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS {NEW_STAGE_NAME} (LIKE message_queue INCLUDING DEFAULTS) "
+    "ON COMMIT DELETE ROWS"
+)
+MESSAGE_COLUMNS: tuple[str, ...] = tuple(column.name for column in TABLE.columns)
+_JSON_COLUMNS = frozenset({"smtp_response", "headers", "metadata"})  # jsonb on Postgres
+_POSTGRES_MOVE_NEW = text(
+    f"INSERT INTO message_queue SELECT * FROM {NEW_STAGE_NAME} ORDER BY id ON CONFLICT (id) DO NOTHING RETURNING id"
+)
+_EXISTING = select(COLUMNS.id).where(COLUMNS.id.in_(bindparam("ids", expanding=True)))
+# Postgres takes the ids as one array: rendering and binding 5,000 placeholders was an eighth of a re-run.
+_POSTGRES_EXISTING = select(COLUMNS.id).where(
+    COLUMNS.id == func.any(bindparam("ids", type_=postgresql.ARRAY(COLUMNS.id.type)))
+)
+_SQLITE_INSERT = sqlite_insert(TABLE).on_conflict_do_nothing(index_elements=["id"])
+
+
+async def existing_ids(session: AsyncSession, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of ``ids`` are stored (one indexed lookup each; the statement is compiled once and cached)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return set((await session.scalars(_POSTGRES_EXISTING, {"ids": list(ids)})).all())
+    found: set[uuid.UUID] = set()
+    for start in range(0, len(ids), 10_000):  # SQLite binds at most 32,766 parameters per statement
+        found.update((await session.scalars(_EXISTING, {"ids": list(ids[start : start + 10_000])})).all())
+    return found
+
+
 async def insert_new(session: AsyncSession, messages: Sequence[MessageQueueItem]) -> set[uuid.UUID]:
     """Insert messages whose id is not yet stored; returns the ids actually inserted (idempotent)."""
     if not messages:
         return set()
     now = datetime.now(UTC)
-    rows = [message_to_values(m, now=now) for m in messages]
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(TABLE).values(rows).on_conflict_do_nothing(index_elements=["id"]).returning(COLUMNS.id)
-    return set((await session.scalars(statement)).all())
+    if session.get_bind().dialect.name == "postgresql":
+        records = [_copy_record(message_to_values(m, now=now)) for m in messages]
+        await session.execute(text(_CREATE_NEW_STAGE))  # also begins the transaction on the server, as COPY needs
+        connection = await driver_connection(session)
+        await connection.copy_records_to_table(NEW_STAGE_NAME, records=records, columns=MESSAGE_COLUMNS)
+        return set((await session.scalars(_POSTGRES_MOVE_NEW)).all())
+    # SQLite: one prepared INSERT ... ON CONFLICT DO NOTHING run for every row (executemany). It cannot say which
+    # rows it skipped, so the stored ids are looked up first. A writer storing one of the same ids between the
+    # lookup and the insert would have its row kept and counted here as inserted: the count, not the data, is off.
+    present = await existing_ids(session, [m.id for m in messages])
+    fresh = [message_to_values(m, now=now) for m in messages if m.id not in present]
+    if fresh:
+        await session.execute(_SQLITE_INSERT, fresh)
+    return {values["id"] for values in fresh}
+
+
+def _copy_record(values: dict[str, Any]) -> tuple[Any, ...]:
+    # COPY takes the driver's own values: asyncpg's jsonb codec takes JSON text; every column is given, so the
+    # staged row is complete (the table defaults are the model's defaults, which message_to_values carries).
+    return tuple(
+        (None if values.get(name) is None else msgspec.json.encode(values[name]).decode())
+        if name in _JSON_COLUMNS
+        else values.get(name)
+        for name in MESSAGE_COLUMNS
+    )
 
 
 async def fetch_by_ids(session: AsyncSession, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, MessageQueueItem]:

@@ -14,6 +14,7 @@ from controlplane.auth.guard import requires
 from controlplane.auth.schema import Principal, Scope
 from controlplane.auth.tenancy import SCOPED
 from controlplane.errors import InvalidInput
+from controlplane.operations.duration import check_duration
 from controlplane.operations.schema import OperationRecord, OperationRequest
 from controlplane.services import Services
 
@@ -44,6 +45,7 @@ class OperationsController(Controller):
         data: JSONBody[OperationRequest],
         wait: Annotated[float | None, QueryParameter(ge=0, le=MAX_WAIT_SECONDS)] = None,
     ) -> Response[OperationRecord]:
+        check_duration(data.duration)
         wait = services.settings.operation_wait_seconds if wait is None else wait
         record = await services.operations.submit(data, actor=request.user.actor, tenant=tenant, wait=wait)
         if record.status == "running":

@@ -283,7 +283,10 @@ class OperationService:
         planned_nodes: list[NodeOutcome] = []
         if request.dry_run:  # what each node would see, from its last sync: no node is contacted
             synced = await self._synced_queues([n.id for n in nodes])
-            planned_nodes = [_outcome(n, request, _matching(target, synced[n.id]), errors=[], at=now) for n in nodes]
+            planned_nodes = [
+                _outcome(n, request, _matching(target, synced[n.id]), errors=[], at=now, note=_sync_note(n))
+                for n in nodes
+            ]
         row = OperationRow(
             id=uuid.uuid4(),
             created_at=now,
@@ -647,6 +650,18 @@ def _outcome(
         note=note,
         queue_names=list(sent.queue_names) if sent is not None and sent.queue_names else None,
     )
+
+
+def _sync_note(node: NodeRow) -> str | None:
+    """Why a dry run's counts for ``node`` may not be what it holds: "would affect 0" must not hide "unknown"."""
+    if node.last_synced_at is None:
+        return "never synced: what it holds is unknown (mtactl queue-summary --refresh, or POST /api/v1/nodes/sync)"
+    since = f"counts as of its last good sync, {node.last_synced_at:%Y-%m-%d %H:%M:%S} UTC"
+    if node.sync_error:
+        return f"its last sync failed ({node.sync_error}); {since}"
+    if node.reachable is False:
+        return f"unreachable at its last health check ({node.health_detail or 'no answer'}); {since}"
+    return None
 
 
 def _outcome_error(node_id: uuid.UUID, request: OperationRequest, error: str) -> NodeOutcome:

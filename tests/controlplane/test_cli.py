@@ -69,6 +69,27 @@ def test_legacy_import_reports_counts_and_exits_2_when_rows_were_rejected(tmp_pa
     verify = mtactl(tmp_path, "legacy", "verify", str(source))
     assert verify.returncode == (1 if flag else 0)
     assert json.loads(verify.stdout)["file_checksum"] == report["checksum"]
+    assert (tmp_path / "items.ndjson.rejects.ndjson").exists() == (not flag)  # a dry run writes no reject report
+    if flag:
+        assert "row 7 (Q-2003): priority must be at most 10, got 11" in result.stderr
+
+
+def test_legacy_import_and_verify_take_one_pretty_printed_json_object(tmp_path: Path) -> None:
+    source = tmp_path / "item.json"
+    source.write_text(fixture_path("legacy/appendix_a_queue_item.json").read_text())
+    result = mtactl(tmp_path, "legacy", "import", str(source))
+    assert result.returncode == 0, result.stderr
+    assert (json.loads(result.stdout)["imported"], json.loads(result.stdout)["rejected"]) == (1, 0)
+    verify = mtactl(tmp_path, "legacy", "verify", str(source))
+    assert verify.returncode == 0 and json.loads(verify.stdout)["valid"] == 1
+
+
+def test_legacy_verify_of_a_file_without_valid_rows_fails(tmp_path: Path) -> None:
+    source = tmp_path / "items.ndjson"
+    source.write_text("not json\n")
+    verify = mtactl(tmp_path, "legacy", "verify", str(source))
+    assert verify.returncode == 1 and json.loads(verify.stdout)["ok"] is False
+    assert "no valid row" in verify.stderr
 
 
 def test_a_setting_with_a_bad_value_names_its_variable(tmp_path: Path) -> None:
@@ -124,6 +145,8 @@ def test_suspend_queue_summary_resume_and_ops_list_work_like_kcli_across_the_fle
         assert mtactl(tmp_path, "nodes", "add", "--name", "kumo-1", "--kind", "kumomta", "--url", url).returncode == 0
         target = ["--domain", "gmail.com", "--tenant", "acme"]
 
+        never = mtactl(tmp_path, "suspend", *target, "--reason", "r", "--dry-run")
+        assert "kumo-1: never synced: what it holds is unknown" in never.stdout and "would affect" not in never.stdout
         assert mtactl(tmp_path, "queue-summary", "--refresh").returncode == 0  # reads the node's queue counts
         read = len(kumod.requests)
         planned = mtactl(tmp_path, "suspend", *target, "--reason", "block at gmail", "--duration", "2h", "--dry-run")
@@ -162,6 +185,7 @@ def test_suspend_queue_summary_resume_and_ops_list_work_like_kcli_across_the_fle
             ("retry", "done"),
             ("resume", "done"),
             ("suspend", "done"),
+            ("suspend", "planned"),
             ("suspend", "planned"),
         ]
         assert json.loads(listed.stdout)[0]["actor"].startswith("cli")
@@ -255,5 +279,50 @@ def test_serve_starts_while_the_database_is_away_spools_and_migrates_when_it_ret
 def test_a_command_other_than_serve_says_the_database_is_unavailable(tmp_path: Path) -> None:
     closed = {"MTACTL_DATABASE_URL": "postgresql+asyncpg://postgres@127.0.0.1:1/nowhere"}
     result = mtactl(tmp_path, "keys", "list", extra_env=closed)
-    assert result.returncode == 1 and "the database is unavailable" in result.stderr
-    assert "Traceback" not in result.stderr
+    # Only serve waits for the database; any other command says in one line that nothing answers there.
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "Error: MTACTL_DATABASE_URL: nothing answers on 127.0.0.1:1 (connection refused): is PostgreSQL running there?"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("notaurl", "not a database URL"),
+        ("mysql://app@db.internal/mail", "mysql databases are not supported"),
+        ("postgresql+psycopg://app@db.internal/mail", "driver psycopg is not installed"),
+        ("postgresql+asyncpg://postgres@127.0.0.1:5432/mtactl_no_such_database", "does not exist on 127.0.0.1:5432"),
+        ("postgresql+asyncpg://postgres@127.0.0.1:1/mtactl", "nothing answers on 127.0.0.1:1"),
+    ],
+)
+def test_a_wrong_database_url_is_one_line_naming_the_variable(tmp_path: Path, url: str, says: str) -> None:
+    result = mtactl(tmp_path, "keys", "list", extra_env={"MTACTL_DATABASE_URL": url})
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("Error: MTACTL_DATABASE_URL: ") and says in result.stderr
+
+
+def test_keys_create_help_lists_every_scope(tmp_path: Path) -> None:
+    from controlplane.auth.schema import Scope
+
+    result = mtactl(tmp_path, "keys", "create", "--help")
+    listed = " ".join(result.stdout.split())  # click wraps the help text
+    assert result.returncode == 0 and all(scope.value in listed for scope in Scope)
+
+
+def test_revoking_a_revoked_key_says_so(tmp_path: Path) -> None:
+    assert mtactl(tmp_path, "keys", "create", "--name", "temp", "--scopes", "email:read").returncode == 0
+    assert mtactl(tmp_path, "keys", "revoke", "temp").returncode == 0
+    again = mtactl(tmp_path, "keys", "revoke", "temp")
+    assert again.returncode == 1 and "'temp'" in again.stderr and "was already revoked at" in again.stderr
+
+
+@pytest.mark.parametrize(
+    ("duration", "says"), [("5parsecs", "unknown unit 'parsecs'"), ("0s", "is zero"), ("forever", "is not a duration")]
+)
+def test_a_bad_duration_is_a_usage_error_in_words(tmp_path: Path, duration: str, says: str) -> None:
+    for verb in ("suspend", "bounce"):
+        result = mtactl(tmp_path, verb, "--domain", "gmail.com", "--reason", "r", "--duration", duration)
+        assert result.returncode == 2 and "Invalid value for '--duration'" in result.stderr and says in result.stderr
+        assert "regex" not in result.stderr

@@ -5,9 +5,9 @@ from sqlalchemy import select, update
 
 from controlplane.auth.schema import Scope
 from controlplane.db.tables import ApiKeyRow, AuditRow
-from controlplane.errors import InvalidInput
+from controlplane.errors import Conflict, InvalidInput
 from controlplane.services import Services
-from tests.controlplane.api_client import api
+from tests.controlplane.api_client import api, bearer
 
 
 async def test_a_key_is_stored_only_as_a_digest(services: Services) -> None:
@@ -40,6 +40,31 @@ async def test_revoking_by_name_stops_the_key_and_is_audited(services: Services)
     async with services.sessions() as session:
         actions = (await session.scalars(select(AuditRow.action).order_by(AuditRow.id))).all()
     assert actions == ["api_key.create", "api_key.revoke"]
+
+
+async def test_revoking_a_revoked_key_says_so_and_changes_nothing(services: Services) -> None:
+    await services.keys.create(name="temp", scopes=["email:read"])
+    first = await services.keys.revoke("temp")
+    with pytest.raises(Conflict) as again:
+        await services.keys.revoke("temp")
+    assert (
+        again.value.field == "key" and "'temp'" in again.value.message and "already revoked at" in again.value.message
+    )
+    assert (await services.keys.list())[0].revoked_at == first.revoked_at
+    async with services.sessions() as session:
+        actions = (await session.scalars(select(AuditRow.action).order_by(AuditRow.id))).all()
+    assert actions == ["api_key.create", "api_key.revoke"]
+
+
+async def test_revoking_a_revoked_key_over_http_is_a_409(services: Services) -> None:
+    await services.keys.create(name="temp", scopes=["email:read"])
+    async with api(services.settings) as client:
+        headers = await bearer(services, "admin")
+        assert (await client.delete("/api/v1/keys/temp", headers=headers)).status_code == 200
+        again = await client.delete("/api/v1/keys/temp", headers=headers)
+    assert again.status_code == 409
+    assert (again.json()["error"], again.json()["field"]) == ("conflict", "key")
+    assert "already revoked" in again.json()["message"]
 
 
 async def test_keys_that_are_not_ours_are_rejected_without_a_lookup(services: Services) -> None:

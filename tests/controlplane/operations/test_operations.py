@@ -115,6 +115,15 @@ async def test_refusals_happen_before_any_node_is_contacted(services: Services) 
         for body, status, field in cases:
             response = await client.post("/api/v1/operations", json=body, headers=headers)
             assert (response.status_code, response.json()["field"]) == (status, field), (body, response.text)
+        for duration, says in [
+            ("5parsecs", "'5parsecs' is not a duration: unknown unit 'parsecs' (use s, m, h, d or w;"),
+            ("0s", "'0s' is zero: a hold that ends at once does nothing"),
+            ("forever", "'forever' is not a duration: each part is a number and a unit"),
+        ]:
+            response = await client.post("/api/v1/operations", json=SUSPEND | {"duration": duration}, headers=headers)
+            body = response.json()
+            assert (response.status_code, body["error"], body["field"]) == (400, "invalid_input", "duration"), body
+            assert body["message"].startswith(says) and "regex" not in body["message"], body
         assert (
             await client.post("/api/v1/operations", json=SUSPEND, headers=await bearer(services, "email:read"))
         ).status_code == 403
@@ -145,6 +154,27 @@ async def test_a_dry_run_touches_no_mta_and_says_what_would_be_affected(services
     assert record["total"]["affected_messages"] == 1  # the delivered one is past bouncing
     assert kumod.requests == []  # no node is contacted (not even for its counts: they come from its last sync)
     assert [(n["node"], n["result"]["affected_messages"]) for n in record["nodes"]] == [("kumo-1", 0)]
+
+
+@respx.mock
+async def test_a_dry_run_says_which_nodes_were_never_synced_or_failed_their_last_sync(services: Services) -> None:
+    healthy, failing = FakeKumod({"acme@gmail.com": 25}), FakeKumod({"acme@gmail.com": 7})
+    respx.route(host="kumo-1.test").mock(side_effect=healthy)
+    respx.route(host="kumo-2.test").mock(side_effect=failing)
+    async with api(services.settings, secret_key=KEY) as client:
+        headers = await bearer(services, "fleet:manage", "queue:manage")
+        await register(client, headers, "kumo-1", "kumo-2")
+        dry = SUSPEND | {"dry_run": True}
+        before = (await client.post("/api/v1/operations", json=dry, headers=headers)).json()
+        assert (await client.post("/api/v1/nodes/sync", headers=headers)).status_code == 200
+        failing.fail_with = 503
+        assert (await client.post("/api/v1/nodes/sync", headers=headers)).status_code == 200
+        after = (await client.post("/api/v1/operations", json=dry, headers=headers)).json()
+    assert all(n["note"].startswith("never synced: what it holds is unknown") for n in before["nodes"])
+    notes = {n["node"]: (n["result"]["affected_messages"], n.get("note")) for n in after["nodes"]}
+    assert notes["kumo-1"] == (25, None)
+    assert notes["kumo-2"][0] == 7 and notes["kumo-2"][1].startswith("its last sync failed (")
+    assert "counts as of its last good sync" in notes["kumo-2"][1]
 
 
 @respx.mock
