@@ -30,6 +30,7 @@ from controlplane.fleet.controller import BouncesController, NodesController, Su
 from controlplane.health.controller import HealthController, mtactl_version
 from controlplane.jobs.runner import JobRunner, job_runner_for
 from controlplane.operations.controller import OperationsController
+from controlplane.protocol import check_api_input, cors_config, full_allow_on_options
 from controlplane.queues.controller import (
     LegacyMetricsController,
     MessagesController,
@@ -111,6 +112,9 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> Litestar:
         },
         middleware=[DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS)],
         exception_handlers=EXCEPTION_HANDLERS,
+        cors_config=cors_config(settings),
+        before_send=[full_allow_on_options],
+        before_request=check_api_input,
         openapi_config=OpenAPIConfig(
             render_plugins=[OfflineSwaggerRenderPlugin()],
             title="mtactl",

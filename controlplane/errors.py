@@ -81,9 +81,13 @@ class ErrorBody(msgspec.Struct, kw_only=True):
     field: str | None = None
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None) -> Response[ErrorBody]:
-    headers = {"WWW-Authenticate": 'Bearer realm="mtactl"'} if status == 401 else None
-    return Response(ErrorBody(error=code, message=message, field=field), status_code=status, headers=headers)
+def error_response(
+    status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None
+) -> Response[ErrorBody]:
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="mtactl"'
+    return Response(ErrorBody(error=code, message=message, field=field), status_code=status, headers=headers or None)
 
 
 def handle_mtactl_error(_: Request[Any, Any, Any], exc: MtactlError) -> Response[ErrorBody]:
@@ -114,8 +118,16 @@ def handle_validation_error(_: Request[Any, Any, Any], exc: ValidationException)
 def handle_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
     if exc.status_code >= 500:
         log.error("server error: %s", exc.detail, exc_info=exc)
-    codes = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
-    return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+    codes = {
+        400: "invalid_input",
+        401: "unauthenticated",
+        403: "forbidden",
+        404: "not_found",
+        405: "method_not_allowed",
+    }
+    # Litestar's 405 carries the path's methods in ``Allow`` (RFC 9110 requires it): keep its headers.
+    headers = {str(k): str(v) for k, v in (exc.headers or {}).items()}
+    return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), headers=headers)
 
 
 def handle_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
@@ -129,22 +141,24 @@ def handle_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Err
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "internal server error")
 
 
-_MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
+_NAMED_FIELD = re.compile(r"(?:missing required|contains unknown) field `([^`]+)`")
 
 
 def _first_validation_problem(exc: ValidationException) -> tuple[str | None, str]:
     extra = exc.extra
     if isinstance(extra, list) and extra and isinstance(extra[0], dict):
         problem = extra[0]
-        key = problem.get("key")
+        key = str(problem.get("key") or "")
         message = str(problem.get("message") or exc.detail)
-        if key in (None, "") and "$." in message:
+        in_body = str(problem.get("source")) == "body"
+        if in_body and key == "data":  # Litestar names the body itself after the handler's parameter
+            key = ""
+        if not key and "$." in message:
             key = message.rsplit("$.", 1)[1].rstrip("`")
-        missing = _MISSING_FIELD.search(message)
-        if missing:  # msgspec names the absent field in the message, not in the path
-            prefix = message.rsplit("$.", 1)[1].rstrip("`") + "." if "$." in message else ""
-            key = prefix + missing.group(1)
-        return (str(key) if key else None), message
+        named = _NAMED_FIELD.search(message)
+        if named:  # msgspec names the absent or unknown field in the message, not in the path
+            key = f"{key}.{named.group(1)}" if key else named.group(1)
+        return (key or ("body" if in_body else None)), message
     return None, str(exc.detail)
 
 

@@ -51,6 +51,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Where node URLs may point: comma-separated networks (CIDRs) and host names (".corp" for every name under it);
     # unset or "any": anywhere. Checked at registration and on the resolved address of every connection.
     node_networks: str | None = None
+    # Browser origins allowed to call the API (CORS), comma-separated in the environment; "*" allows any.
+    # Empty (the default): no CORS headers, and browsers refuse cross-origin calls.
+    cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         try:
@@ -75,6 +78,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             name = PREFIX + field.upper()
             if name in env and env[name] != "":
                 raw[field] = env[name]
+                if field in _LIST_FIELDS:
+                    raw[field] = [item.strip() for item in env[name].split(",") if item.strip()]
         raw.update({k: v for k, v in overrides.items() if v is not None})
         try:
             # strict=False turns "true"/"1"/"5" from the environment into bools and numbers.
@@ -116,6 +121,9 @@ def async_database_url(url: str) -> str:
     if not sep or "+" in scheme or backend not in DATABASE_DRIVERS:
         return url
     return f"{backend}+{DATABASE_DRIVERS[backend]}://{rest}"
+
+
+_LIST_FIELDS = frozenset({"cors_origins"})
 
 
 def _name_env_var(message: str) -> str:

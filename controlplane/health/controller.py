@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 
 import msgspec
-from litestar import Controller, Response, get
+from litestar import Controller, MediaType, Response, get, head
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy import select, text
 
 from controlplane.auth.tenancy import PUBLIC
@@ -66,25 +67,44 @@ class HealthController(Controller):
     async def health(self) -> Health:
         return Health(status="ok", version=mtactl_version())
 
-    @get("/detailed", summary="Database, Redis and background jobs")
+    @head("/", summary="Liveness, without a body (for probes that send HEAD)", media_type=MediaType.TEXT)
+    async def health_head(self) -> None:
+        return None
+
+    @get(
+        "/detailed",
+        summary="Database, Redis and background jobs",
+        responses={503: ResponseSpec(data_container=DetailedHealth, description="Degraded: a component is down")},
+    )
     async def detailed(
         self, services: NamedDependency[Services], jobs_runner: NamedDependency[JobRunner]
     ) -> Response[DetailedHealth]:
-        database = await _database(services)
-        redis = await _redis(jobs_runner)
-        jobs = await _jobs(services) if database.status == "ok" else []
-        healthy = database.status == "ok" and redis.status in ("ok", "not_configured")
-        healthy = healthy and all(j.status == "ok" for j in jobs)
-        body = DetailedHealth(
-            status="ok" if healthy else "degraded",
-            version=mtactl_version(),
-            database=database,
-            redis=redis,
-            jobs_runner=jobs_runner.kind,
-            jobs=jobs,
-            spooled_files=services.ingest.spooled_files(),
-        )
-        return Response(body, status_code=200 if healthy else 503)
+        return await _detailed(services, jobs_runner)
+
+    @head("/detailed", summary="200 when healthy, 503 when degraded, without a body", media_type=MediaType.TEXT)
+    async def detailed_head(
+        self, services: NamedDependency[Services], jobs_runner: NamedDependency[JobRunner]
+    ) -> Response[None]:
+        report = await _detailed(services, jobs_runner)
+        return Response(None, status_code=report.status_code, media_type=MediaType.TEXT)
+
+
+async def _detailed(services: Services, jobs_runner: JobRunner) -> Response[DetailedHealth]:
+    database = await _database(services)
+    redis = await _redis(jobs_runner)
+    jobs = await _jobs(services) if database.status == "ok" else []
+    healthy = database.status == "ok" and redis.status in ("ok", "not_configured")
+    healthy = healthy and all(j.status == "ok" for j in jobs)
+    body = DetailedHealth(
+        status="ok" if healthy else "degraded",
+        version=mtactl_version(),
+        database=database,
+        redis=redis,
+        jobs_runner=jobs_runner.kind,
+        jobs=jobs,
+        spooled_files=services.ingest.spooled_files(),
+    )
+    return Response(body, status_code=200 if healthy else 503)
 
 
 async def _database(services: NamedDependency[Services]) -> ComponentHealth:
