@@ -28,7 +28,9 @@ from controlplane.errors import EXCEPTION_HANDLERS
 from controlplane.events.controller import EventsController, MessageEventsController
 from controlplane.fleet.controller import BouncesController, NodesController, SuspensionsController
 from controlplane.health.controller import HealthController, mtactl_version
+from controlplane.instants import TYPE_DECODERS
 from controlplane.jobs.runner import JobRunner, job_runner_for
+from controlplane.openapi import install_contract
 from controlplane.operations.controller import OperationsController
 from controlplane.protocol import check_api_input, cors_config, full_allow_on_options
 from controlplane.queues.controller import (
@@ -132,8 +134,10 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> Litestar:
         ),
         logging_config=None,
         debug=False,
+        type_decoders=TYPE_DECODERS,
     )
     check_tenancy(app)
+    install_contract(app)
     return app
 
 

@@ -8,6 +8,7 @@ without: type, id, sender, recipient, queue and timestamp.
 from __future__ import annotations
 
 import contextlib
+import enum
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -146,3 +147,21 @@ def nesting_depth(raw: bytes) -> int:
         elif token in (b"]", b"}"):
             depth -= 1
     return deepest
+
+
+class RecordType(enum.StrEnum):
+    """The ``type`` of a KumoMTA log record (``RecordType`` in kumo-log-types), as the events API filters by it."""
+
+    Reception = "Reception"
+    Delivery = "Delivery"
+    Bounce = "Bounce"
+    TransientFailure = "TransientFailure"
+    Expiration = "Expiration"
+    AdminBounce = "AdminBounce"
+    OOB = "OOB"
+    Feedback = "Feedback"
+    Rejection = "Rejection"
+    AdminRebind = "AdminRebind"
+    DeferredInjection = "DeferredInjection"
+    XferOut = "XferOut"
+    XferIn = "XferIn"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, get, post
@@ -12,12 +12,13 @@ from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Sche
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import FromPath, FromQuery, QueryParameter
 
+from adapters.kumomta.events import RecordType
 from controlplane.auth.guard import requires
 from controlplane.auth.schema import Principal, Scope
 from controlplane.auth.tenancy import FLEET, SCOPED
 from controlplane.events.schema import DeadLetterPage, EventPage, IngestResult, StoredEvent
 from controlplane.events.service import decode_body
-from controlplane.queues.controller import parse_message_id
+from controlplane.instants import Instant
 from controlplane.services import Services
 
 AnyRequest = Request[Principal, Any, Any]
@@ -105,9 +106,9 @@ class EventsController(Controller):
         self,
         services: NamedDependency[Services],
         tenant_filter: NamedDependency[str | None],
-        since: Annotated[datetime | None, QueryParameter(description="Inclusive, ISO-8601")] = None,
-        until: Annotated[datetime | None, QueryParameter(description="Exclusive, ISO-8601")] = None,
-        type: Annotated[list[str] | None, QueryParameter(description="Record type (repeatable)")] = None,
+        since: Annotated[Instant | None, QueryParameter(description="Inclusive")] = None,
+        until: Annotated[Instant | None, QueryParameter(description="Exclusive")] = None,
+        type: Annotated[list[RecordType] | None, QueryParameter(description="Record type (repeatable)")] = None,
         domain: FromQuery[str | None] = None,
         order: FromQuery[Literal["asc", "desc"]] = "desc",
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
@@ -116,7 +117,7 @@ class EventsController(Controller):
         return await services.events.list_events(
             since=since,
             until=until,
-            types=type,
+            types=[t.value for t in type] if type else None,
             domain=domain,
             tenant_id=tenant_filter,
             order=order,
@@ -147,8 +148,8 @@ class MessageEventsController(Controller):
 
     @get("/{message_id:str}/events", summary="A message's events, oldest first")
     async def message_events(
-        self, services: NamedDependency[Services], tenant: NamedDependency[str | None], message_id: FromPath[str]
+        self, services: NamedDependency[Services], tenant: NamedDependency[str | None], message_id: FromPath[uuid.UUID]
     ) -> list[StoredEvent]:
         # Reading the message first applies tenant confinement (404 for another tenant's message).
-        message = await services.queues.get_message(parse_message_id(message_id), tenant_id=tenant)
+        message = await services.queues.get_message(message_id, tenant_id=tenant)
         return await services.events.message_events(message.id)

@@ -13,7 +13,6 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from controlplane.auth.guard import requires
 from controlplane.auth.schema import Principal, Scope
 from controlplane.auth.tenancy import SCOPED
-from controlplane.errors import InvalidInput
 from controlplane.operations.duration import check_duration
 from controlplane.operations.schema import OperationRecord, OperationRequest
 from controlplane.services import Services
@@ -63,10 +62,9 @@ class OperationsController(Controller):
 
     @get("/{operation_id:str}", summary="One operation with its progress and per-node outcome")
     async def get_operation(
-        self, services: NamedDependency[Services], tenant: NamedDependency[str | None], operation_id: FromPath[str]
+        self,
+        services: NamedDependency[Services],
+        tenant: NamedDependency[str | None],
+        operation_id: FromPath[uuid.UUID],
     ) -> OperationRecord:
-        try:
-            ident = uuid.UUID(operation_id)
-        except ValueError:
-            raise InvalidInput(f"{operation_id!r} is not an operation id", field="id") from None
-        return await services.operations.get(ident, tenant=tenant)
+        return await services.operations.get(operation_id, tenant=tenant)

@@ -48,9 +48,9 @@ class MessagesController(Controller):
 
     @get("/{message_id:str}", summary="One message")
     async def get_message(
-        self, services: NamedDependency[Services], tenant: NamedDependency[str | None], message_id: FromPath[str]
+        self, services: NamedDependency[Services], tenant: NamedDependency[str | None], message_id: FromPath[uuid.UUID]
     ) -> MessageQueueItem:
-        return await services.queues.get_message(parse_message_id(message_id), tenant_id=tenant)
+        return await services.queues.get_message(message_id, tenant_id=tenant)
 
 
 def legacy_items_controller(route: str) -> type[Controller]:
@@ -80,9 +80,12 @@ def legacy_items_controller(route: str) -> type[Controller]:
 
         @get("/{message_id:str}", summary="One message in the legacy QueueItem shape")
         async def get_item(
-            self, services: NamedDependency[Services], tenant: NamedDependency[str | None], message_id: FromPath[str]
+            self,
+            services: NamedDependency[Services],
+            tenant: NamedDependency[str | None],
+            message_id: FromPath[uuid.UUID],
         ) -> QueueItem:
-            message = await services.queues.get_message(parse_message_id(message_id), tenant_id=tenant)
+            message = await services.queues.get_message(message_id, tenant_id=tenant)
             return adapt_message_to_legacy(message, now=datetime.now(UTC))
 
     LegacyQueueItemsController.__name__ = f"LegacyQueueItemsController_{route.strip('/').replace('/', '_')}"

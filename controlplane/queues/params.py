@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -12,6 +11,7 @@ from litestar.params import FromQuery, QueryParameter
 
 from adapters.model import BounceType, MessageQueueStatus, QueueFilter, QueueSortField, QueueState
 from controlplane.errors import InvalidInput
+from controlplane.instants import Instant
 
 KNOWN_PARAMETERS = frozenset(QueueFilter.__struct_fields__) | {"cursor"}
 
@@ -30,14 +30,10 @@ async def provide_queue_filter(
     routing_domain: FromQuery[str | None] = None,
     campaign_id: FromQuery[str | None] = None,
     pool_name: FromQuery[str | None] = None,
-    created_after: Annotated[
-        datetime | None, QueryParameter(description="Inclusive; ISO-8601, UTC if no offset")
-    ] = None,
-    created_before: Annotated[
-        datetime | None, QueryParameter(description="Exclusive; ISO-8601, UTC if no offset")
-    ] = None,
-    scheduled_after: FromQuery[datetime | None] = None,
-    scheduled_before: FromQuery[datetime | None] = None,
+    created_after: Annotated[Instant | None, QueryParameter(description="Inclusive")] = None,
+    created_before: Annotated[Instant | None, QueryParameter(description="Exclusive")] = None,
+    scheduled_after: Annotated[Instant | None, QueryParameter(description="Inclusive")] = None,
+    scheduled_before: Annotated[Instant | None, QueryParameter(description="Exclusive")] = None,
     search_query: Annotated[
         str | None,
         QueryParameter(
@@ -68,7 +64,9 @@ async def provide_queue_filter(
         if name not in KNOWN_PARAMETERS:
             raise InvalidInput(f"unknown query parameter {name!r}", field=name)
     values = {
-        name: value for name, value in locals().items() if name in QueueFilter.__struct_fields__ and value is not None
+        name: value.plain() if isinstance(value, Instant) else value
+        for name, value in locals().items()
+        if name in QueueFilter.__struct_fields__ and value is not None
     }
     if tenant_filter is not None:  # the caller's tenant (``controlplane.auth.tenancy``), or the one it asked for
         values["tenant_id"] = tenant_filter

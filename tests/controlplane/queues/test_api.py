@@ -117,7 +117,9 @@ async def test_bad_input_is_a_400_naming_the_field_never_a_500(services: Service
             assert response.status_code == 400, (query, response.text)
             assert response.json()["field"] == field, (query, response.json())
         bad_id = await client.get("/api/v1/messages/not-a-uuid", headers=key)
-        assert bad_id.status_code == 400 and bad_id.json()["field"] == "id"
+        assert (
+            bad_id.status_code == 400 and bad_id.json()["field"] == "message_id"
+        )  # the path parameter, as the schema names it
         unknown = await client.get("/api/v1/messages/6c3a1f1e-0000-4000-8000-000000000000", headers=key)
         assert unknown.status_code == 404
 
