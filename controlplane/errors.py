@@ -116,6 +116,13 @@ def handle_validation_error(_: Request[Any, Any, Any], exc: ValidationException)
 
 
 def handle_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
+    cause = exc.__cause__
+    if exc.status_code == 500 and isinstance(cause, msgspec.ValidationError) and "at `$.data" in str(cause):
+        # Litestar calls a body field's problem a server error when the field shares its name with a dependency
+        # (``tenant``): it is the client's input all the same.
+        message, _at, path = str(cause).rpartition(" - at `$.data")
+        field = path.rstrip("`").lstrip(".") or "body"
+        return error_response(HTTP_400_BAD_REQUEST, "invalid_input", message, field)
     if exc.status_code >= 500:
         log.error("server error: %s", exc.detail, exc_info=exc)
     codes = {

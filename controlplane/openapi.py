@@ -7,10 +7,10 @@ Applied to the whole document, so a new endpoint is covered without a word in it
   resource, 409 on writes, 422/502 where the server talks to MTA nodes, 503 wherever the database is read;
 * public paths (``PUBLIC_PATHS``) say ``security: []``;
 * request Structs declared ``forbid_unknown_fields`` say ``additionalProperties: false``;
-* query parameters: a parameter is absent or a string, never null (the ``null`` branch Litestar adds to optional
-  ones is dropped), bounds of 0 are kept (Litestar drops falsy bounds), and every ``Instant`` says the time
+* query parameters: bounds of 0 are kept (Litestar drops falsy bounds), and every ``Instant`` says the time
   rule of ``controlplane.instants``;
-* rules across fields that JSON Schema can state (an operation needs a target) are stated.
+* rules across fields that JSON Schema can state (an operation needs a target) are stated;
+* no string or key of a request holds a NUL (``controlplane.protocol.check_api_input`` refuses them).
 """
 
 from __future__ import annotations
@@ -70,6 +70,8 @@ def complete(document: dict[str, Any], facts: dict[tuple[str, str, str], dict[st
     schemas["ErrorBody"] = ERROR_BODY_SCHEMA
     _forbid_unknown_fields(schemas)
     _operation_needs_a_target(schemas)
+    _credentials_need_their_secret(schemas)
+    _no_nul_in_requests(document)
     public = [re.compile(p) for p in PUBLIC_PATHS]
     for path, item in document.get("paths", {}).items():
         for method, operation in item.items():
@@ -109,12 +111,8 @@ def _is_litestar_error(response: dict[str, Any]) -> bool:
 
 
 def _parameter(parameter: dict[str, Any], facts: dict[str, Any]) -> None:
+    # An optional parameter keeps Litestar's null branch: the server reads the value `null` as absent.
     schema = parameter.get("schema", {})
-    branches = schema.get("oneOf")
-    if parameter.get("in") != "body" and isinstance(branches, list):
-        kept = [b for b in branches if b != {"type": "null"}]
-        if len(kept) == 1:  # optional: absent, not null; the bounds Litestar put beside oneOf go inside
-            schema = {**{k: v for k, v in schema.items() if k != "oneOf"}, **kept[0]}
     if facts.get("anyOf") == INSTANT_SCHEMA["anyOf"]:
         described = schema.get("description")
         schema = {k: v for k, v in schema.items() if k not in ("format", "type", "description")} | facts
@@ -168,6 +166,85 @@ def _operation_needs_a_target(schemas: dict[str, Any]) -> None:
         request.get("description", "") + " Name the queues: at least one of "
         f"{', '.join(TARGET_FIELDS)} (a resume may name metadata.suspension_id instead)."
     ).strip()
+
+
+def _credentials_need_their_secret(schemas: dict[str, Any]) -> None:
+    """``NodeCredentials``: basic needs a username and a password, bearer a token (``fleet.service``)."""
+    credentials = schemas.get("NodeCredentials")
+    if credentials is None:
+        return
+    text = {"type": "string", "minLength": 1}
+
+    def needs(scheme: str, *fields: str) -> dict[str, Any]:
+        return {
+            "if": {"required": ["scheme"], "properties": {"scheme": {"const": scheme}}},
+            "then": {"required": list(fields), "properties": dict.fromkeys(fields, text)},
+        }
+
+    credentials["allOf"] = [needs("basic", "username", "password"), needs("bearer", "token")]
+
+
+NO_NUL = "^[^\\u0000]*$"
+NUL_FREE_JSON: dict[str, Any] = {
+    "description": "Any JSON value without a NUL character in its strings and keys",
+    "anyOf": [
+        {"type": ["null", "boolean", "number"]},
+        {"type": "string", "pattern": NO_NUL},
+        {"type": "array", "items": {"$ref": "#/components/schemas/NulFreeJson"}},
+        {
+            "type": "object",
+            "propertyNames": {"pattern": NO_NUL},
+            "additionalProperties": {"$ref": "#/components/schemas/NulFreeJson"},
+        },
+    ],
+}
+_PLAIN_FORMATS = {"uuid", "date-time", "date"}
+
+
+def _no_nul_in_requests(document: dict[str, Any]) -> None:
+    """Strings and object keys of request bodies and parameters say they hold no NUL."""
+    schemas = document["components"]["schemas"]
+    schemas["NulFreeJson"] = NUL_FREE_JSON
+    requested: set[str] = set()
+    pending: list[Any] = []
+    for item in document.get("paths", {}).values():
+        for method, operation in item.items():
+            if method not in METHODS:
+                continue
+            for parameter in operation.get("parameters", []):
+                _forbid_nul(parameter.get("schema", {}))
+            if "$ref" in str(operation.get("requestBody", {})):
+                pending.append(operation["requestBody"])
+    while pending:  # the components request bodies refer to, and theirs
+        for ref in re.findall(r"#/components/schemas/([A-Za-z0-9_.-]+)", str(pending.pop())):
+            if ref not in requested and ref in schemas and ref != "NulFreeJson":
+                requested.add(ref)
+                pending.append(schemas[ref])
+    for name in requested:
+        _forbid_nul(schemas[name])
+
+
+def _forbid_nul(schema: Any) -> None:
+    if isinstance(schema, list):
+        for item in schema:
+            _forbid_nul(item)
+        return
+    if not isinstance(schema, dict) or "$ref" in schema:
+        return
+    kind = schema.get("type")
+    is_string = kind == "string" or (isinstance(kind, list) and "string" in kind)
+    if is_string and not ({"pattern", "enum", "const"} & set(schema)) and schema.get("format") not in _PLAIN_FORMATS:
+        schema["pattern"] = NO_NUL
+    if kind == "object" and "additionalProperties" in schema and schema["additionalProperties"] is not False:
+        schema.setdefault("propertyNames", {"pattern": NO_NUL})
+        if schema["additionalProperties"] in ({}, True):
+            schema["additionalProperties"] = {"$ref": "#/components/schemas/NulFreeJson"}
+    for key, value in schema.items():
+        if key in ("properties", "$defs") and isinstance(value, dict):
+            for inner in value.values():
+                _forbid_nul(inner)
+        elif isinstance(value, (dict, list)) and key != "examples":
+            _forbid_nul(value)
 
 
 _BOUNDS = (("ge", "minimum"), ("le", "maximum"), ("gt", "exclusiveMinimum"), ("lt", "exclusiveMaximum"))

@@ -169,7 +169,8 @@ class ApiKeyService:
             if not matches:
                 raise NotFound(f"no API key matches {key_ref!r}", field="key")
             if len(matches) > 1:
-                raise InvalidInput(f"{key_ref!r} matches {len(matches)} keys; use the id", field="key")
+                # A well-formed reference that the current keys make ambiguous: a clash with state, not bad input.
+                raise Conflict(f"{key_ref!r} matches {len(matches)} keys; use the id", field="key")
             row = matches[0]
             if row.revoked_at is not None:
                 # Saying nothing would read as "revoked now"; a caller revoking a key it thinks live should know.

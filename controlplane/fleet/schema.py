@@ -14,9 +14,11 @@ NodeName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", des
 BaseUrl = Annotated[
     str,
     Meta(
-        pattern=r"^https?://[^\s@/]+(/[^\s]*)?$",
+        # ASCII only, spelled out rather than with \s (Python's and JSON Schema's \s differ): a host name or IPv4
+        # address that an HTTP client can always parse (no IDNA, no IPv6 literal), a port, a printable path.
+        pattern=r"^https?://[A-Za-z0-9._-]+(:[0-9]{1,5})?(/[!-~]*)?$",
         max_length=500,
-        description="http(s)://host[:port][/prefix]; credentials never in the URL",
+        description="http(s)://host[:port][/prefix], ASCII (punycode for IDNs); credentials never in the URL",
     ),
 ]
 Labels = Annotated[dict[str, Annotated[str, Meta(max_length=100)]], Meta(max_length=20)]

@@ -63,8 +63,13 @@ class Cursor(msgspec.Struct, array_like=True):
         return value, cursor.id
 
 
-def check_filter(query: QueueFilter) -> None:
-    """Cross-field checks msgspec cannot express; each names the field at fault."""
+def check_filter(query: QueueFilter) -> bool:
+    """Cross-field checks msgspec cannot express (each names the field at fault); False when a range is empty.
+
+    An inverted range (``min_attempts=5&max_attempts=2``) is not an error: it is an empty range, matching
+    nothing. (The schema cannot say one parameter must not exceed another, so refusing it would refuse a
+    request the contract calls valid.)"""
+    satisfiable = True
     pairs = [
         ("created_after", "created_before"),
         ("scheduled_after", "scheduled_before"),
@@ -77,9 +82,10 @@ def check_filter(query: QueueFilter) -> None:
             if isinstance(a, datetime) and isinstance(b, datetime):
                 a, b = assume_utc(a), assume_utc(b)
             if a > b:
-                raise InvalidInput(f"{high} must not be less than {low}", field=high)
+                satisfiable = False
     if query.offset is not None and query.offset > MAX_OFFSET:
         raise InvalidInput(f"offset may be at most {MAX_OFFSET}; page deeper with cursor", field="offset")
+    return satisfiable
 
 
 class QueueQueryService:
@@ -87,10 +93,12 @@ class QueueQueryService:
         self._sessions = sessions
 
     async def list_messages(self, query: QueueFilter, *, cursor: str | None = None) -> MessagePage:
-        check_filter(query)
+        satisfiable = check_filter(query)
         if cursor and query.offset:
             raise InvalidInput("use either cursor or offset, not both", field="offset")
         after = Cursor.decode(cursor, query) if cursor else None
+        if not satisfiable:
+            return MessagePage(data=[], cursor=None, has_more=False)
         async with self._sessions() as session:
             dialect = session.get_bind().dialect.name
             base = select(TABLE).where(*filter_conditions(query, dialect=dialect))

@@ -1,0 +1,104 @@
+"""The schemathesis gate: the whole OpenAPI schema, every check, on SQLite and on Postgres, against a live
+``mtactl serve``; any failure fails the build.
+
+It runs inside a loopback-only network namespace (``fuzz.sh``), since the fuzzer registers nodes with
+arbitrary URLs that the sync job and operations then contact. That needs root (CI is root); elsewhere the test
+is skipped, unless ``CI`` is set, where a missing ``unshare`` is a failure rather than a silent skip.
+``MTACTL_FUZZ_MAX_TIME`` (seconds per backend, default 60) bounds the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.conftest import POSTGRES_DSN
+
+HERE = Path(__file__).resolve().parent
+MAX_TIME = int(os.environ.get("MTACTL_FUZZ_MAX_TIME", "60"))
+SOCKET_DIR = "/var/run/postgresql"
+
+
+def _namespace_problem() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root for unshare -n"
+    for tool in ("unshare", "ip"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    if shutil.which("schemathesis", path=str(Path(sys.executable).parent)) is None:
+        return "schemathesis is not installed in this venv (pip install -e '.[test]')"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:  # inside the namespace every port is free; any number will do
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _admin(statement: str) -> None:
+    connection = await asyncpg.connect(POSTGRES_DSN)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_schemathesis_finds_nothing(backend: str, tmp_path: Path) -> None:
+    problem = _namespace_problem()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"the schemathesis gate cannot run: {problem}")
+        pytest.skip(problem)
+    database = f"mtactl_fuzz_{uuid.uuid4().hex[:12]}"
+    if backend == "postgres":
+        if not Path(SOCKET_DIR).is_dir():
+            pytest.fail(f"Postgres has no unix socket in {SOCKET_DIR}: the namespace cannot reach it over TCP")
+        asyncio.run(_admin(f'CREATE DATABASE "{database}"'))
+        url = f"postgresql+asyncpg://postgres@/{database}?host={SOCKET_DIR}"
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'fuzz.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MTACTL_")}
+    env.update(
+        BIN=str(Path(sys.executable).parent),
+        PORT=str(_free_port()),
+        CONFIG=str(HERE / "schemathesis.toml"),
+        FUZZ_ARGS=f"--max-time {MAX_TIME} --seed 9 --report junit --report-dir {tmp_path / 'report'}",
+        MTACTL_DATABASE_URL=url,
+        MTACTL_SPOOL_DIR=str(tmp_path / "spool"),
+        MTACTL_SECRET_KEY=base64.b64encode(os.urandom(32)).decode(),
+        MTACTL_LOG_LEVEL="WARNING",
+        MTACTL_SYNC_INTERVAL_SECONDS="2",  # registered nodes are synced (and fail, unreachable) during the run
+        MTACTL_OPERATION_WAIT_SECONDS="1",
+        HYPOTHESIS_STORAGE_DIRECTORY=str(tmp_path / "hypothesis"),
+    )
+    started = time.monotonic()
+    try:
+        run = subprocess.run(
+            ["unshare", "-n", "sh", str(HERE / "fuzz.sh")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=MAX_TIME * 4 + 120,
+            cwd=tmp_path,
+        )
+    finally:
+        if backend == "postgres":
+            asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+    elapsed = time.monotonic() - started
+    print(f"schemathesis gate on {backend}: {elapsed:.0f} s")
+    assert run.returncode == 0, (
+        f"schemathesis on {backend} (rc {run.returncode}):\n{run.stdout[-20000:]}\n{run.stderr[-5000:]}"
+    )
