@@ -129,3 +129,29 @@ async def test_a_nul_in_any_api_input_is_a_400_naming_the_field_on_both_backends
             answer = await client.request(method.upper(), path, headers=key, **kwargs)
             assert answer.status_code == 400, (path, kwargs, answer.text)
             assert answer.json()["error"] == "invalid_input" and answer.json()["field"] == field, (path, answer.json())
+
+
+async def test_an_ambiguous_key_reference_is_a_409(services: Services) -> None:
+    async with api(services.settings) as client:
+        key = await bearer(services, "admin")
+        for _ in range(2):
+            await client.post("/api/v1/keys", json={"name": "twin", "scopes": ["email:read"]}, headers=key)
+        answer = await client.delete("/api/v1/keys/twin", headers=key)
+        assert answer.status_code == 409 and answer.json()["field"] == "key"
+
+
+async def test_a_bad_body_field_named_like_a_dependency_is_a_400_not_a_500(services: Services) -> None:
+    async with api(services.settings) as client:
+        key = await bearer(services, "admin")
+        body = {"operation": "suspend", "reason": "r", "domain": "d.test", "tenant": "t" * 101}
+        answer = await client.post("/api/v1/operations", json=body, headers=key)
+        assert answer.status_code == 400 and answer.json()["field"] == "tenant", answer.text
+
+
+async def test_a_node_url_must_be_one_an_http_client_can_parse(services: Services) -> None:
+    async with api(services.settings) as client:
+        key = await bearer(services, "admin")
+        for url in ("https://\u00ec\u00e2-", "http://a\x1cb", "http://[::1]:80"):
+            node = {"name": "n1", "kind": "kumomta", "base_url": url}
+            answer = await client.post("/api/v1/nodes", json=node, headers=key)
+            assert answer.status_code == 400 and answer.json()["field"] == "base_url", (url, answer.text)
