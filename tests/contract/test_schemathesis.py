@@ -73,6 +73,7 @@ def test_schemathesis_finds_nothing(backend: str, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MTACTL_")}
     env.update(
         BIN=str(Path(sys.executable).parent),
+        PYTHONPATH=str(HERE.parent.parent),  # schemathesis.toml loads tests.contract.hooks
         PORT=str(_free_port()),
         CONFIG=str(HERE / "schemathesis.toml"),
         FUZZ_ARGS=f"--max-time {MAX_TIME} --seed 9 --report junit --report-dir {tmp_path / 'report'}",
