@@ -13,6 +13,11 @@ from adapters.model import BounceType, MessageQueueStatus, QueueFilter, QueueSor
 from controlplane.errors import InvalidInput
 from controlplane.instants import Instant
 
+# Bounds of the columns the values are compared with (num_attempts is an INTEGER, size_bytes a BIGINT): beyond
+# them Postgres refuses the query argument (a 500) where SQLite compared happily.
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
 KNOWN_PARAMETERS = frozenset(QueueFilter.__struct_fields__) | {"cursor"}
 
 
@@ -43,11 +48,11 @@ async def provide_queue_filter(
     tags: Annotated[
         list[str] | None, QueryParameter(description="Messages carrying all these tags (repeatable)")
     ] = None,
-    min_attempts: Annotated[int | None, QueryParameter(ge=0)] = None,
-    max_attempts: Annotated[int | None, QueryParameter(ge=0)] = None,
+    min_attempts: Annotated[int | None, QueryParameter(ge=0, le=INT32_MAX)] = None,
+    max_attempts: Annotated[int | None, QueryParameter(ge=0, le=INT32_MAX)] = None,
     bounce_type: FromQuery[BounceType | None] = None,
-    min_size_bytes: Annotated[int | None, QueryParameter(ge=0)] = None,
-    max_size_bytes: Annotated[int | None, QueryParameter(ge=0)] = None,
+    min_size_bytes: Annotated[int | None, QueryParameter(ge=0, le=INT64_MAX)] = None,
+    max_size_bytes: Annotated[int | None, QueryParameter(ge=0, le=INT64_MAX)] = None,
     priority: Annotated[int | None, QueryParameter(ge=0, le=10)] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=1000, description="Page size (default 50, max 1000)")] = 50,
     offset: Annotated[int | None, QueryParameter(ge=0, le=10_000, description="Shallow pages only; use cursor")] = None,

@@ -78,6 +78,8 @@ async def test_constraints_the_server_enforces_are_in_the_schema(services: Servi
     messages = doc["paths"]["/api/v1/messages"]["get"]
     for name in ("min_attempts", "max_attempts", "min_size_bytes", "max_size_bytes", "offset", "priority"):
         assert parameter(messages, name)["schema"]["minimum"] == 0, name
+    assert parameter(messages, "max_attempts")["schema"]["maximum"] == 2**31 - 1  # an INTEGER column
+    assert parameter(messages, "max_size_bytes")["schema"]["maximum"] == 2**63 - 1  # a BIGINT column
     assert parameter(doc["paths"]["/api/v1/operations"]["post"], "wait")["schema"]["minimum"] == 0
     for path in ("/api/v1/messages/{message_id}", "/api/v1/messages/{message_id}/events"):
         assert parameter(doc["paths"][path]["get"], "message_id")["schema"]["format"] == "uuid"

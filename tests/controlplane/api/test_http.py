@@ -155,3 +155,13 @@ async def test_a_node_url_must_be_one_an_http_client_can_parse(services: Service
             node = {"name": "n1", "kind": "kumomta", "base_url": url}
             answer = await client.post("/api/v1/nodes", json=node, headers=key)
             assert answer.status_code == 400 and answer.json()["field"] == "base_url", (url, answer.text)
+
+
+async def test_integer_filters_beyond_their_columns_are_a_400_on_both_backends(services: Services) -> None:
+    async with api(services.settings) as client:
+        key = await bearer(services, "email:read")
+        for name, value in (("max_attempts", 344300931690), ("min_attempts", 2**31), ("min_size_bytes", 2**63)):
+            answer = await client.get("/api/v1/messages", params={name: value}, headers=key)
+            assert answer.status_code == 400 and answer.json()["field"] == name, (name, answer.text)
+        fits = await client.get("/api/v1/messages", params={"max_attempts": 2**31 - 1}, headers=key)
+        assert fits.status_code == 200
