@@ -124,11 +124,23 @@ def _parameter(parameter: dict[str, Any], facts: dict[str, Any]) -> None:
 
 
 def _forbid_unknown_fields(schemas: dict[str, Any]) -> None:
+    """Request Structs (those declared ``forbid_unknown_fields``) are described by msgspec's own JSON Schema, which
+    has every constraint msgspec enforces (Litestar's loses some: the number of labels, a label's length), and
+    refuse unknown fields."""
     by_name = {cls.__name__: cls for cls in _structs(msgspec.Struct)}
-    for name, schema in schemas.items():
-        cls = by_name.get(name)
-        if cls is not None and cls.__struct_config__.forbid_unknown_fields and schema.get("type") == "object":
-            schema["additionalProperties"] = False
+    strict = [
+        cls
+        for name, cls in by_name.items()
+        if name in schemas and cls.__struct_config__.forbid_unknown_fields and schemas[name].get("type") == "object"
+    ]
+    if not strict:
+        return
+    _, exact = msgspec.json.schema_components(strict, ref_template="#/components/schemas/{name}")
+    for name, schema in exact.items():
+        if name in schemas or name in {cls.__name__ for cls in strict}:
+            schemas[name] = schema
+    for cls in strict:
+        schemas[cls.__name__]["additionalProperties"] = False
 
 
 def _structs(base: type[msgspec.Struct]) -> list[type[msgspec.Struct]]:
@@ -147,9 +159,11 @@ def _operation_needs_a_target(schemas: dict[str, Any]) -> None:
     request = schemas.get("OperationRequest")
     if request is None:
         return
-    named = [
+    named: list[dict[str, Any]] = [
         {"required": [field], "properties": {field: {"type": "string", "minLength": 1}}} for field in TARGET_FIELDS
     ]
+    if "everything" in request.get("properties", {}):
+        named.append({"required": ["everything"], "properties": {"everything": {"const": True}}})
     by_suspension = {
         "required": ["operation", "metadata"],
         "properties": {
@@ -164,7 +178,7 @@ def _operation_needs_a_target(schemas: dict[str, Any]) -> None:
     request["anyOf"] = [*named, by_suspension]
     request["description"] = (
         request.get("description", "") + " Name the queues: at least one of "
-        f"{', '.join(TARGET_FIELDS)} (a resume may name metadata.suspension_id instead)."
+        f"{', '.join(TARGET_FIELDS)}, or everything: true (a resume may name metadata.suspension_id instead)."
     ).strip()
 
 
@@ -235,9 +249,10 @@ def _forbid_nul(schema: Any) -> None:
     is_string = kind == "string" or (isinstance(kind, list) and "string" in kind)
     if is_string and not ({"pattern", "enum", "const"} & set(schema)) and schema.get("format") not in _PLAIN_FORMATS:
         schema["pattern"] = NO_NUL
-    if kind == "object" and "additionalProperties" in schema and schema["additionalProperties"] is not False:
+    open_object = "additionalProperties" in schema or "properties" not in schema  # a dict, not a Struct
+    if kind == "object" and open_object and schema.get("additionalProperties") is not False:
         schema.setdefault("propertyNames", {"pattern": NO_NUL})
-        if schema["additionalProperties"] in ({}, True):
+        if schema.get("additionalProperties", True) in ({}, True):
             schema["additionalProperties"] = {"$ref": "#/components/schemas/NulFreeJson"}
     for key, value in schema.items():
         if key in ("properties", "$defs") and isinstance(value, dict):

@@ -90,6 +90,8 @@ async def test_constraints_the_server_enforces_are_in_the_schema(services: Servi
     schemas = doc["components"]["schemas"]
     for name in ("NodeCreate", "NodeUpdate", "NodeCredentials", "ApiKeyCreate", "OperationRequest"):
         assert schemas[name]["additionalProperties"] is False, name
+    labels = schemas["NodeCreate"]["properties"]["labels"]
+    assert labels["maxProperties"] == 20 and labels["additionalProperties"]["maxLength"] == 100
     targets = schemas["OperationRequest"]["anyOf"]
     assert {"domain", "tenant", "campaign", "routing_domain", "queue_name"} <= {t["required"][0] for t in targets}
     types = parameter(doc["paths"]["/api/v1/events"]["get"], "type")["schema"]
