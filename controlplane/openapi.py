@@ -51,6 +51,13 @@ STATUS_DESCRIPTIONS = {
     503: "The database (or an MTA node) is unreachable",
 }
 
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying (sent while the database is unavailable)",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    }
+}
+
 # Operations that reach MTA nodes while the caller waits.
 NODE_FACING = re.compile(r"^(POST /api/v1/operations|DELETE /api/v1/(suspensions|bounces)/)")
 LIVENESS = {"/api/v1/health"}  # answers without touching the database
@@ -101,6 +108,7 @@ def complete(document: dict[str, Any], facts: dict[tuple[str, str, str], dict[st
                 responses[str(status)] = {
                     "description": STATUS_DESCRIPTIONS[status],
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+                    **({"headers": RETRY_AFTER} if status == 503 else {}),
                 }
     return document
 
