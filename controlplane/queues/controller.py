@@ -15,19 +15,11 @@ from adapters.model import MessageQueueItem, QueueFilter, QueueMetrics
 from controlplane.auth.guard import requires
 from controlplane.auth.schema import Principal, Scope
 from controlplane.auth.tenancy import SCOPED
-from controlplane.errors import InvalidInput
 from controlplane.queues.params import provide_queue_filter
 from controlplane.queues.schema import LegacyQueueItemPage, MessagePage, QueueList
 from controlplane.services import Services
 
 AnyRequest = Request[Principal, Any, Any]
-
-
-def parse_message_id(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise InvalidInput(f"{value!r} is not a message id (a UUID)", field="id") from None
 
 
 class MessagesController(Controller):
