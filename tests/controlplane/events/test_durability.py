@@ -66,20 +66,24 @@ async def test_with_the_database_unreachable_records_are_spooled_then_replayed(
     assert await count(services, MessageRow) == 6
 
 
+async def submit_every_fixture(engine: Any, spool_dir: Path) -> Any:
+    """Every KumoMTA fixture record, submitted in one request to a pipeline writing through ``engine``."""
+    pipeline = IngestPipeline(session_factory(engine), spool_dir, 1000)
+    await pipeline.start()
+    records, dead, _ = decode_body(b"[" + b",".join(kumomta_records().values()) + b"]", api_key=None, tenant=None)
+    try:
+        return await asyncio.wait_for(pipeline.submit(records, dead), 10)
+    finally:
+        await pipeline.stop()
+        await engine.dispose()
+
+
 @pytest.mark.parametrize("sqlstate", ["57P03", "53300"])
 async def test_a_server_refusing_connections_as_it_starts_or_stops_gets_the_group_spooled(
     tmp_path: Path, sqlstate: str
 ) -> None:
     async with RefusingPostgres(sqlstate) as server:
-        refusing = create_engine(Settings(database_url=server.url))
-        pipeline = IngestPipeline(session_factory(refusing), tmp_path / "spool", 1000)
-        await pipeline.start()
-        records, dead, _ = decode_body(b"[" + b",".join(kumomta_records().values()) + b"]", api_key=None, tenant=None)
-        try:
-            outcome = await asyncio.wait_for(pipeline.submit(records, dead), 10)
-        finally:
-            await pipeline.stop()
-            await refusing.dispose()
+        outcome = await submit_every_fixture(create_engine(Settings(database_url=server.url)), tmp_path / "spool")
     assert outcome[:3] == (9, 0, 9)
     assert len(list((tmp_path / "spool").glob("*.spool"))) == 1
 
@@ -97,14 +101,7 @@ async def test_the_database_going_away_while_a_refused_group_is_isolated_spools_
         raise ConnectionResetError(104, "Connection reset by peer")  # and meanwhile the server went away
 
     monkeypatch.setattr("controlplane.events.service.write_group", refused_then_gone)
-    pipeline = IngestPipeline(session_factory(engine), tmp_path / "spool", 1000)
-    await pipeline.start()
-    records, dead, _ = decode_body(b"[" + b",".join(kumomta_records().values()) + b"]", api_key=None, tenant=None)
-    try:
-        outcome = await asyncio.wait_for(pipeline.submit(records, dead), 10)
-    finally:
-        await pipeline.stop()
-        await engine.dispose()
+    outcome = await submit_every_fixture(engine, tmp_path / "spool")
     assert outcome[:3] == (9, 0, 9)
     assert len(list((tmp_path / "spool").glob("*.spool"))) == 1
 

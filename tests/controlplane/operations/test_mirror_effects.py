@@ -26,12 +26,16 @@ async def statuses(client: Any, headers: dict[str, str], **query: str) -> list[t
     return sorted((m["status"], m["queue_state"]) for m in page["data"])
 
 
-@respx.mock
-async def test_a_purge_of_every_node_marks_the_purged_messages_cancelled(services: Services) -> None:
-    respx.route(host="kumo-1.test").mock(side_effect=FakeKumod({"acme@gmail.com": 2}))
+async def mirror_two_gmail_messages_and_one_yahoo(services: Services) -> None:
     async with services.sessions.begin() as session:
         await insert_new(session, [make_message(domain="gmail.com", tenant_id="acme") for _ in range(2)])
         await insert_new(session, [make_message(domain="yahoo.com", tenant_id="acme")])
+
+
+@respx.mock
+async def test_a_purge_of_every_node_marks_the_purged_messages_cancelled(services: Services) -> None:
+    respx.route(host="kumo-1.test").mock(side_effect=FakeKumod({"acme@gmail.com": 2}))
+    await mirror_two_gmail_messages_and_one_yahoo(services)
     async with api(services.settings) as client:
         headers = await bearer(services, "fleet:manage", "queue:manage", "email:read")
         await register(client, headers, "kumo-1")
@@ -75,9 +79,7 @@ async def test_admin_bounce_records_read_as_bounced_for_a_bounce_and_cancelled_f
 async def test_queued_messages_show_their_queue_suspended_while_a_node_holds_a_suspension(services: Services) -> None:
     kumod = FakeKumod({"acme@gmail.com": 2, "acme@yahoo.com": 1})
     respx.route(host="kumo-1.test").mock(side_effect=kumod)
-    async with services.sessions.begin() as session:
-        await insert_new(session, [make_message(domain="gmail.com", tenant_id="acme") for _ in range(2)])
-        await insert_new(session, [make_message(domain="yahoo.com", tenant_id="acme")])
+    await mirror_two_gmail_messages_and_one_yahoo(services)
     async with api(services.settings) as client:
         headers = await bearer(services, "fleet:manage", "queue:manage", "email:read")
         await register(client, headers, "kumo-1")
