@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.base import MtaAdapter, MtaError, adapter_for
-from adapters.http import NodeNetworks, pooled_client
+from adapters.http import DEFAULT_TIMEOUT_SECONDS, NodeNetworks, pooled_client
 from adapters.kumomta.client import KumoAuth
 from controlplane.audit.service import AuditLog
 from controlplane.db.tables import NodeHoldRow, NodeQueuesRow, NodeRow
@@ -79,16 +79,34 @@ class FleetService:
         # one for all: httpcore's pool scans every connection it holds for each request it places, which made one
         # shared pool quadratic in the size of the fleet.
         self._clients: dict[uuid.UUID, httpx.AsyncClient] = {}
+        self._retiring: set[httpx.AsyncClient] = set()  # replaced clients, closed once in-flight requests end
+        self._retired: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
         clients, self._clients = self._clients, {}
-        for client in clients.values():
+        retired, self._retired = self._retired, set()
+        for task in retired:
+            task.cancel()
+        for client in [*clients.values(), *self._retiring]:
             await client.aclose()
+        self._retiring.clear()
 
     async def _forget_client(self, node_id: uuid.UUID) -> None:
+        """New requests to the node get a new client (its URL or credentials may have changed); the old one is
+        closed once requests already under way on it have had their time, not under their feet."""
         client = self._clients.pop(node_id, None)
-        if client is not None:
-            await client.aclose()
+        if client is None:
+            return
+        self._retiring.add(client)
+        task = asyncio.create_task(self._close_later(client))
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+
+    async def _close_later(self, client: httpx.AsyncClient) -> None:
+        # A request through the adapter's retries lasts at most about three timeouts and the retry delays.
+        await asyncio.sleep(3 * DEFAULT_TIMEOUT_SECONDS + 1)
+        self._retiring.discard(client)
+        await client.aclose()
 
     def _seal(self, node_id: uuid.UUID, credentials: NodeCredentials | None) -> tuple[str, bytes | None]:
         if credentials is None or credentials.scheme == "none":

@@ -128,8 +128,11 @@ async def test_a_node_keeps_one_connection_between_uses_until_it_changes(service
     assert fleet.adapter(row)._http is adapter._http and not adapter._http.is_closed  # type: ignore[attr-defined]
     assert route.call_count == 2
     await fleet.update(node.name, NodeUpdate(base_url="http://kumo-1b.test:8000"), actor="test")
-    assert adapter._http.is_closed  # type: ignore[attr-defined]  # a changed node gets a new client
+    # A changed node gets a new client; the old one is closed once requests under way on it are done.
+    assert fleet.adapter(row)._http is not adapter._http  # type: ignore[attr-defined]
+    assert not adapter._http.is_closed  # type: ignore[attr-defined]
     await fleet.close()
+    assert adapter._http.is_closed  # type: ignore[attr-defined]
 
 
 def test_sealed_credentials_need_the_same_key_and_the_same_node() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import httpx
@@ -9,6 +10,7 @@ import pytest
 import respx
 
 from adapters.kumomta import client as kumo_client
+from controlplane.fleet.schema import NodeUpdate
 from controlplane.jobs.tasks import sync_nodes
 from controlplane.services import Services
 from tests.controlplane.api_client import api, bearer
@@ -220,3 +222,26 @@ async def test_tsa_suspensions_show_in_queues_and_cannot_be_lifted_through_kumod
         resumed = await client.post("/api/v1/operations", json=SUSPEND | {"operation": "resume"}, headers=headers)
         assert resumed.json()["status"] == "done"  # nothing of kumod's to lift, and TSA's are left alone
     assert not any(method == "DELETE" for method, _, _ in kumod.requests)
+
+
+async def test_changing_a_node_while_it_is_being_synced_does_not_cut_the_sync_off(services: Services) -> None:
+    kumod = FakeKumod()
+    reached, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_kumod(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/admin/suspend/v1":  # the ready-queue listing is asked after this one
+            reached.set()
+            await release.wait()
+        return kumod(request)
+
+    with respx.mock:
+        respx.route(host="kumo-1.test").mock(side_effect=slow_kumod)
+        async with api(services.settings) as client:
+            headers = await bearer(services, "fleet:manage")
+            await register(client, headers, "kumo-1")
+            sync = asyncio.create_task(services.fleet_state.sync())
+            await reached.wait()
+            await services.fleet.update("kumo-1", NodeUpdate(labels={"pool": "b"}), actor="test")
+            release.set()
+            [outcome] = await sync
+    assert outcome.error is None, outcome.error
