@@ -150,7 +150,9 @@ def nesting_depth(raw: bytes) -> int:
 
 
 class RecordType(enum.StrEnum):
-    """The ``type`` of a KumoMTA log record (``RecordType`` in kumo-log-types), as the events API filters by it."""
+    """The ``type`` of a KumoMTA log record, as the events API filters by it: every variant of ``RecordType`` in
+    kumo-log-types (KumoCorp/kumomta at 3ebc1e85, ``crates/kumo-log-types/src/lib.rs``) but ``Any``, which only
+    matches records in kumod's logging configuration and is never a record's type."""
 
     Reception = "Reception"
     Delivery = "Delivery"
@@ -162,6 +164,7 @@ class RecordType(enum.StrEnum):
     Feedback = "Feedback"
     Rejection = "Rejection"
     AdminRebind = "AdminRebind"
-    DeferredInjection = "DeferredInjection"
+    DeferredInjectionRebind = "DeferredInjectionRebind"
+    Delayed = "Delayed"
     XferOut = "XferOut"
     XferIn = "XferIn"

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.kumomta.events import KumoLogRecord, record_decoder, split_body
+from adapters.kumomta.events import KumoLogRecord, RecordType, record_decoder, split_body
 from adapters.kumomta.mapping import (
     BOUNCE_CLASS_TYPE,
     CANCEL_MARK,
@@ -194,3 +194,24 @@ def test_an_empty_egress_pool_is_no_pool() -> None:
     record = json.loads(kumomta_records()["log_delivery"]) | {"egress_pool": ""}
     observation = observe(record_decoder.decode(json.dumps(record)))
     assert observation is not None and observation.pool_name is None
+
+
+def test_the_record_types_are_kumods_own() -> None:
+    # RecordType in crates/kumo-log-types/src/lib.rs (KumoCorp/kumomta at 3ebc1e85), less `Any` (a logging filter)
+    kumod = [
+        "Reception",
+        "Delivery",
+        "Bounce",
+        "TransientFailure",
+        "Expiration",
+        "AdminBounce",
+        "OOB",
+        "Feedback",
+        "Rejection",
+        "AdminRebind",
+        "DeferredInjectionRebind",
+        "Delayed",
+        "XferOut",
+        "XferIn",
+    ]
+    assert [t.value for t in RecordType] == kumod
