@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -273,10 +274,8 @@ def _forbid_nul(schema: Any) -> None:
 _BOUNDS = (("ge", "minimum"), ("le", "maximum"), ("gt", "exclusiveMinimum"), ("lt", "exclusiveMaximum"))
 
 
-def parameter_facts(app: Litestar) -> dict[tuple[str, str, str], dict[str, Any]]:
-    """What Litestar's schema misses about parameters, by (path, method, name): bounds of 0 (it drops falsy
-    ones), and the time rule of ``Instant`` parameters (it knows no schema for the type)."""
-    found: dict[tuple[str, str, str], dict[str, Any]] = {}
+def handler_parameters(app: Litestar) -> Iterator[tuple[HTTPRoute, Any, str, FieldDefinition]]:
+    """Every parameter of every HTTP handler, its dependencies' included: (route, handler, name, field)."""
     for route in app.routes:
         if not isinstance(route, HTTPRoute):
             continue
@@ -287,15 +286,23 @@ def parameter_facts(app: Litestar) -> dict[tuple[str, str, str], dict[str, Any]]
                 if signature is not None:
                     fields.update(signature.parameters)
             for name, field in fields.items():
-                facts: dict[str, Any] = {}
-                if _mentions_instant(field):
-                    facts.update(INSTANT_SCHEMA)
-                definition = field.kwarg_definition
-                if definition is not None:
-                    facts.update({key: 0 for attr, key in _BOUNDS if getattr(definition, attr, None) == 0})
-                if facts:
-                    for method in handler.http_methods:
-                        found[(route.path_format, method.lower(), name)] = facts
+                yield route, handler, name, field
+
+
+def parameter_facts(app: Litestar) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """What Litestar's schema misses about parameters, by (path, method, name): bounds of 0 (it drops falsy
+    ones), and the time rule of ``Instant`` parameters (it knows no schema for the type)."""
+    found: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for route, handler, name, field in handler_parameters(app):
+        facts: dict[str, Any] = {}
+        if _mentions_instant(field):
+            facts.update(INSTANT_SCHEMA)
+        definition = field.kwarg_definition
+        if definition is not None:
+            facts.update({key: 0 for attr, key in _BOUNDS if getattr(definition, attr, None) == 0})
+        if facts:
+            for method in handler.http_methods:
+                found[(route.path_format, method.lower(), name)] = facts
     return found
 
 

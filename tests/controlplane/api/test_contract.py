@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar.routes import HTTPRoute
-
 from controlplane.app import create_app
 from controlplane.instants import Instant
-from controlplane.openapi import _mentions_instant
+from controlplane.openapi import _mentions_instant, handler_parameters
 from controlplane.services import Services
 from controlplane.settings import Settings
 from tests.controlplane.api_client import api, bearer
@@ -124,16 +122,9 @@ def test_no_query_parameter_is_a_plain_datetime(services: Services) -> None:
     from datetime import datetime
 
     app = create_app(Settings(database_url=services.settings.database_url), run_jobs=False)
-    for route in app.routes:
-        if not isinstance(route, HTTPRoute):
-            continue
-        for handler in route.route_handlers:
-            fields = dict(handler.parsed_fn_signature.parameters)
-            for provider in handler.resolve_dependencies().values():
-                fields.update(provider.parsed_fn_signature.parameters)
-            for name, field in fields.items():
-                plain = field.annotation is datetime or any(i.annotation is datetime for i in field.inner_types)
-                assert not plain or _mentions_instant(field), (route.path, name)
+    for route, _, name, field in handler_parameters(app):
+        plain = field.annotation is datetime or any(i.annotation is datetime for i in field.inner_types)
+        assert not plain or _mentions_instant(field), (route.path, name)
     assert issubclass(Instant, datetime)
 
 
