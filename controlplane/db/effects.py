@@ -13,14 +13,14 @@ from sqlalchemy import ColumnElement, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.base import Target
-from adapters.model import TERMINAL_STATUSES, MessageQueueStatus
+from adapters.model import MessageQueueStatus
+from controlplane.db.messages import IN_QUEUE
 from controlplane.db.tables import MessageRow
-
-IN_QUEUE = sorted(s.value for s in MessageQueueStatus if s not in TERMINAL_STATUSES)
 
 
 def targeted(target: Target) -> list[ColumnElement[bool]]:
-    """The mirror rows still queued that ``target`` selects (by the mirror's columns, as the plan counted them)."""
+    """The mirror rows still queued that ``target`` selects, by the mirror's columns: what an operation's plan
+    counts (``QueueQueryService.queued_in``) and what a purge marks."""
     c = MessageRow
     where: list[ColumnElement[bool]] = [c.status.in_(IN_QUEUE)]
     if target.everything:

@@ -30,6 +30,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.model import (
+    TERMINAL_STATUSES,
     BounceType,
     MessageQueueItem,
     MessageQueueStatus,
@@ -46,6 +47,8 @@ from controlplane.db.tables import MessageRow, search_text
 
 TABLE = cast(Table, MessageRow.__table__)
 COLUMNS = TABLE.c
+# The statuses of a message still in a queue (not delivered, bounced, expired or cancelled).
+IN_QUEUE = sorted(s.value for s in MessageQueueStatus if s not in TERMINAL_STATUSES)
 # Struct field -> column, in Struct order; the one place the two are lined up.
 STRUCT_COLUMNS: dict[str, str] = {f: ("metadata" if f == "metadata" else f) for f in MessageQueueItem.__struct_fields__}
 

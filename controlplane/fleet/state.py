@@ -32,7 +32,7 @@ from adapters.base import (
 )
 from adapters.model import QueueName, QueueState
 from controlplane.audit.service import AuditLog
-from controlplane.db.effects import IN_QUEUE
+from controlplane.db.messages import IN_QUEUE
 from controlplane.db.tables import MessageRow, NodeHoldRow, NodeQueuesRow, NodeRow
 from controlplane.errors import NotFound
 from controlplane.fleet.schema import Hold, HoldKind, NodeSync

@@ -265,13 +265,7 @@ class OperationService:
             await self._check_hold_tenant(wanted, tenant)
         nodes = await self._fleet.select(request.nodes)
         check(request, target, nodes)
-        affected, queue_names = await self._queues.queued_in(
-            domain=request.domain,
-            tenant_id=request.tenant,
-            campaign_id=request.campaign,
-            routing_domain=request.routing_domain,
-            queue_name=request.queue_name,
-        )
+        affected, queue_names = await self._queues.queued_in(target)
         now = datetime.now(UTC)
         plan = QueueOperationResult(
             success=True,

@@ -11,8 +11,8 @@ import msgspec
 from sqlalchemy import ColumnElement, and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from adapters.base import Target
 from adapters.model import (
-    TERMINAL_STATUSES,
     BounceType,
     DomainHealthScore,
     MessageQueueItem,
@@ -24,7 +24,8 @@ from adapters.model import (
     QueueState,
     assume_utc,
 )
-from controlplane.db.messages import COLUMNS, TABLE, filter_conditions, ordered_page, row_to_message
+from controlplane.db.effects import targeted
+from controlplane.db.messages import COLUMNS, IN_QUEUE, TABLE, filter_conditions, ordered_page, row_to_message
 from controlplane.db.tables import NodeHoldRow, NodeQueuesRow, NodeRow
 from controlplane.errors import InvalidInput, NotFound
 from controlplane.fleet.state import hold_matches
@@ -35,7 +36,6 @@ from controlplane.queues.schema import MessagePage, NodeQueueCount, QueueList, Q
 MAX_OFFSET = 10_000
 # Bounded breakdowns keep the metrics response small on fleets with hundreds of thousands of domains.
 TOP_BREAKDOWN = 100
-IN_QUEUE = sorted(s.value for s in MessageQueueStatus if s not in TERMINAL_STATUSES)
 # When a queue's messages disagree about the queue state, the most restrictive one is reported.
 STATE_SEVERITY = [QueueState.disabled, QueueState.suspended, QueueState.draining, QueueState.active]
 
@@ -131,30 +131,14 @@ class QueueQueryService:
             raise NotFound(f"no message {message_id}", field="id")
         return row_to_message(row)
 
-    async def queued_in(
-        self,
-        *,
-        domain: str | None = None,
-        tenant_id: str | None = None,
-        campaign_id: str | None = None,
-        routing_domain: str | None = None,
-        queue_name: str | None = None,
-    ) -> tuple[int, list[str]]:
+    async def queued_in(self, target: Target) -> tuple[int, list[str]]:
         """Messages still queued for a target, and their queue names: what an operation on it would affect."""
         c = COLUMNS
-        where: list[ColumnElement[bool]] = [c.status.in_(IN_QUEUE)]
-        for column, value in (
-            (c.domain, domain.lower() if domain else None),
-            (c.tenant_id, tenant_id),
-            (c.campaign_id, campaign_id),
-            (c.routing_domain, routing_domain),
-            (c.queue_name, queue_name),
-        ):
-            if value is not None:
-                where.append(column == value)
         async with self._sessions() as session:
             rows = (
-                await session.execute(select(c.queue_name, func.count()).where(*where).group_by(c.queue_name))
+                await session.execute(
+                    select(c.queue_name, func.count()).where(*targeted(target)).group_by(c.queue_name)
+                )
             ).all()
         return sum(n for _, n in rows), sorted(name for name, _ in rows)
 
