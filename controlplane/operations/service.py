@@ -467,7 +467,8 @@ class OperationService:
             if request.operation is Op.purge and not errors and not request.nodes:
                 # No record will tell the mirror (suppress_logging): every node purged the target, so say it here.
                 await record_purge(session, target, note=f"purged by operation {row.id}: {request.reason}")
-            await refresh_queue_states(session)
+            if request.operation in (Op.suspend, Op.resume):  # only these change what the nodes hold suspended
+                await refresh_queue_states(session)
             await self._audit_operation(session, stored, target, nodes=[n.name for n in nodes], errors=errors)
 
     async def _audit_operation(
