@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -24,7 +25,7 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adapters.base import QueueCounts
-from controlplane.fleet.state import NodeSnapshot, _replace
+from controlplane.fleet.state import NodeSnapshot, _replace, recorded_holds, refresh_queue_states
 from controlplane.services import Services
 from controlplane.settings import Settings
 
@@ -40,10 +41,13 @@ async def time_backend(url: str, args: argparse.Namespace) -> None:
     try:
         for round_ in range(3):
             reports = [snapshot(args.queues, round_) for _ in nodes]
+            read_at = datetime.now(UTC)
             started = time.perf_counter()
             async with services.sessions.begin() as session:
+                recorded = await recorded_holds(session, nodes)
                 for node_id, report in zip(nodes, reports, strict=True):
-                    await _replace(session, node_id, report)
+                    await _replace(session, node_id, report, read_at, recorded[node_id])
+                await refresh_queue_states(session)  # as every sync does once it has stored the nodes
             took = time.perf_counter() - started
             backend = url.split("+")[0]
             print(f"{backend}: round {round_ + 1}: {took:.2f} s to store {args.nodes} nodes x {args.queues} queues")

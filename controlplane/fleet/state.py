@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import msgspec
 from sqlalchemy import ColumnElement, delete, insert, or_, select, update
@@ -42,7 +42,24 @@ log = logging.getLogger("mtactl.fleet")
 NodeSnapshot = tuple[QueueCounts, list[Suspension], list[StandingBounce]]
 
 
-def hold_matches(hold: Hold | NodeHoldRow, queue: QueueName, name: str | None = None) -> bool:
+class HoldCriteria(Protocol):
+    """What decides which scheduled queues a hold applies to (a ``Hold``, a ``NodeHoldRow`` or a row of these)."""
+
+    @property
+    def ready_queue(self) -> str | None: ...
+    @property
+    def queue_names(self) -> list[str] | None: ...
+    @property
+    def domain(self) -> str | None: ...
+    @property
+    def tenant(self) -> str | None: ...
+    @property
+    def campaign(self) -> str | None: ...
+    @property
+    def routing_domain(self) -> str | None: ...
+
+
+def hold_matches(hold: HoldCriteria, queue: QueueName, name: str | None = None) -> bool:
     """Whether a scheduled-queue hold applies to a (parsed) queue name: kumod's rule, the queue must be one of the
     hold's queue names when it has them, else every field the hold names must match; a hold naming none applies to
     every queue."""
@@ -98,6 +115,7 @@ class FleetStateService:
         outcomes = []
         async with self._sessions.begin() as session:
             stored_rows = await stored_by_id(session, [row.id for row in rows])
+            recorded = await recorded_holds(session, [row.id for row in rows])
             for row, snapshot in zip(rows, snapshots, strict=True):
                 stored = stored_rows.get(row.id)
                 if stored is None:  # removed while we were reading it
@@ -108,7 +126,7 @@ class FleetStateService:
                     continue
                 try:
                     async with session.begin_nested():  # what one node sent cannot fail the others' sync
-                        await _replace(session, row.id, snapshot, read_at)
+                        await _replace(session, row.id, snapshot, read_at, recorded[row.id])
                 except DBAPIError as exc:
                     log.warning("storing what node %s holds failed: %s", row.name, exc.orig)
                     stored.sync_error = f"mtactl could not store what the node reported: {exc.orig}"[:2000]
@@ -186,24 +204,37 @@ class FleetStateService:
         return done.reason if isinstance(done, NodeFault) else None
 
 
-async def _replace(session: AsyncSession, node_id: uuid.UUID, snapshot: NodeSnapshot, read_at: datetime) -> None:
+# What mtactl recorded of a hold it made by queue names, which kumod's listing does not show:
+# (tenant, routing_domain, queue_names), by node and by (kind, hold id).
+RecordedHolds = dict[uuid.UUID, dict[tuple[str, str], tuple[str | None, str | None, list[str]]]]
+
+
+async def recorded_holds(session: AsyncSession, node_ids: list[uuid.UUID]) -> RecordedHolds:
+    """The holds mtactl made by queue names on these nodes, as it recorded them; one query for all the nodes."""
+    h = NodeHoldRow
+    rows = (
+        await session.execute(
+            select(h.node_id, h.kind, h.hold_id, h.tenant, h.routing_domain, h.queue_names).where(
+                h.node_id.in_(node_ids)
+            )
+        )
+    ).all()
+    recorded: RecordedHolds = {node_id: {} for node_id in node_ids}
+    for node_id, kind, hold_id, tenant, routing_domain, names in rows:
+        if names:  # (a JSON null reads as None: IS NOT NULL would not filter it out)
+            recorded[node_id][(kind, hold_id)] = (tenant, routing_domain, names)
+    return recorded
+
+
+async def _replace(
+    session: AsyncSession,
+    node_id: uuid.UUID,
+    snapshot: NodeSnapshot,
+    read_at: datetime,
+    recorded: dict[tuple[str, str], tuple[str | None, str | None, list[str]]],
+) -> None:
     counts, suspensions, bounces = snapshot
     # kumod lists a hold made by queue names as one naming nothing: keep what mtactl recorded when it made it.
-    recorded = {
-        (kind, hold_id): (tenant, routing_domain, names)
-        for kind, hold_id, tenant, routing_domain, names in (
-            await session.execute(
-                select(
-                    NodeHoldRow.kind,
-                    NodeHoldRow.hold_id,
-                    NodeHoldRow.tenant,
-                    NodeHoldRow.routing_domain,
-                    NodeHoldRow.queue_names,
-                ).where(NodeHoldRow.node_id == node_id)
-            )
-        ).all()
-        if names  # (a JSON null is not filtered out by IS NOT NULL)
-    }
     if recorded:
         suspensions = [_restore(s, recorded.get((HoldKind.suspension.value, s.id))) for s in suspensions]
         bounces = [_restore(b, recorded.get((HoldKind.bounce.value, b.id))) for b in bounces]
@@ -279,28 +310,39 @@ def hold_rows(
     return rows
 
 
-async def refresh_queue_states(session: AsyncSession) -> None:
+async def refresh_queue_states(session: AsyncSession, queue_names: Iterable[str] | None = None) -> None:
     """Set ``queue_state`` of queued mirror rows from the suspensions the nodes hold now: ``suspended`` while one
-    applies to the row's queue, ``active`` again once none does. Queues are those the nodes report and those the
-    mirror marks suspended (a few thousand names, not a scan of the messages); only rows that change are written."""
-    holds = (
-        await session.scalars(
-            select(NodeHoldRow).where(NodeHoldRow.kind == "suspension", NodeHoldRow.ready_queue.is_(None))
-        )
-    ).all()
-    names: set[str] = set()
-    for scheduled in (await session.scalars(select(NodeQueuesRow.scheduled))).all():
-        names.update(scheduled)
+    applies to the row's queue, ``active`` again once none does. Queues are ``queue_names`` (those an operation
+    touched), by default those the nodes report and those the mirror marks suspended (a few thousand names, not a
+    scan of the messages); only rows that change are written, and only queues some row shows suspended are
+    looked at for release."""
+    h = NodeHoldRow  # the criteria only, not whole ORM objects: there may be thousands of holds
+    holds = cast(
+        Sequence[HoldCriteria],
+        (
+            await session.execute(
+                select(h.ready_queue, h.queue_names, h.domain, h.tenant, h.campaign, h.routing_domain).where(
+                    h.kind == "suspension", h.ready_queue.is_(None)
+                )
+            )
+        ).all(),
+    )
     c = MessageRow
-    names.update(
+    # Queues some mirror row shows suspended (an index range: few rows): only these can need releasing.
+    marked = set(
         (
             await session.scalars(select(c.queue_name).where(c.queue_state == QueueState.suspended.value).distinct())
         ).all()
     )
+    names: set[str] = set(queue_names or ())
+    if queue_names is None:
+        for scheduled in (await session.scalars(select(NodeQueuesRow.scheduled))).all():
+            names.update(scheduled)
+        names |= marked
     suspended = sorted(n for n in names if any(hold_matches(h, QueueName.parse(n), n) for h in holds))
     queued = c.status.in_(IN_QUEUE)
     await _set_state(session, [queued, c.queue_state != QueueState.suspended.value], suspended, QueueState.suspended)
-    released = sorted(names - set(suspended))
+    released = sorted((names & marked) - set(suspended))
     await _set_state(session, [queued, c.queue_state == QueueState.suspended.value], released, QueueState.active)
 
 

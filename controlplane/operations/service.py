@@ -41,7 +41,7 @@ from controlplane.db.tables import NodeHoldRow, NodeQueuesRow, NodeRow, Operatio
 from controlplane.errors import Forbidden, InvalidInput, NotFound
 from controlplane.fleet.schema import HoldKind
 from controlplane.fleet.service import FleetService, NodeFault
-from controlplane.fleet.state import hold_rows, refresh_queue_states
+from controlplane.fleet.state import hold_rows, recorded_holds, refresh_queue_states
 from controlplane.operations.schema import NodeOutcome, OperationProgress, OperationRecord, OperationRequest
 from controlplane.queues.service import QueueQueryService
 
@@ -331,18 +331,15 @@ class OperationService:
     async def _recorded_names(self, node_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, tuple[str, ...]]]:
         """Per node, the queue names mtactl suspended by name (kumod's listing does not show them)."""
         async with self._sessions() as session:
-            rows = (
-                await session.execute(
-                    select(NodeHoldRow.node_id, NodeHoldRow.hold_id, NodeHoldRow.queue_names).where(
-                        NodeHoldRow.node_id.in_(node_ids), NodeHoldRow.kind == HoldKind.suspension.value
-                    )
-                )
-            ).all()
-        recorded: dict[uuid.UUID, dict[str, tuple[str, ...]]] = {node_id: {} for node_id in node_ids}
-        for node_id, hold_id, names in rows:
-            if names:  # (a JSON null reads as None, and is not filtered out by IS NOT NULL)
-                recorded[node_id][hold_id] = tuple(names)
-        return recorded
+            recorded = await recorded_holds(session, node_ids)
+        return {
+            node_id: {
+                hold_id: tuple(names)
+                for (kind, hold_id), (_, _, names) in holds.items()
+                if kind == HoldKind.suspension.value
+            }
+            for node_id, holds in recorded.items()
+        }
 
     async def _check_hold_tenant(self, hold_id: str, tenant: str) -> None:
         """A tenant-bound key may lift by id only a suspension scoped to its tenant; another is "not found"."""
@@ -468,7 +465,9 @@ class OperationService:
                 # No record will tell the mirror (suppress_logging): every node purged the target, so say it here.
                 await record_purge(session, target, note=f"purged by operation {row.id}: {request.reason}")
             if request.operation in (Op.suspend, Op.resume):  # only these change what the nodes hold suspended
-                await refresh_queue_states(session)
+                # The queues this operation targeted, on the nodes and in the mirror; the sync looks at all.
+                touched = {q for o in outcomes for q in [*o.result.affected_queues, *(o.queue_names or ())]}
+                await refresh_queue_states(session, touched | set(total.affected_queues))
             await self._audit_operation(session, stored, target, nodes=[n.name for n in nodes], errors=errors)
 
     async def _audit_operation(
