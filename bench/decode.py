@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ingest import build_batches
 
+from adapters.kumomta.log_source import KUMOMTA
 from controlplane.db.mirror import _json_text, _values, combine
 from controlplane.events.service import decode_body, event_row
 
@@ -35,7 +36,7 @@ from controlplane.events.service import decode_body, event_row
 def work(batches: list[bytes]) -> None:
     now = datetime.now(UTC)
     for body in batches:
-        records, _, _ = decode_body(body, api_key=None, tenant=None)
+        records, _, _ = decode_body(body, source=KUMOMTA, api_key=None, tenant=None)
         [event_row(r, now) for r in records]
         [_values(o, now, _json_text) for o in combine(r.observation for r in records if r.observation)]
 

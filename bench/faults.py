@@ -51,6 +51,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adapters.kumomta.events import record_decoder
+from adapters.kumomta.log_source import KUMOMTA
 from adapters.kumomta.mapping import dedupe_key
 from bench.ingest import free_port, message_records, peak_rss_mb
 from controlplane.events.service import decode_body, write_group
@@ -333,7 +334,7 @@ async def rederive_mirror(database_url: str, payloads: list[str]) -> None:
     try:
         for start in range(0, len(payloads), 2000):
             body = ("[" + ",".join(payloads[start : start + 2000]) + "]").encode()
-            records, dead, _ = decode_body(body, api_key=None, tenant=None)
+            records, dead, _ = decode_body(body, source=KUMOMTA, api_key=None, tenant=None)
             async with services.sessions.begin() as session:
                 await write_group(session, records, dead)
     finally:

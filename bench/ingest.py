@@ -36,6 +36,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from adapters.kumomta.log_source import KUMOMTA
 from controlplane.db.events import EVENT_COLUMNS
 from controlplane.events.service import decode_body, event_row
 from controlplane.services import Services
@@ -248,7 +249,7 @@ async def run(args: argparse.Namespace) -> None:
     received = datetime.now(UTC)
     rows = []
     for batch in batches:
-        records, _, _ = decode_body(batch, api_key="bench", tenant=None)
+        records, _, _ = decode_body(batch, source=KUMOMTA, api_key="bench", tenant=None)
         rows.extend(event_row(record, received) for record in records)
     await connection.execute("TRUNCATE events")
     copy_started = time.perf_counter()

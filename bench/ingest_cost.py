@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ingest import build_batches, cpu_seconds
 
+from adapters.kumomta.log_source import KUMOMTA
 from controlplane.db.events import insert_events
 from controlplane.db.mirror import apply_observations
 from controlplane.events.service import decode_body, event_row
@@ -57,7 +58,8 @@ async def run(args: argparse.Namespace) -> None:
     services = await Services.start(Settings(database_url=url))
     try:
         decoded = [
-            decode_body(body, api_key=None, tenant=None)[0] for body in build_batches(args.records, args.group, 11)
+            decode_body(body, source=KUMOMTA, api_key=None, tenant=None)[0]
+            for body in build_batches(args.records, args.group, 11)
         ]
         spent = {step: [0.0, 0.0, 0.0] for step in ("events insert", "mirror upsert")}  # wall, own CPU, server
         async with services.sessions() as session:

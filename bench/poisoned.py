@@ -33,6 +33,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent))
 from ingest import build_batches
 from sqlalchemy import exc as sa_exc
 
+from adapters.kumomta.log_source import KUMOMTA
 from controlplane.events import service as ingest_service
 from controlplane.events.service import IngestPipeline, decode_body
 from controlplane.services import Services
@@ -71,7 +72,7 @@ async def run(args: argparse.Namespace) -> None:
                 batch = json.loads(body)
                 batch[len(batch) // 2]["id"] = POISON
                 body = json.dumps(batch).encode()
-            records, dead, _ = decode_body(body, api_key="bench", tenant=None)
+            records, dead, _ = decode_body(body, source=KUMOMTA, api_key="bench", tenant=None)
             started = time.perf_counter()
             outcome = await pipeline.submit(records, dead)
             times[kind].append(time.perf_counter() - started)

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ingest import build_batches
 
+from adapters.kumomta.log_source import KUMOMTA
 from controlplane.events.service import IngestPipeline, _to_spool, decode_body
 from controlplane.events.spool import Spool
 from controlplane.services import Services
@@ -39,7 +40,7 @@ def spool_records(directory: Path, total: int, per_file: int, seed: int) -> int:
     spool = Spool(directory)
     written = 0
     for body in build_batches(total, per_file, seed):
-        records, dead, rejected = decode_body(body, api_key="bench", tenant=None)
+        records, dead, rejected = decode_body(body, source=KUMOMTA, api_key="bench", tenant=None)
         assert not rejected
         spool.write(_to_spool(records, dead))
         written += len(records)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import getpass
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -81,25 +81,36 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
-def serve(host: str, port: int) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Service processes sharing the port. Default: one per core on Postgres, 1 on SQLite (one writer).",
+)
+def serve(host: str, port: int, workers: int | None) -> None:
     """Run the HTTP service (creates and migrates the database on first start).
 
     It starts even while the database is away: health answers degraded, ingestion spools, and the schema is
     migrated as soon as the database answers."""
     import uvicorn
 
-    from controlplane.app import configure_logging, create_app
+    from controlplane.app import configure_logging
 
     settings = load_settings()
     _check_database()
     configure_logging(settings.log_level)
-    app = create_app(settings)
-    # What is alive now (modules, routes, the schema) lives as long as the process. Out of the collector's sight,
-    # it is no longer walked by every full collection, which ingestion's allocations trigger often: about a fifth
-    # of the decoding's CPU (bench/decode.py --heap).
-    gc.collect()
-    gc.freeze()
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), access_log=False)
+    if workers is None:
+        # Decoding and answering take a core each while the database works: one process per core uses them all.
+        workers = 1 if settings.is_sqlite else (os.cpu_count() or 1)
+    uvicorn.run(
+        "controlplane.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
 
 
 @main.command()
@@ -525,11 +536,50 @@ def legacy_verify(file: Path) -> None:
         sys.exit(1)
 
 
+@main.group()
+def projections() -> None:
+    """What follows the event log: the message mirror and the per-minute rollups."""
+
+
+@projections.command("status")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+def projections_status(as_json: bool) -> None:
+    """Each projection's checkpoint and lag (events behind, seconds)."""
+    statuses = with_services(lambda s: s.projections.status())
+    if as_json:
+        click.echo(msgspec.json.encode(statuses))
+        return
+    click.echo(f"{'PROJECTION':<12} {'APPLIED':>12} {'BEHIND':>10} {'LAG S':>8}  CHECKPOINT MOVED")
+    for status in statuses:
+        moved = status.checkpoint_at.isoformat(timespec="seconds") if status.checkpoint_at else "never"
+        behind = f"{status.events_behind:,}" + ("+" if status.events_behind >= 1_000_000 else "")
+        click.echo(f"{status.name:<12} {status.applied:>12,} {behind:>10} {status.lag_seconds:>8.1f}  {moved}")
+
+
+@projections.command("rebuild")
+@click.argument("name")
+def projections_rebuild(name: str) -> None:
+    """Replay the whole event log into a fresh NAME (mirror, rollups) and swap it in at once.
+
+    Readers see the old projection until the new one is complete; the live runner waits meanwhile."""
+
+    async def rebuild(services: Services) -> int:
+        if name not in services.projections.projections:
+            known = ", ".join(sorted(services.projections.projections))
+            raise click.BadParameter(f"no projection {name!r}; there are {known}", param_hint="NAME")
+        with _progress(await services.projections.log_events(), f"rebuilding {name}") as advance:
+            return await services.projections.rebuild(name, lambda done, _total: advance(done))
+
+    replayed = with_services(rebuild)
+    click.echo(f"{name} rebuilt from {replayed:,} events", err=True)
+
+
 class _progress:
     """A rich progress bar on an interactive stderr; nothing otherwise (logs and pipes stay clean)."""
 
-    def __init__(self, total: int | None) -> None:
+    def __init__(self, total: int | None, what: str = "importing") -> None:
         self._total = total
+        self._what = what
         self._bar: Any = None
 
     def __enter__(self) -> Callable[[int], None]:
@@ -540,7 +590,7 @@ class _progress:
 
         self._bar = Progress(console=Console(stderr=True), transient=True)
         self._bar.start()
-        task = self._bar.add_task("importing", total=self._total)
+        task = self._bar.add_task(self._what, total=self._total)
         return lambda done: self._bar.update(task, completed=done)
 
     def __exit__(self, *_: object) -> None:

@@ -28,6 +28,8 @@ from controlplane.fleet.secrets import SecretBox
 from controlplane.fleet.service import FleetService
 from controlplane.fleet.state import FleetStateService
 from controlplane.operations.service import OperationService
+from controlplane.projections import standard_projections
+from controlplane.projections.service import ProjectionService
 from controlplane.queues.service import QueueQueryService
 from controlplane.settings import Settings
 
@@ -55,6 +57,7 @@ class Services:
     fleet_state: FleetStateService
     operations: OperationService
     gate: SchemaGate
+    projections: ProjectionService
 
     @classmethod
     async def start(cls, settings: Settings, *, migrate: bool = True, wait_for_database: bool = False) -> Services:
@@ -82,6 +85,15 @@ class Services:
         box = SecretBox(settings.secret_key) if settings.secret_key else None
         fleet = FleetService(sessions, audit, box, NodeNetworks.parse(settings.node_networks))
         queues = QueueQueryService(sessions)
+        projections = ProjectionService(sessions, standard_projections())
+        ingest = IngestPipeline(
+            sessions,
+            Path(settings.spool_dir),
+            settings.ingest_max_batch,
+            # SQLite has one writer at a time; concurrent write transactions would only fail with SQLITE_BUSY.
+            1 if settings.is_sqlite else settings.ingest_writers,
+        )
+        ingest.on_append.append(projections.wake)
         return cls(
             settings=settings,
             engine=engine,
@@ -90,17 +102,12 @@ class Services:
             keys=ApiKeyService(sessions, audit, VerifiedKeys(Path(settings.spool_dir) / "verified-keys.json")),
             queues=queues,
             events=EventQueryService(sessions),
-            ingest=IngestPipeline(
-                sessions,
-                Path(settings.spool_dir),
-                settings.ingest_max_batch,
-                # SQLite has one writer at a time; concurrent write transactions would only fail with SQLITE_BUSY.
-                1 if settings.is_sqlite else settings.ingest_writers,
-            ),
+            ingest=ingest,
             fleet=fleet,
             fleet_state=FleetStateService(sessions, audit, fleet),
             operations=OperationService(sessions, audit, fleet, queues, redis_url=settings.redis_url),
             gate=gate,
+            projections=projections,
         )
 
     async def migrate_when_available(

@@ -21,13 +21,16 @@ from controlplane.db.tables import (
     ApiKeyRow,
     AuditRow,
     DeadLetterRow,
+    EventRollupRow,
     EventRow,
     JobHeartbeatRow,
+    MessageCountRow,
     MessageRow,
     NodeHoldRow,
     NodeQueuesRow,
     NodeRow,
     OperationRow,
+    ProjectionCheckpointRow,
 )
 from controlplane.services import Services
 from controlplane.settings import Settings
@@ -97,6 +100,9 @@ async def _empty(services: Services) -> None:
             OperationRow,
             NodeQueuesRow,
             NodeHoldRow,
+            EventRollupRow,
+            ProjectionCheckpointRow,
+            MessageCountRow,  # after the messages: their trigger leaves rows of zero behind
         ):
             await session.execute(delete(table))
     services.keys._cache.clear()

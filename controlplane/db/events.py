@@ -27,8 +27,9 @@ from controlplane.db.types import UtcDateTime
 
 EVENTS: Table = EventRow.__table__  # type: ignore[assignment]
 DEAD_LETTERS: Table = DeadLetterRow.__table__  # type: ignore[assignment]
-# The order of the values in an event row tuple: the table's own column order.
-EVENT_COLUMNS: tuple[str, ...] = tuple(column.name for column in EVENTS.columns)
+# The order of the values in an event row tuple: the table's own column order, without ``tx``, which the database
+# fills on Postgres (the writing transaction's id) and the writer passes on SQLite.
+EVENT_COLUMNS: tuple[str, ...] = tuple(column.name for column in EVENTS.columns if column.name != "tx")
 _KEY = EVENT_COLUMNS.index("dedupe_key")
 _AT = EVENT_COLUMNS.index("event_at")
 
@@ -39,9 +40,9 @@ def _in_key_order(row: tuple[Any, ...]) -> tuple[Any, Any]:
 
 def _postgres_insert() -> Any:
     """INSERT ... SELECT FROM unnest(one array per column): one statement, binary arrays, planned once."""
-    names = [c.name for c in EVENTS.columns]
+    names = list(EVENT_COLUMNS)
     columns = []
-    for column in EVENTS.columns:
+    for column in (EVENTS.c[name] for name in names):
         element_type = DateTime(timezone=True) if isinstance(column.type, UtcDateTime) else column.type
         columns.append(func.unnest(bindparam(column.name, type_=postgresql.ARRAY(element_type))).label(column.name))
     insert = pg_insert(EVENTS).from_select(names, select(*columns))
@@ -51,9 +52,9 @@ def _postgres_insert() -> Any:
 _POSTGRES_INSERT = _postgres_insert()
 
 
-async def insert_events(session: AsyncSession, rows: Sequence[tuple[Any, ...]]) -> set[bytes]:
+async def insert_events(session: AsyncSession, rows: Sequence[tuple[Any, ...]], *, tx: int | None = None) -> set[bytes]:
     """Insert event rows (tuples in ``EVENT_COLUMNS`` order, distinct keys), skipping any already stored; returns
-    the dedupe keys actually inserted."""
+    the dedupe keys actually inserted. ``tx`` is their place in the log on SQLite (Postgres fills it)."""
     if not rows:
         return set()
     if session.get_bind().dialect.name == "postgresql":
@@ -66,7 +67,10 @@ async def insert_events(session: AsyncSession, rows: Sequence[tuple[Any, ...]]) 
         result = await session.execute(_POSTGRES_INSERT, arrays)
     else:
         statement = sqlite_insert(EVENTS).on_conflict_do_nothing().returning(EVENTS.c.dedupe_key)
-        result = await session.execute(statement, [dict(zip(EVENT_COLUMNS, row, strict=True)) for row in rows])
+        if tx is None:
+            raise ValueError("SQLite events need their place in the log (tx)")
+        values = [{**dict(zip(EVENT_COLUMNS, row, strict=True)), "tx": tx} for row in rows]
+        result = await session.execute(statement, values)
     return {bytes(key) for key in result.scalars()}
 
 

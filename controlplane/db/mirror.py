@@ -229,13 +229,17 @@ async def message_tenants(session: AsyncSession, ids: Iterable[Any]) -> dict[Any
 
 
 async def apply_observations(
-    session: AsyncSession, observations: Sequence[MessageObservation], *, same_tenant_only: bool = False
+    session: AsyncSession,
+    observations: Sequence[MessageObservation],
+    *,
+    same_tenant_only: bool = False,
+    raise_on_other_tenant: bool = True,
 ) -> int:
     """Upsert the observations into the mirror; returns the number of messages touched.
 
     ``same_tenant_only`` (observations from a tenant-bound key) updates a stored message only if it has the
-    observation's tenant, and raises ``TenantChanged`` otherwise: the safety net under the check made before the
-    write, for a message another writer stored in the meantime."""
+    observation's tenant, and (with ``raise_on_other_tenant``) raises ``TenantChanged`` otherwise: the safety net
+    under the check made before the write, for a message another writer stored in the meantime."""
     combined = combine(observations)
     if not combined:
         return 0
@@ -263,7 +267,7 @@ async def apply_observations(
         touched = 0
         for value in values:  # one by one: RETURNING over many rows is not offered with ON CONFLICT here
             touched += len((await session.execute(guarded, value)).all())
-    if touched != len(combined):
+    if touched != len(combined) and raise_on_other_tenant:
         raise TenantChanged(f"{len(combined) - touched} messages belong to another tenant")
     return touched
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Uuid,
     func,
     literal_column,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -46,6 +47,10 @@ FILTER_COLUMNS = (
     "bounce_classification",
     "priority",
 )
+
+
+# The statuses of a message still in a queue, as SQL (``controlplane.db.messages.IN_QUEUE`` as a list).
+QUEUED_CONDITION = "status IN ('deferred', 'in_delivery', 'ready', 'scheduled', 'suspended')"
 
 
 class MessageRow(Base):
@@ -99,6 +104,14 @@ class MessageRow(Base):
         Index("ix_message_queue_num_attempts", "num_attempts", "id"),
         Index("ix_message_queue_size_bytes", "size_bytes", "id"),
         *(Index(f"ix_message_queue_{column}", column, "created_at", "id") for column in FILTER_COLUMNS),
+        # Queued messages only (a small part of the mirror once mail flows): their oldest and newest for the
+        # metrics, without walking the delivered ones.
+        Index(
+            "ix_message_queue_queued",
+            "created_at",
+            postgresql_where=text(QUEUED_CONDITION),
+            sqlite_where=text(QUEUED_CONDITION),
+        ),
     )
 
 
@@ -149,10 +162,18 @@ class EventRow(Base):
     campaign_id: Mapped[str | None] = mapped_column(String(100))
     response_code: Mapped[int | None] = mapped_column(Integer)
     payload: Mapped[str] = mapped_column(Text)
+    # The event's place in the log, in commit order (``controlplane.projections.log``): on Postgres the id of the
+    # transaction that wrote it (column default pg_current_xact_id()), on SQLite a counter (``event_log_clock``)
+    # bumped by each write transaction. Projections read the log ordered by (tx, event_at, dedupe_key).
+    tx: Mapped[int] = mapped_column(BigInteger)
+    # The tenant of the tenant-bound key that posted it (None: an unbound key): the mirror applies such an event
+    # only to that tenant's message.
+    posted_by_tenant: Mapped[str | None] = mapped_column(String(100))
 
     __table_args__ = (
         # Led by event_at: new keys append at the index's right edge, and the key orders the /events listing.
         PrimaryKeyConstraint("event_at", "dedupe_key", name="pk_events"),
+        Index("ix_events_log", "tx", "event_at", "dedupe_key"),
         Index("ix_events_message", "message_uuid", "event_at"),
         Index("ix_events_domain", "domain", "event_at"),
         Index("ix_events_tenant", "tenant_id", "event_at"),
@@ -294,3 +315,80 @@ class JobHeartbeatRow(Base):
     runner: Mapped[str] = mapped_column(String(50))
     last_run_at: Mapped[datetime] = mapped_column(UtcDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class EventLogClockRow(Base):
+    """SQLite only: the last ``events.tx`` handed out. SQLite runs one write transaction at a time, so a counter
+    bumped inside each one orders the log by commit. (Postgres uses the writing transaction's id instead.)"""
+
+    __tablename__ = "event_log_clock"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tx: Mapped[int] = mapped_column(BigInteger)
+
+
+class ProjectionCheckpointRow(Base):
+    """How far each projection has applied the event log: the (tx, event_at, dedupe_key) of the last event it
+    applied, written in the same transaction as what it applied."""
+
+    __tablename__ = "projection_checkpoints"
+
+    name: Mapped[str] = mapped_column(String(60), primary_key=True)
+    tx: Mapped[int] = mapped_column(BigInteger)
+    event_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    dedupe_key: Mapped[bytes] = mapped_column(LargeBinary(16))
+    applied: Mapped[int] = mapped_column(BigInteger)  # events applied since the projection was (re)built
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class MessageCountRow(Base):
+    """Mirrored messages counted by queue, recipient domain, tenant, campaign, status, queue state and bounce class,
+    with the sums the metrics need. Kept by triggers on ``message_queue`` (statement-level on Postgres, row-level
+    on SQLite), so it is exact whichever writer changed the mirror (the mirror projection, a purge, the fleet
+    sync, the legacy import). Absent tenant, campaign and class are stored as '' (key columns cannot be NULL)."""
+
+    __tablename__ = "message_counts"
+    __table_args__ = (
+        PrimaryKeyConstraint(
+            "queue_name",
+            "domain",
+            "tenant_id",
+            "campaign_id",
+            "status",
+            "queue_state",
+            "bounce_classification",
+            name="pk_message_counts",
+        ),
+    )
+
+    queue_name: Mapped[str] = mapped_column(String(255))
+    domain: Mapped[str] = mapped_column(String(255))
+    tenant_id: Mapped[str] = mapped_column(String(100))
+    campaign_id: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(50))
+    queue_state: Mapped[str] = mapped_column(String(50))
+    bounce_classification: Mapped[str] = mapped_column(String(50))
+    messages: Mapped[int] = mapped_column(BigInteger)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    retries: Mapped[int] = mapped_column(BigInteger)  # attempts beyond the first
+    retried: Mapped[int] = mapped_column(BigInteger)  # messages with more than one attempt
+    created_seconds: Mapped[int] = mapped_column(BigInteger)  # sum of created_at, Unix seconds (for average age)
+    delivery_ms: Mapped[int] = mapped_column(BigInteger)  # sum of delivered_at - created_at over delivered ones
+    last_delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class EventRollupRow(Base):
+    """Per-minute counts of events, one dimension at a time: ``dimension`` is ``all`` (value ''), ``source``,
+    ``domain``, ``tenant``, ``campaign``, ``egress_source``, ``egress_pool``, ``node`` or ``bounce_class``;
+    ``metric`` is a record type (``Delivery``, ``Bounce``, …) or a delivery-time bucket ``delivery_le_<s>``
+    (deliveries that took at most <s> seconds since reception, not cumulative: ``delivery_le_inf`` is the rest).
+    Kept by the ``rollups`` projection."""
+
+    __tablename__ = "event_rollups"
+    __table_args__ = (PrimaryKeyConstraint("dimension", "value", "metric", "minute", name="pk_event_rollups"),)
+
+    dimension: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(320))
+    metric: Mapped[str] = mapped_column(String(40))
+    minute: Mapped[datetime] = mapped_column(UtcDateTime)
+    events: Mapped[int] = mapped_column(BigInteger)

@@ -1,4 +1,4 @@
-"""HTTP routes: KumoMTA ingestion, event history, dead letters."""
+"""HTTP routes: ingestion (one route per event source), event history, dead letters."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.router import Router
 
-from adapters.kumomta.events import RecordType
+from adapters.model.events import EventSource
+from adapters.sources import EVENT_SOURCES, RecordType
 from controlplane.auth.guard import requires
 from controlplane.auth.schema import Principal, Scope
 from controlplane.auth.tenancy import FLEET, SCOPED
@@ -23,69 +25,52 @@ from controlplane.services import Services
 
 AnyRequest = Request[Principal, Any, Any]
 
-_STRING = Schema(type=OpenAPIType.STRING)
-_LOG_RECORD = Schema(
-    type=OpenAPIType.OBJECT,
-    title="KumoLogRecord",
-    description="A KumoMTA log record (JsonLogRecord). Fields beyond these are accepted and stored verbatim.",
-    required=["type", "id", "sender", "recipient", "queue", "timestamp"],
-    properties={
-        "type": Schema(type=OpenAPIType.STRING, examples=["Delivery"]),
-        "id": _STRING,
-        "sender": _STRING,
-        "recipient": _STRING,
-        "queue": Schema(type=OpenAPIType.STRING, description="campaign:tenant@domain!routing_domain"),
-        "timestamp": Schema(type=OpenAPIType.INTEGER, description="Unix seconds"),
-        "event_time": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE_TIME),
-        "created": Schema(type=OpenAPIType.INTEGER),
-        "site": _STRING,
-        "size": Schema(type=OpenAPIType.INTEGER),
-        "num_attempts": Schema(type=OpenAPIType.INTEGER),
-        "response": Schema(type=OpenAPIType.OBJECT),
-        "bounce_classification": _STRING,
-        "egress_pool": _STRING,
-        "meta": Schema(type=OpenAPIType.OBJECT),
-        "headers": Schema(type=OpenAPIType.OBJECT),
-    },
-    additional_properties=True,
-)
 
-
-@dataclass
-class KumoIngestOperation(Operation):
-    """The body is read raw (so one bad record cannot fail its batch); this documents its shape."""
-
-    def __post_init__(self) -> None:
-        self.request_body = RequestBody(
-            required=True,
-            description="One log record (log_hooks:new_json) or an array of them (a send_batch hook).",
-            content={
-                "application/json": OpenAPIMediaType(
-                    schema=Schema(one_of=[_LOG_RECORD, Schema(type=OpenAPIType.ARRAY, items=_LOG_RECORD)])
-                )
-            },
-        )
-
-
-class EventsController(Controller):
-    path = "/api/v1/events"
-    tags = ["events"]
-    opt = SCOPED
-
-    @post(
-        "/ingest/kumomta",
-        guards=[requires(Scope.events_ingest)],
-        operation_class=KumoIngestOperation,
-        summary="Ingest KumoMTA log records",
-        description="202 once every accepted record is durable. Records that do not decode or break a rule are "
-        "answered in `rejected` and kept as dead letters; the others are stored. Never 5xx for a database outage: "
-        "records are spooled to disk and replayed. 413 for more records than MTACTL_INGEST_MAX_RECORDS_PER_REQUEST.",
-        status_code=202,
+def _schema(document: dict[str, Any]) -> Schema:
+    """A source's JSON Schema (the subset sources use) as Litestar's OpenAPI Schema."""
+    return Schema(
+        type=OpenAPIType(document["type"]) if "type" in document else None,
+        title=document.get("title"),
+        description=document.get("description"),
+        format=OpenAPIFormat(document["format"]) if "format" in document else None,
+        required=document.get("required"),
+        examples=document.get("examples"),
+        properties={name: _schema(value) for name, value in document["properties"].items()}
+        if "properties" in document
+        else None,
+        additional_properties=document.get("additionalProperties"),
     )
-    async def ingest_kumomta(self, request: AnyRequest, services: NamedDependency[Services]) -> Response[IngestResult]:
+
+
+def _ingest_operation(source: EventSource) -> type[Operation]:
+    record = _schema(source.record_schema)
+
+    @dataclass
+    class IngestOperation(Operation):
+        """The body is read raw (so one bad record cannot fail its batch); this documents its shape."""
+
+        def __post_init__(self) -> None:
+            self.request_body = RequestBody(
+                required=True,
+                description="One log record or an array of them.",
+                content={
+                    "application/json": OpenAPIMediaType(
+                        schema=Schema(one_of=[record, Schema(type=OpenAPIType.ARRAY, items=record)])
+                    )
+                },
+            )
+
+    return IngestOperation
+
+
+def ingest_handler(source: EventSource) -> Any:
+    """``POST /api/v1/events/ingest/<source>``: one route per event source of ``adapters.sources``."""
+
+    async def ingest(request: AnyRequest, services: NamedDependency[Services]) -> Response[IngestResult]:
         principal, settings = request.user, services.settings
         records, dead, rejected = decode_body(
             await request.body(),
+            source=source,
             api_key=principal.name,
             tenant=principal.tenant_id,
             max_records=settings.ingest_max_records_per_request,
@@ -94,12 +79,45 @@ class EventsController(Controller):
         outcome = await services.ingest.submit(records, dead)
         if outcome.rejected:  # refused when written (another tenant's message, or by the database)
             rejected = sorted([*rejected, *outcome.rejected], key=lambda r: r.index)
+        services.ingest.outcomes.update(
+            accepted=outcome.accepted, duplicate=outcome.duplicates, rejected=len(rejected), spooled=outcome.spooled
+        )
         return Response(
             IngestResult(
                 accepted=outcome.accepted, duplicates=outcome.duplicates, rejected=rejected, spooled=outcome.spooled
             ),
             status_code=202,
         )
+
+    return post(
+        f"/ingest/{source.name}",
+        guards=[requires(Scope.events_ingest)],
+        operation_class=_ingest_operation(source),
+        operation_id=f"Ingest{source.title.replace(' ', '')}LogRecords",
+        summary=f"Ingest {source.title} log records",
+        description="202 once every accepted record is appended to the event log (the message mirror and the "
+        "counters follow it within seconds: GET /api/v1/health/detailed shows their lag). Records that do not "
+        "decode or break a rule are answered in `rejected` and kept as dead letters; the others are stored. "
+        "Never 5xx for a database outage: records are spooled to disk and replayed. 413 for more records than "
+        "MTACTL_INGEST_MAX_RECORDS_PER_REQUEST.",
+        status_code=202,
+        name=f"ingest-{source.name}",
+    )(ingest)
+
+
+def ingest_router() -> Router:
+    return Router(
+        "/api/v1/events",
+        route_handlers=[ingest_handler(source) for source in EVENT_SOURCES.values()],
+        tags=["events"],
+        opt=SCOPED,
+    )
+
+
+class EventsController(Controller):
+    path = "/api/v1/events"
+    tags = ["events"]
+    opt = SCOPED
 
     @get("/", guards=[requires(Scope.email_read, Scope.analytics_read)], summary="Events, newest first by default")
     async def list_events(

@@ -1,8 +1,13 @@
-"""Ingestion: decode, group-commit, spool when the database is away, replay; and the event/dead-letter queries.
+"""Ingestion: decode, append to the event log, spool when the database is away, replay; and the event and
+dead-letter queries.
 
-Every POST hands its decoded records to one writer task. The writer takes everything queued at that moment (up to
-``ingest_max_batch`` records), writes it in one transaction (events, mirror, dead letters) and only then releases
-the waiting requests: concurrent requests share one commit, and a 202 always means "durable".
+The acknowledgement waits for one thing: the durable append of the records to ``events`` (and of the rejects to
+``dead_letters``). Everything that follows the log (the message mirror, the counters) is a projection
+(``controlplane.projections``) that catches up after the answer.
+
+Every POST hands its decoded records to a writer task. A writer takes everything queued at that moment (up to
+``ingest_max_batch`` records), appends it in one transaction and only then releases the waiting requests:
+concurrent requests share one commit, and a 202 always means "durable".
 
 When the database cannot be reached the group is written to the local spool instead (fsynced) and acknowledged;
 a replay task feeds the spool back once the database answers. KumoMTA treats any non-2xx reply as final and drops
@@ -15,20 +20,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
 import msgspec
-from sqlalchemy import ColumnElement, String
+from sqlalchemy import ColumnElement, String, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from adapters.kumomta.events import KumoLogRecord, nesting_depth, record_decoder, split_body
-from adapters.kumomta.mapping import dedupe_key, observe
-from adapters.model import assume_utc, recipient_domain
-from adapters.model.observation import MessageObservation, check_against_model
+from adapters.kumomta.log_source import storable_text
+from adapters.model import assume_utc
+from adapters.model.events import EventSource, LogEvent
+from adapters.model.observation import MessageObservation
+from adapters.sources import event_source
 from controlplane.db.engine import database_unavailable
 from controlplane.db.events import (
     EVENTS,
@@ -38,8 +45,7 @@ from controlplane.db.events import (
     select_events,
     select_message_events,
 )
-from controlplane.db.mirror import TenantChanged, apply_observations, message_tenants
-from controlplane.db.tables import MessageRow
+from controlplane.db.tables import EventLogClockRow, MessageRow
 from controlplane.errors import InvalidInput, MtactlError
 from controlplane.events.schema import (
     DeadLetter,
@@ -52,20 +58,28 @@ from controlplane.events.spool import Spool, SpooledDeadLetter, SpooledRecord, S
 from controlplane.pagination import decode_cursor, encode_cursor
 
 log = logging.getLogger("mtactl.ingest")
-SOURCE = "kumomta"
 RETRY_SECONDS = (0.2, 0.5, 1, 2, 5)
 REPLAY_INTERVAL_SECONDS = 5.0
 
 
 @dataclass
 class DecodedRecord:
-    payload: str
-    record: KumoLogRecord
-    key: bytes
-    observation: MessageObservation | None
+    event: LogEvent
     api_key: str | None
     index: int = 0  # its place in the request's body, for the reply's ``rejected``
     tenant: str | None = None  # the tenant of the key that posted it, if the key is tenant-bound
+
+    @property
+    def key(self) -> bytes:
+        return self.event.dedupe_key
+
+    @property
+    def payload(self) -> str:
+        return self.event.payload
+
+    @property
+    def observation(self) -> MessageObservation | None:
+        return self.event.observation
 
 
 @dataclass
@@ -73,6 +87,7 @@ class DeadLetterEntry:
     error: str
     payload: str
     api_key: str | None
+    source: str = ""
 
 
 class TooManyRecords(MtactlError):
@@ -80,9 +95,6 @@ class TooManyRecords(MtactlError):
     code = "too_many_records"
 
 
-# Records nesting arrays/objects deeper than this are refused: the JSON decoders (msgspec here, jsonb in
-# Postgres) recurse, and a real log record nests a few levels.
-MAX_NESTING = 64
 DEFAULT_MAX_DEAD_LETTERS = 1000
 _MAX_REASON = 300
 
@@ -90,6 +102,7 @@ _MAX_REASON = 300
 def decode_body(
     body: bytes,
     *,
+    source: EventSource,
     api_key: str | None,
     tenant: str | None,
     max_records: int | None = None,
@@ -105,11 +118,11 @@ def decode_body(
     dead: list[DeadLetterEntry] = []
     rejected: list[RejectedRecord] = []
     try:
-        raws = split_body(body)
+        raws = source.split(body)
     except (msgspec.DecodeError, RecursionError) as exc:
         text = storable_text(body.decode("utf-8", errors="replace"))
         reason = _short(f"body is not JSON: {exc}")
-        dead.append(DeadLetterEntry(error=reason, payload=text, api_key=api_key))
+        dead.append(DeadLetterEntry(reason, text, api_key, source.name))
         return records, dead, [RejectedRecord(index=0, error=reason)]
     if max_records is not None and len(raws) > max_records:
         raise TooManyRecords(
@@ -117,15 +130,15 @@ def decode_body(
             f"(MTACTL_INGEST_MAX_RECORDS_PER_REQUEST): send smaller batches"
         )
     not_kept = 0
-    for index, view in enumerate(raws):
-        raw = bytes(view)
+    for index, raw in enumerate(raws):
         try:
-            records.append(decode_record(raw, index=index, api_key=api_key, tenant=tenant))
+            records.append(decode_record(raw, source=source, index=index, api_key=api_key, tenant=tenant))
         except Exception as exc:
             reason = rejection_reason(exc)
             rejected.append(RejectedRecord(index=index, error=reason))
             if len(dead) < max_dead_letters:
-                dead.append(DeadLetterEntry(reason, storable_text(raw.decode("utf-8", errors="replace")), api_key))
+                text = storable_text(raw.decode("utf-8", errors="replace"))
+                dead.append(DeadLetterEntry(reason, text, api_key, source.name))
             else:
                 not_kept += 1
     if not_kept:
@@ -135,41 +148,27 @@ def decode_body(
                 f"(MTACTL_INGEST_MAX_DEAD_LETTERS_PER_REQUEST is {max_dead_letters})",
                 "",
                 api_key,
+                source.name,
             )
         )
     return records, dead, rejected
 
 
-def decode_record(raw: bytes, *, index: int = 0, api_key: str | None, tenant: str | None) -> DecodedRecord:
-    """One raw record -> a record ready to write, having checked everything the database could refuse in it (so a
-    refused write is truly exceptional) and, for records that move the mirror, the model's rules. Raises on
-    any fault (``rejection_reason`` words it)."""
-    payload = storable_text(raw.decode("utf-8", errors="replace"))
-    # Counting brackets is cheap; only a record with many of them is scanned for its depth.
-    if raw.count(b"[") + raw.count(b"{") > MAX_NESTING and nesting_depth(raw) > MAX_NESTING:
-        raise ValueError(f"nested more than {MAX_NESTING} levels deep")
-    record = record_decoder.decode(raw)
-    if "\\u0000" in payload:  # JSON text carries a NUL only escaped, so most records need no walk
-        record = without_nul(record)
-    _utc(record.occurred_at(), "event_time" if record.event_time else "timestamp")
-    domain = recipient_domain(record.recipient)
-    if len(domain) > DERIVED_COLUMN_WIDTHS["domain"]:
+def decode_record(
+    raw: bytes, *, source: EventSource, index: int = 0, api_key: str | None, tenant: str | None
+) -> DecodedRecord:
+    """One raw record -> a record ready to append, having checked everything the database could refuse in it (so
+    a refused write is truly exceptional) and, for records that move the mirror, the model's rules (the source
+    checks those). Raises on any fault (``rejection_reason`` words it)."""
+    event = source.decode(raw)
+    if len(event.domain) > DERIVED_COLUMN_WIDTHS["domain"]:
         raise ValueError(f"recipient domain is longer than {DERIVED_COLUMN_WIDTHS['domain']} characters")
-    observation = observe(record)
+    observation = event.observation
     if tenant is not None and (observation.tenant_id if observation else None) != tenant:
         raise ValueError(f"this API key may only ingest records of tenant {tenant!r}")
     if observation is not None:
         _check_lengths(observation)
-        _utc(observation.created_at, "created")
-        check_against_model(observation)
-    return DecodedRecord(payload, record, dedupe_key(record), observation, api_key, index, tenant)
-
-
-def _utc(value: datetime, name: str) -> datetime:
-    try:
-        return value.astimezone(UTC)
-    except (OverflowError, ValueError):
-        raise ValueError(f"{name} is out of range (years 1 to 9999 in UTC)") from None
+    return DecodedRecord(event, api_key, index, tenant)
 
 
 def rejection_reason(exc: BaseException) -> str:
@@ -191,27 +190,6 @@ def _short(text: str) -> str:
     return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 1] + "…"
 
 
-def storable_text(text: str) -> str:
-    """Postgres text cannot hold NUL; the one change made to a kept payload is writing it as the escape \\u0000."""
-    return text.replace("\x00", "\\u0000")
-
-
-def without_nul(record: KumoLogRecord) -> KumoLogRecord:
-    """The record with every NUL in its strings (and mapping keys) written as the six characters \\u0000, which
-    Postgres can store (it refuses NUL in text and in jsonb) and SQLite then stores the same."""
-    return msgspec.convert(_escape_nul(msgspec.to_builtins(record)), KumoLogRecord)
-
-
-def _escape_nul(value: Any) -> Any:
-    if isinstance(value, str):
-        return storable_text(value)
-    if isinstance(value, dict):
-        return {storable_text(k): _escape_nul(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_escape_nul(v) for v in value]
-    return value
-
-
 # Parts of the queue name land in these message_queue columns; their widths are the limits.
 DERIVED_COLUMN_WIDTHS: dict[str, int] = {
     name: cast(String, MessageRow.__table__.c[name].type).length or 0
@@ -227,24 +205,26 @@ def _check_lengths(observation: MessageObservation) -> None:
 
 
 def event_row(item: DecodedRecord, received_at: datetime) -> tuple[Any, ...]:
-    """The ``events`` row of a record, as a tuple in ``EVENT_COLUMNS`` (table) order, ready for COPY."""
-    record, observation = item.record, item.observation
+    """The ``events`` row of a record, as a tuple in ``APPENDED_COLUMNS`` order, ready for COPY (``tx`` is the
+    database's or the writer's to give)."""
+    event = item.event
     return (
-        record.occurred_at(),  # event_at
-        item.key,  # dedupe_key
+        event.event_at,
+        event.dedupe_key,
         received_at,
-        SOURCE,
-        record.type,
-        observation.id if observation else None,  # message_uuid
-        record.id,  # mta_message_id
-        record.recipient,
-        record.sender,
-        record.queue,  # queue_name
-        observation.domain if observation else recipient_domain(record.recipient),
-        observation.tenant_id if observation else None,
-        observation.campaign_id if observation else None,
-        record.response.code if record.response else None,  # response_code
-        item.payload,
+        event.source,
+        event.type,
+        event.message_uuid,
+        event.mta_message_id,
+        event.recipient,
+        event.sender,
+        event.queue_name,
+        event.domain,
+        event.tenant_id,
+        event.campaign_id,
+        event.response_code,
+        event.payload,
+        item.tenant,  # posted_by_tenant
     )
 
 
@@ -260,49 +240,69 @@ TENANT_REFUSAL = "the message belongs to another tenant (a tenant-bound key may 
 async def write_group(
     session: AsyncSession, records: Sequence[DecodedRecord], dead_letters: Sequence[DeadLetterEntry]
 ) -> WriteResult:
-    """Write one group in the caller's transaction. Records of tenant-bound keys about another tenant's message
-    are refused (kept as dead letters) rather than written."""
+    """Append one group to the log in the caller's transaction. Records of tenant-bound keys about another
+    tenant's message are refused (kept as dead letters) rather than written."""
     received_at = datetime.now(UTC)
     refused = await _other_tenants_messages(session, records)
     if refused:
         skipped = {id(record) for record, _ in refused}
         records = [r for r in records if id(r) not in skipped]
-        dead_letters = [*dead_letters, *(DeadLetterEntry(why, r.payload, r.api_key) for r, why in refused)]
+        dead_letters = [
+            *dead_letters,
+            *(DeadLetterEntry(why, r.payload, r.api_key, r.event.source) for r, why in refused),
+        ]
     unique = list({r.key: r for r in records}.values())
-    inserted = await insert_events(session, [event_row(r, received_at) for r in unique])
-    # Only new events move the mirror: a replayed duplicate has been applied already.
-    new = [r for r in unique if r.key in inserted and r.observation]
-    bound = [r.observation for r in new if r.observation and r.tenant is not None]
-    if bound:  # raises TenantChanged if another writer gave one of these messages to another tenant meanwhile
-        await apply_observations(session, bound, same_tenant_only=True)
-    await apply_observations(session, [r.observation for r in new if r.observation and r.tenant is None])
+    tx = await _next_tx(session) if unique and session.get_bind().dialect.name != "postgresql" else None
+    inserted = await insert_events(session, [event_row(r, received_at) for r in unique], tx=tx)
     await insert_dead_letters(
         session,
         [
-            {"received_at": received_at, "source": SOURCE, "error": d.error, "payload": d.payload, "api_key": d.api_key}
+            {
+                "received_at": received_at,
+                "source": d.source,
+                "error": d.error,
+                "payload": d.payload,
+                "api_key": d.api_key,
+            }
             for d in dead_letters
         ],
     )
     return WriteResult(inserted, refused)
 
 
+async def _next_tx(session: AsyncSession) -> int:
+    """SQLite: this write transaction's place in the log. The UPDATE takes SQLite's write lock, held to the
+    commit, so numbers are handed out in commit order."""
+    statement = update(EventLogClockRow).where(EventLogClockRow.id == 1).values(tx=EventLogClockRow.tx + 1)
+    return int((await session.execute(statement.returning(EventLogClockRow.tx))).scalar_one())
+
+
 async def _other_tenants_messages(
     session: AsyncSession, records: Sequence[DecodedRecord]
 ) -> list[tuple[DecodedRecord, str]]:
-    """The records of tenant-bound keys that would touch a message which is not their tenant's: stored with
-    another tenant (or none), or created in this same group for another tenant."""
+    """The records of tenant-bound keys that would touch a message which is not their tenant's: one with a stored
+    event of another tenant (or of none), or with an event of another tenant in this same group. (Two writers
+    racing on one message can both pass this check; the mirror projection then applies the tenant-bound key's
+    event only to its own tenant's message.)"""
     bound_ids = {r.observation.id for r in records if r.tenant is not None and r.observation is not None}
     if not bound_ids:
         return []
-    owners: dict[Any, str | None] = await message_tenants(session, bound_ids)
+    c = EVENTS.c
+    stored = await session.execute(
+        select(c.message_uuid, c.tenant_id).where(c.message_uuid.in_(list(bound_ids))).distinct()
+    )
+    owners: dict[Any, set[str | None]] = {}
+    for message, tenant in stored:
+        owners.setdefault(message, set()).add(tenant)
+    for record in records:
+        if record.tenant is None and record.observation is not None:
+            owners.setdefault(record.observation.id, set()).add(record.observation.tenant_id)
     refused = []
     for record in records:
         observation = record.observation
-        if observation is None:
+        if record.tenant is None or observation is None:
             continue
-        if record.tenant is None:
-            owners.setdefault(observation.id, observation.tenant_id)
-        elif owners.setdefault(observation.id, record.tenant) != record.tenant:
+        if owners.setdefault(observation.id, {record.tenant}) != {record.tenant}:
             refused.append((record, TENANT_REFUSAL))
     return refused
 
@@ -346,6 +346,10 @@ class IngestPipeline:
         self._tasks: list[asyncio.Task[None]] = []
         self._replay_now = asyncio.Event()
         self._spool_dirty = False  # something was spooled since the spool was last found empty
+        # Called after every append that stored new events: the in-process projection runner wakes up on it.
+        self.on_append: list[Callable[[], None]] = []
+        # Records answered for by this process, by outcome (accepted, duplicate, rejected, spooled): /metrics.
+        self.outcomes: Counter[str] = Counter()
 
     async def start(self) -> None:
         # Several writers keep the database busy while another group is being decoded or answered. They may run
@@ -414,6 +418,8 @@ class IngestPipeline:
                     _resolve(submission, IngestOutcome(unique, len(submission.records) - unique, unique))
                 return
             _settle(group, result)
+            if result.inserted:
+                self._appended()
             if self._spool_dirty:
                 self._replay_now.set()
             return
@@ -445,18 +451,15 @@ class IngestPipeline:
                 if database_unavailable(exc):
                     raise
                 if len(chunk) == 1:
-                    why = (
-                        TENANT_REFUSAL
-                        if isinstance(exc, TenantChanged)
-                        else f"database refused it: {database_reason(exc)}"
-                    )
-                    refused.append((chunk[0], why))
+                    refused.append((chunk[0], f"database refused it: {database_reason(exc)}"))
                 else:
                     stack += [chunk[len(chunk) // 2 :], chunk[: len(chunk) // 2]]
                 continue
             result.inserted |= part.inserted
             result.refused += part.refused
-        await self._write_dead_letters([DeadLetterEntry(why, r.payload, r.api_key) for r, why in refused])
+        await self._write_dead_letters(
+            [DeadLetterEntry(why, r.payload, r.api_key, r.event.source) for r, why in refused]
+        )
         result.refused += refused
         return result
 
@@ -511,7 +514,10 @@ class IngestPipeline:
         for path in self._spool.pending():
             if any(task.done() and task.exception() for task in tasks):
                 break  # the database is away or refused a batch: stop reading; the rest waits for next time
-            content = await asyncio.to_thread(self._spool.read, path)
+            try:
+                content = await asyncio.to_thread(self._spool.read, path)
+            except FileNotFoundError:  # another service process replayed it meanwhile (serve --workers)
+                continue
             if batch and size + len(content.records) > self._max_batch:
                 await slots.acquire()
                 tasks.append(asyncio.create_task(replay(batch)))
@@ -527,18 +533,24 @@ class IngestPipeline:
                 raise outcome
         return sum(o for o in outcomes if isinstance(o, int))
 
+    def _appended(self) -> None:
+        for listener in self.on_append:
+            listener()
+
     async def replay_file(self, path: Path) -> int:
         """Replay one spool file in a transaction of its own; returns the number of new events."""
         content = await asyncio.to_thread(self._spool.read, path)
         records, dead = await asyncio.to_thread(_from_spool, [content])
         result = await self._write_isolating(records, dead)
         await asyncio.to_thread(path.unlink)
+        self._appended()
         return len(result.inserted)
 
     async def _replay(self, batch: list[tuple[Path, SpoolFile]]) -> int:
         records, dead = await asyncio.to_thread(_from_spool, [content for _, content in batch])
         result = await self._write_isolating(records, dead)
         await asyncio.to_thread(_unlink_all, [path for path, _ in batch])  # only now: the records are committed
+        self._appended()
         log.info("replayed %d spool files: %d records, %d new", len(batch), len(records), len(result.inserted))
         return len(batch)
 
@@ -553,19 +565,25 @@ def _from_spool(contents: list[SpoolFile]) -> tuple[list[DecodedRecord], list[De
     records: list[DecodedRecord] = []
     dead: list[DeadLetterEntry] = []
     for content in contents:
-        dead.extend(DeadLetterEntry(d.error, d.payload, d.api_key) for d in content.dead_letters)
+        dead.extend(DeadLetterEntry(d.error, d.payload, d.api_key, content.source) for d in content.dead_letters)
         for item in content.records:
+            name = item.source or content.source
+            source = event_source(name)
             try:
-                records.append(decode_record(item.payload.encode(), api_key=item.api_key, tenant=item.tenant))
+                if source is None:
+                    raise ValueError(f"no event source {name!r} in this version of mtactl")
+                records.append(
+                    decode_record(item.payload.encode(), source=source, api_key=item.api_key, tenant=item.tenant)
+                )
             except Exception as exc:
-                dead.append(DeadLetterEntry(rejection_reason(exc), item.payload, item.api_key))
+                dead.append(DeadLetterEntry(rejection_reason(exc), item.payload, item.api_key, name))
     return records, dead
 
 
 def _to_spool(records: Sequence[DecodedRecord], dead: Sequence[DeadLetterEntry]) -> SpoolFile:
     return SpoolFile(
-        source=SOURCE,
-        records=[SpooledRecord(r.payload, r.api_key, r.tenant) for r in records],
+        source=records[0].event.source if records else (dead[0].source if dead else ""),
+        records=[SpooledRecord(r.payload, r.api_key, r.tenant, r.event.source) for r in records],
         dead_letters=[SpooledDeadLetter(d.error, d.payload, d.api_key) for d in dead],
     )
 

@@ -19,6 +19,7 @@ class SpooledRecord(msgspec.Struct, array_like=True):
     payload: str
     api_key: str | None
     tenant: str | None = None  # the tenant of a tenant-bound key (absent in files written before it was kept)
+    source: str | None = None  # the event source that decoded it (absent in older files: the file's ``source``)
 
 
 class SpooledDeadLetter(msgspec.Struct, array_like=True):

@@ -17,6 +17,7 @@ from controlplane.db.engine import schema_is_current
 from controlplane.db.tables import JobHeartbeatRow
 from controlplane.jobs.runner import JobRunner, RedisWorkerJobs
 from controlplane.jobs.tasks import PERIODIC_JOBS
+from controlplane.projections.schema import ProjectionStatus
 from controlplane.services import Services
 
 STALE_AFTER_INTERVALS = 3
@@ -56,6 +57,8 @@ class DetailedHealth(msgspec.Struct, kw_only=True):
     jobs_runner: str
     jobs: list[JobHealth]
     spooled_files: int  # ingested groups on disk waiting for the database (replayed when it answers)
+    # How far each projection of the event log (the message mirror, the rollups) is behind the log.
+    projections: list[ProjectionStatus] = []
 
 
 class HealthController(Controller):
@@ -93,6 +96,7 @@ async def _detailed(services: Services, jobs_runner: JobRunner) -> Response[Deta
     database = await _database(services)
     redis = await _redis(jobs_runner)
     jobs = await _jobs(services) if database.status == "ok" else []
+    projections = await services.projections.status() if database.status == "ok" else []
     healthy = database.status == "ok" and redis.status in ("ok", "not_configured")
     healthy = healthy and all(j.status == "ok" for j in jobs)
     body = DetailedHealth(
@@ -103,6 +107,7 @@ async def _detailed(services: Services, jobs_runner: JobRunner) -> Response[Deta
         jobs_runner=jobs_runner.kind,
         jobs=jobs,
         spooled_files=services.ingest.spooled_files(),
+        projections=projections,
     )
     return Response(body, status_code=200 if healthy else 503)
 

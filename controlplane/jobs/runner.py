@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import logging
 import math
 import uuid
@@ -46,8 +47,11 @@ class InProcessJobs(JobRunner):
     def __init__(self, services: Services) -> None:
         self._services = services
         self._scheduler = AsyncIOScheduler(timezone="UTC")
+        self._projections: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        # The projections follow the event log continuously (woken by every append), not on a schedule.
+        self._projections = asyncio.create_task(self._services.projections.run_forever())
         for job in PERIODIC_JOBS:
             self._scheduler.add_job(
                 _guarded,
@@ -64,6 +68,10 @@ class InProcessJobs(JobRunner):
     async def stop(self) -> None:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        if self._projections is not None:
+            self._projections.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._projections
 
 
 class RedisWorkerJobs(JobRunner):
@@ -139,11 +147,20 @@ async def run_worker(services: Services, *, burst: bool = False) -> None:
         burst=burst,
         dequeue_timeout=1.0 if burst else 0.0,
     )
+    # The projections run beside the saq worker in every worker process; one advisory lock per projection keeps
+    # exactly one runner at work on each (controlplane.projections.service). A burst worker runs them to the end.
+    projections = None if burst else asyncio.create_task(services.projections.run_forever())
     try:
         await queue.connect()
         for job in PERIODIC_JOBS:  # once now, as the in-process runner does, then on their schedule
             await queue.enqueue(job.name, key=f"{job.name}:startup", timeout=900)
+        if burst:
+            await services.projections.catch_up()
         await worker.start()
     finally:
+        if projections is not None:
+            projections.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await projections
         await queue.disconnect()
         await asyncio.sleep(0)

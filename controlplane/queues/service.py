@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, and_, case, func, select
+from sqlalchemy import ColumnElement, Table, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.base import Target
@@ -26,12 +27,14 @@ from adapters.model import (
 )
 from controlplane.db.effects import targeted
 from controlplane.db.messages import COLUMNS, IN_QUEUE, TABLE, filter_conditions, ordered_page, row_to_message
-from controlplane.db.tables import NodeHoldRow, NodeQueuesRow, NodeRow
+from controlplane.db.tables import MessageCountRow, NodeHoldRow, NodeQueuesRow, NodeRow
 from controlplane.errors import InvalidInput, NotFound
 from controlplane.fleet.state import hold_matches
 from controlplane.pagination import decode_cursor, encode_cursor
+from controlplane.projections.rollups import ROLLUPS, minute_of
 from controlplane.queues.schema import MessagePage, NodeQueueCount, QueueList, QueueSummary, ReadyQueueSummary
 
+COUNTS: Table = MessageCountRow.__table__  # type: ignore[assignment]
 # Offset paging reads and discards every skipped row, so it is kept for shallow pages only; cursors go anywhere.
 MAX_OFFSET = 10_000
 # Bounded breakdowns keep the metrics response small on fleets with hundreds of thousands of domains.
@@ -147,12 +150,15 @@ class QueueQueryService:
 
         A tenant-bound caller sees its own queues only, and no ready queues (egress paths are shared by tenants).
         """
-        c = COLUMNS
-        statement = select(c.queue_name, c.status, c.queue_state, func.count()).group_by(
-            c.queue_name, c.status, c.queue_state
+        n = COUNTS.c
+        # From the counters the mirror's triggers keep, not a scan of the mirror (seconds at millions of messages).
+        statement = (
+            select(n.queue_name, n.status, n.queue_state, func.sum(n.messages))
+            .where(n.messages != 0)
+            .group_by(n.queue_name, n.status, n.queue_state)
         )
         if tenant_id is not None:
-            statement = statement.where(c.tenant_id == tenant_id)
+            statement = statement.where(n.tenant_id == tenant_id)
         async with self._sessions() as session:
             rows = (await session.execute(statement)).all()
             node_queues = (
@@ -242,146 +248,222 @@ class QueueQueryService:
         domain: str | None = None,
         now: datetime | None = None,
     ) -> QueueMetrics:
-        """QueueMetrics over the messages matching the optional filters; see README "Metrics" for definitions."""
+        """QueueMetrics over the messages matching the optional filters; see README "Metrics" for definitions.
+
+        Counts and sums come from ``message_counts`` (kept by the mirror's triggers), the time windows from the
+        per-minute ``event_rollups``, the oldest and newest queued message from an index of queued messages:
+        nothing here scans the mirror."""
         now = now or datetime.now(UTC)
-        c = COLUMNS
+        n = COUNTS.c
         scope: list[ColumnElement[bool]] = []
         if tenant_id is not None:
-            scope.append(c.tenant_id == tenant_id)
+            scope.append(n.tenant_id == tenant_id)
         if campaign_id is not None:
-            scope.append(c.campaign_id == campaign_id)
+            scope.append(n.campaign_id == campaign_id)
         if domain is not None:
-            scope.append(c.domain == domain.lower())
-        queued = c.status.in_(IN_QUEUE)
-        delivered = c.status == MessageQueueStatus.delivered.value
+            scope.append(n.domain == domain.lower())
         async with self._sessions() as session:
-            epoch = _epoch_seconds(session.get_bind().dialect.name)
-            now_s = now.timestamp()
-            totals = (
+            groups = (
                 await session.execute(
                     select(
-                        func.count(),
-                        func.coalesce(func.sum(case((c.num_attempts > 1, c.num_attempts - 1), else_=0)), 0),
-                        func.count().filter(c.num_attempts > 1),
-                        func.count().filter(c.created_at >= now - timedelta(hours=1)),
-                        func.count().filter(c.created_at >= now - timedelta(hours=24)),
-                        func.count().filter(c.created_at >= now - timedelta(days=7)),
-                        func.count().filter(and_(delivered, c.delivered_at >= now - timedelta(hours=1))),
-                        func.avg(epoch(c.delivered_at) - epoch(c.created_at)).filter(delivered),
-                        func.coalesce(func.sum(c.size_bytes).filter(queued), 0),
-                        func.avg(now_s - epoch(c.created_at)).filter(queued),
-                        func.min(c.created_at).filter(queued),
-                        func.max(c.created_at).filter(queued),
-                    ).where(*scope)
+                        n.domain,
+                        n.campaign_id,
+                        n.status,
+                        n.bounce_classification,
+                        func.sum(n.messages),
+                        func.sum(n.size_bytes),
+                        func.sum(n.retries),
+                        func.sum(n.retried),
+                        func.sum(n.created_seconds),
+                        func.sum(n.delivery_ms),
+                        func.max(n.last_delivered_at),
+                    )
+                    .where(*scope, n.messages != 0)
+                    .group_by(n.domain, n.campaign_id, n.status, n.bounce_classification)
                 )
-            ).one()
-            by_status = dict.fromkeys(MessageQueueStatus, 0)
-            for status, count in await session.execute(select(c.status, func.count()).where(*scope).group_by(c.status)):
-                by_status[MessageQueueStatus(status)] = count
-            by_bounce = dict.fromkeys(BounceType, 0)
-            bounce_rows = await session.execute(
-                select(c.bounce_classification, func.count())
-                .where(*scope, c.bounce_classification.is_not(None))
-                .group_by(c.bounce_classification)
-            )
-            for kind, count in bounce_rows:
-                by_bounce[BounceType(kind)] = count
-            depth_by_domain = await _top_counts(session, c.domain, [*scope, queued])
-            depth_by_campaign = await _top_counts(session, c.campaign_id, [*scope, queued, c.campaign_id.is_not(None)])
-            health = await _domain_health(session, scope, epoch)
-        (
-            total,
-            retries,
-            retried,
-            last_hour,
-            last_day,
-            last_week,
-            delivered_hour,
-            avg_delivery,
-            size,
-            avg_age,
-            oldest,
-            newest,
-        ) = totals
+            ).all()
+            oldest, newest = await _queued_age_bounds(session, tenant_id, campaign_id, domain)
+            windows = await _windows(session, now, tenant_id=tenant_id, campaign_id=campaign_id, domain=domain)
+        by_status = dict.fromkeys(MessageQueueStatus, 0)
+        by_bounce = dict.fromkeys(BounceType, 0)
+        depth_by_domain: dict[str, int] = defaultdict(int)
+        depth_by_campaign: dict[str, int] = defaultdict(int)
+        per_domain: dict[str, _DomainTally] = defaultdict(_DomainTally)
+        total = retries = retried = size = queued_messages = queued_created = delivered_messages = delivery_ms = 0
+        for dom, campaign, status, bounce, messages, size_bytes, retry, retrying, created, delivery, last in groups:
+            state = MessageQueueStatus(status)
+            messages = int(messages)
+            total += messages
+            retries += int(retry)
+            retried += int(retrying)
+            by_status[state] += messages
+            if bounce:
+                by_bounce[BounceType(bounce)] += messages
+            tally = per_domain[dom]
+            tally.messages += messages
+            tally.by_status[state] += messages
+            if state.value in IN_QUEUE:
+                size += int(size_bytes)
+                queued_messages += messages
+                queued_created += int(created)
+                depth_by_domain[dom] += messages
+                if campaign:
+                    depth_by_campaign[campaign] += messages
+            if state is MessageQueueStatus.delivered:
+                delivered_messages += messages
+                delivery_ms += int(delivery)
+                tally.delivery_ms += int(delivery)
+                if last is not None and (tally.last_delivered is None or last > tally.last_delivered):
+                    tally.last_delivered = last
+        received_hour, received_day, received_week, delivered_hour = windows
         return QueueMetrics(
             total_messages=total,
             messages_by_status=by_status,
-            average_queue_time=float(avg_age or 0.0),
-            average_delivery_time=float(avg_delivery or 0.0),
+            average_queue_time=max(0.0, now.timestamp() - queued_created / queued_messages) if queued_messages else 0.0,
+            average_delivery_time=delivery_ms / delivered_messages / 1000.0 if delivered_messages else 0.0,
             delivery_rate=float(delivered_hour),
             queue_depth=sum(by_status[MessageQueueStatus(s)] for s in IN_QUEUE),
-            queue_depth_by_domain=depth_by_domain,
-            queue_depth_by_campaign=depth_by_campaign,
-            total_retries=int(retries),
+            queue_depth_by_domain=_top(depth_by_domain),
+            queue_depth_by_campaign=_top(depth_by_campaign),
+            total_retries=retries,
             retry_rate=_percent(retried, total),
             bounce_rate=_percent(by_status[MessageQueueStatus.bounced], total),
             bounces_by_type=by_bounce,
-            domain_health_scores=health,
-            messages_last_hour=last_hour,
-            messages_last_24h=last_day,
-            messages_last_7d=last_week,
-            total_size_bytes=int(size),
+            domain_health_scores=_domain_health(per_domain),
+            messages_last_hour=received_hour,
+            messages_last_24h=received_day,
+            messages_last_7d=received_week,
+            total_size_bytes=size,
             oldest_message_age=(now - oldest).total_seconds() if oldest else 0.0,
             newest_message_age=(now - newest).total_seconds() if newest else 0.0,
         )
+
+
+@dataclass
+class _DomainTally:
+    messages: int = 0
+    by_status: dict[MessageQueueStatus, int] = field(default_factory=lambda: dict.fromkeys(MessageQueueStatus, 0))
+    delivery_ms: int = 0
+    last_delivered: datetime | None = None
+
+
+def _top(counts: dict[str, int]) -> dict[str, int]:
+    ranked = sorted(((k, v) for k, v in counts.items() if v), key=lambda kv: (-kv[1], kv[0]))
+    return dict(ranked[:TOP_BREAKDOWN])
+
+
+async def _queued_age_bounds(
+    session: AsyncSession, tenant_id: str | None, campaign_id: str | None, domain: str | None
+) -> tuple[datetime | None, datetime | None]:
+    """The oldest and newest creation times of queued messages, from the partial index of queued messages
+    (``ix_message_queue_queued``): two index ends, or a walk from them to the first match when scoped."""
+    c = COLUMNS
+    where: list[ColumnElement[bool]] = [c.status.in_(IN_QUEUE)]
+    for column, value in ((c.tenant_id, tenant_id), (c.campaign_id, campaign_id), (c.domain, domain)):
+        if value is not None:
+            where.append(column == (value.lower() if column is c.domain else value))
+    oldest = await session.scalar(select(c.created_at).where(*where).order_by(c.created_at.asc()).limit(1))
+    newest = await session.scalar(select(c.created_at).where(*where).order_by(c.created_at.desc()).limit(1))
+    return oldest, newest
+
+
+async def _windows(
+    session: AsyncSession,
+    now: datetime,
+    *,
+    tenant_id: str | None,
+    campaign_id: str | None,
+    domain: str | None,
+) -> tuple[int, int, int, int]:
+    """Messages received in the last hour, 24 hours and 7 days, and delivered in the last hour: Reception and
+    Delivery events of the per-minute rollups (one dimension at a time). With two or more of tenant, campaign
+    and domain the rollups cannot answer, and the mirror is counted over the narrowest index instead."""
+    given = {
+        name: value for name, value in (("tenant", tenant_id), ("campaign", campaign_id), ("domain", domain)) if value
+    }
+    if len(given) > 1:
+        return await _windows_from_mirror(session, now, tenant_id=tenant_id, campaign_id=campaign_id, domain=domain)
+    dimension, value = next(iter(given.items())) if given else ("all", "")
+    if dimension == "domain":
+        value = value.lower()
+    r = ROLLUPS.c
+    current = minute_of(now)  # a window is the current minute and the whole minutes before it
+
+    def since(delta: timedelta, metric: str) -> Any:
+        return (
+            select(func.coalesce(func.sum(r.events), 0))
+            .where(
+                r.dimension == dimension,
+                r.value == value,
+                r.metric == metric,
+                r.minute > current - delta,
+                r.minute <= current,
+            )
+            .scalar_subquery()
+        )
+
+    row = (
+        await session.execute(
+            select(
+                since(timedelta(hours=1), "Reception"),
+                since(timedelta(hours=24), "Reception"),
+                since(timedelta(days=7), "Reception"),
+                since(timedelta(hours=1), "Delivery"),
+            )
+        )
+    ).one()
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+
+async def _windows_from_mirror(
+    session: AsyncSession, now: datetime, *, tenant_id: str | None, campaign_id: str | None, domain: str | None
+) -> tuple[int, int, int, int]:
+    c = COLUMNS
+    scope: list[ColumnElement[bool]] = []
+    if tenant_id is not None:
+        scope.append(c.tenant_id == tenant_id)
+    if campaign_id is not None:
+        scope.append(c.campaign_id == campaign_id)
+    if domain is not None:
+        scope.append(c.domain == domain.lower())
+    row = (
+        await session.execute(
+            select(
+                func.count().filter(c.created_at >= now - timedelta(hours=1)),
+                func.count().filter(c.created_at >= now - timedelta(hours=24)),
+                func.count(),
+                func.count().filter(
+                    and_(c.status == MessageQueueStatus.delivered.value, c.delivered_at >= now - timedelta(hours=1))
+                ),
+            ).where(*scope, c.created_at >= now - timedelta(days=7))
+        )
+    ).one()
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
 
 
 def _percent(part: int, whole: int) -> float:
     return round(100.0 * part / whole, 4) if whole else 0.0
 
 
-def _epoch_seconds(dialect: str) -> Any:
-    if dialect == "postgresql":
-        return lambda column: func.extract("epoch", column)
-    return lambda column: (func.julianday(column) - 2440587.5) * 86400.0
-
-
-async def _top_counts(session: AsyncSession, column: Any, where: list[ColumnElement[bool]]) -> dict[str, int]:
-    rows = await session.execute(
-        select(column, func.count().label("n"))
-        .where(*where)
-        .group_by(column)
-        .order_by(func.count().desc())
-        .limit(TOP_BREAKDOWN)
-    )
-    return {key: n for key, n in rows}
-
-
-async def _domain_health(
-    session: AsyncSession, scope: list[ColumnElement[bool]], epoch: Any
-) -> dict[str, DomainHealthScore]:
+def _domain_health(per_domain: dict[str, _DomainTally]) -> dict[str, DomainHealthScore]:
     """Per-domain outcome scores for the busiest domains.
 
     score = 100 * (1 - (bounced + expired + deferred/2) / (delivered + bounced + expired + deferred)): a domain that
     takes everything scores 100, one that refuses everything scores 0, deferrals count half.
     """
-    c = COLUMNS
     status = MessageQueueStatus
-    delivered = c.status == status.delivered.value
-    rows = await session.execute(
-        select(
-            c.domain,
-            func.count().filter(delivered),
-            func.count().filter(c.status == status.bounced.value),
-            func.count().filter(c.status == status.expired.value),
-            func.count().filter(c.status == status.deferred.value),
-            func.avg(epoch(c.delivered_at) - epoch(c.created_at)).filter(delivered),
-            func.max(c.delivered_at).filter(delivered),
-        )
-        .where(*scope)
-        .group_by(c.domain)
-        .order_by(func.count().desc())
-        .limit(TOP_BREAKDOWN)
-    )
+    busiest = sorted(per_domain.items(), key=lambda kv: (-kv[1].messages, kv[0]))[:TOP_BREAKDOWN]
     scores: dict[str, DomainHealthScore] = {}
-    for domain, ok, bounced, expired, deferred, avg_delivery, last_ok in rows:
+    for domain, tally in busiest:
+        ok, bounced = tally.by_status[status.delivered], tally.by_status[status.bounced]
+        expired, deferred = tally.by_status[status.expired], tally.by_status[status.deferred]
         outcomes = ok + bounced + expired + deferred
         penalty = (bounced + expired + 0.5 * deferred) / outcomes if outcomes else 0.0
         scores[domain] = DomainHealthScore(
             domain=domain,
             score=round(100.0 * (1.0 - penalty), 2),
             bounce_rate=_percent(bounced, outcomes),
-            average_delivery_time=float(avg_delivery or 0.0),
-            last_successful_delivery=last_ok,
+            average_delivery_time=tally.delivery_ms / ok / 1000.0 if ok else 0.0,
+            last_successful_delivery=tally.last_delivered,
         )
     return scores

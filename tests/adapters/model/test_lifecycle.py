@@ -31,3 +31,10 @@ def test_a_queued_message_can_reach_every_state(queued: S) -> None:
 def test_a_late_transient_failure_does_not_undo_a_delivery() -> None:
     with pytest.raises(StatusTransitionError, match="'delivered' to 'deferred'"):
         check_transition(S.delivered, S.deferred)
+
+
+def test_the_queued_index_condition_names_exactly_the_statuses_still_in_a_queue() -> None:
+    from controlplane.db.messages import IN_QUEUE
+    from controlplane.db.tables import QUEUED_CONDITION
+
+    assert "status IN (" + ", ".join(f"'{s}'" for s in IN_QUEUE) + ")" == QUEUED_CONDITION

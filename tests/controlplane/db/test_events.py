@@ -36,6 +36,7 @@ def event_rows(count: int) -> list[tuple[Any, ...]]:
             "campaign_id": None,
             "response_code": 250,
             "payload": "{}",
+            "posted_by_tenant": None,
         }
         rows.append(tuple(values[name] for name in EVENT_COLUMNS))
     return rows
@@ -62,9 +63,9 @@ async def test_two_writers_with_the_same_new_events_in_opposite_orders_both_fini
 async def test_a_group_partly_stored_inserts_only_the_new_events(services: Services) -> None:
     rows = event_rows(10)
     async with services.sessions.begin() as session:
-        assert len(await insert_events(session, rows[:4])) == 4
+        assert len(await insert_events(session, rows[:4], tx=1)) == 4
     async with services.sessions.begin() as session:
-        inserted = await insert_events(session, rows)
+        inserted = await insert_events(session, rows, tx=2)
     assert inserted == {row[EVENT_COLUMNS.index("dedupe_key")] for row in rows[4:]}
     async with services.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(EventRow)) == 10

@@ -17,11 +17,14 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 
 from adapters.kumomta.events import record_decoder
+from adapters.kumomta.log_source import KUMOMTA
 from adapters.kumomta.mapping import message_uuid
 from controlplane.db.engine import create_engine, session_factory
 from controlplane.db.partitions import apply_retention, ensure_partitions, partition_name
 from controlplane.db.tables import DeadLetterRow, EventRow, MessageRow
 from controlplane.events.service import IngestPipeline, decode_body, write_group
+from controlplane.projections import standard_projections
+from controlplane.projections.service import ProjectionService
 from controlplane.services import Services
 from controlplane.settings import Settings
 from tests.controlplane.api_client import api, bearer
@@ -44,7 +47,7 @@ async def test_with_the_database_unreachable_records_are_spooled_then_replayed(
     down = IngestPipeline(session_factory(unreachable), spool_dir, 1000)
     await down.start()
     records, dead, _ = decode_body(
-        b"[" + b",".join(kumomta_records().values()) + b', {"type": "x"}]', api_key="mta", tenant=None
+        b"[" + b",".join(kumomta_records().values()) + b', {"type": "x"}]', source=KUMOMTA, api_key="mta", tenant=None
     )
     accepted, duplicates, spooled, _ = await down.submit(records, dead)
     await down.stop()
@@ -63,6 +66,7 @@ async def test_with_the_database_unreachable_records_are_spooled_then_replayed(
     assert list(spool_dir.glob("*.spool")) == []
     assert await count(services, EventRow) == 9
     assert await count(services, DeadLetterRow) == 1
+    await services.projections.catch_up()
     assert await count(services, MessageRow) == 6
 
 
@@ -70,7 +74,9 @@ async def submit_every_fixture(engine: Any, spool_dir: Path) -> Any:
     """Every KumoMTA fixture record, submitted in one request to a pipeline writing through ``engine``."""
     pipeline = IngestPipeline(session_factory(engine), spool_dir, 1000)
     await pipeline.start()
-    records, dead, _ = decode_body(b"[" + b",".join(kumomta_records().values()) + b"]", api_key=None, tenant=None)
+    records, dead, _ = decode_body(
+        b"[" + b",".join(kumomta_records().values()) + b"]", source=KUMOMTA, api_key=None, tenant=None
+    )
     try:
         return await asyncio.wait_for(pipeline.submit(records, dead), 10)
     finally:
@@ -152,7 +158,9 @@ async def test_a_connection_killed_in_the_middle_of_a_write_spools_the_group_and
     spool_dir = tmp_path / "spool"
     pipeline = IngestPipeline(services.sessions, spool_dir, 1000)
     await pipeline.start()
-    records, dead, _ = decode_body(b"[" + b",".join(kumomta_records().values()) + b"]", api_key=None, tenant=None)
+    records, dead, _ = decode_body(
+        b"[" + b",".join(kumomta_records().values()) + b"]", source=KUMOMTA, api_key=None, tenant=None
+    )
     first = await pipeline.submit(records[:4], dead)
     assert first[:3] == (4, 0, 4)  # acknowledged from the spool
     assert len(list(spool_dir.glob("*.spool"))) == 1
@@ -165,6 +173,7 @@ async def test_a_connection_killed_in_the_middle_of_a_write_spools_the_group_and
     await pipeline.stop()
     assert list(spool_dir.glob("*.spool")) == []
     assert await count(services, EventRow) == 9
+    await services.projections.catch_up()
     assert await count(services, MessageRow) == 6
 
 
@@ -175,17 +184,18 @@ async def test_concurrent_writers_store_each_record_once_and_count_the_rest_as_d
     pipeline = IngestPipeline(services.sessions, tmp_path / "spool", max_batch=3, writers=writers)
     await pipeline.start()
     body = b"[" + b",".join(kumomta_records().values()) + b"]"
-    submissions = [decode_body(body, api_key=None, tenant=None) for _ in range(6)]
+    submissions = [decode_body(body, source=KUMOMTA, api_key=None, tenant=None) for _ in range(6)]
     outcomes = await asyncio.gather(*(pipeline.submit(records, dead) for records, dead, _ in submissions))
     await pipeline.stop()
     assert sum(o.accepted for o in outcomes) == 9
     assert sum(o.duplicates for o in outcomes) == 5 * 9
     assert await count(services, EventRow) == 9
+    await services.projections.catch_up()
     assert await count(services, MessageRow) == 6
 
 
 async def test_replaying_a_spool_file_twice_adds_nothing(services: Services, tmp_path: Path) -> None:
-    records, dead, _ = decode_body(kumomta_records()["log_delivery"], api_key=None, tenant=None)
+    records, dead, _ = decode_body(kumomta_records()["log_delivery"], source=KUMOMTA, api_key=None, tenant=None)
     async with services.sessions.begin() as session:
         first = await write_group(session, records, dead)
     async with services.sessions.begin() as session:
@@ -216,16 +226,19 @@ def lifecycle(recipient: str, attempts: int, outcome: str) -> list[bytes]:
 
 
 async def mirror_after(url: str, spool: Path, batches: list[list[bytes]]) -> list[Any]:
+    """The mirror after the batches arrive one by one, each projected before the next arrives."""
     engine = create_engine(Settings(database_url=url))
     sessions = session_factory(engine)
+    projections = ProjectionService(sessions, standard_projections())
     try:
         async with sessions.begin() as session:
             await session.execute(MessageRow.__table__.delete())
             await session.execute(EventRow.__table__.delete())
         for batch in batches:
-            records, dead, _ = decode_body(b"[" + b",".join(batch) + b"]", api_key=None, tenant=None)
+            records, dead, _ = decode_body(b"[" + b",".join(batch) + b"]", source=KUMOMTA, api_key=None, tenant=None)
             async with sessions.begin() as session:
                 await write_group(session, records, dead)
+            await projections.catch_up()
         async with sessions() as session:
             rows = (await session.execute(select(MessageRow.__table__).order_by(MessageRow.id))).all()
         return [tuple(v for k, v in r._mapping.items() if k != "updated_at") for r in rows]
@@ -295,8 +308,8 @@ async def test_retention_drops_old_events(services: Services) -> None:
         "event_time": "2026-01-01T00:00:00Z",
         "timestamp": 1767225600,
     }
-    records, dead, _ = decode_body(json.dumps([old]).encode() + b"", api_key=None, tenant=None)
-    fresh, _, _ = decode_body(kumomta_records()["log_bounce"], api_key=None, tenant=None)
+    records, dead, _ = decode_body(json.dumps([old]).encode() + b"", source=KUMOMTA, api_key=None, tenant=None)
+    fresh, _, _ = decode_body(kumomta_records()["log_bounce"], source=KUMOMTA, api_key=None, tenant=None)
     async with services.sessions.begin() as session:
         await write_group(session, records + fresh, dead)
     removed = await apply_retention(services.engine, 30, now=datetime(2026, 11, 23, 12, tzinfo=UTC))

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 
+from adapters.kumomta import log_source
 from adapters.kumomta.events import record_decoder
 from adapters.kumomta.mapping import message_uuid
 from controlplane.db.tables import DeadLetterRow, EventRow, MessageRow
@@ -135,6 +136,7 @@ async def test_values_the_model_forbids_are_rejected_and_never_mirrored(services
     check_accounting(answer, len(forbidden) + 1)
     assert answer["accepted"] == 1 and [r["index"] for r in answer["rejected"]] == list(range(len(forbidden)))
     assert "sender" in answer["rejected"][0]["error"] and "size" in answer["rejected"][1]["error"]
+    await services.projections.catch_up()
     assert await count(services, MessageRow) == 1 and await stored_ids(services) == {valid["id"]}
 
 
@@ -178,11 +180,11 @@ def refuse_in_database(monkeypatch: pytest.MonkeyPatch, spool_id: str) -> list[i
     real = ingest_service.insert_events
     writes: list[int] = []
 
-    async def insert_events(session: Any, rows: Any) -> set[bytes]:
+    async def insert_events(session: Any, rows: Any, *, tx: int | None = None) -> set[bytes]:
         writes.append(len(rows))
         if any(spool_id in row for row in rows):
             raise sa_exc.IntegrityError("INSERT INTO events ... " + "x" * 5000, {}, Exception("check violated"))
-        return await real(session, rows)
+        return await real(session, rows, tx=tx)
 
     monkeypatch.setattr(ingest_service, "insert_events", insert_events)
     return writes
@@ -193,13 +195,13 @@ async def test_a_real_refusal_on_postgres_isolates_the_record(
 ) -> None:
     if services.settings.is_sqlite:
         pytest.skip("SQLite stores NUL; this lets one through to Postgres, which refuses it")
-    monkeypatch.setattr(ingest_service, "without_nul", lambda r: r)
+    monkeypatch.setattr(log_source, "without_nul", lambda r: r)
     batch = [record() for _ in range(20)]
-    batch[7]["meta"] = {"tenant": "acme", "x": "\x00"}
+    batch[7]["type"] = "Delivery\x00"  # a column of the event itself
     answer = await post(services, body(*batch))
     check_accounting(answer, 20)
     assert answer["accepted"] == 19 and answer["rejected"][0]["index"] == 7
-    assert "UntranslatableCharacter" in answer["rejected"][0]["error"]  # jsonb refuses \\u0000
+    assert "CharacterNotInRepertoire" in answer["rejected"][0]["error"]  # text refuses \\u0000
     assert len(answer["rejected"][0]["error"]) < 300
 
 

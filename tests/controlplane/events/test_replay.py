@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from adapters.kumomta.log_source import KUMOMTA
 from controlplane.db.engine import create_engine, session_factory
 from controlplane.db.tables import EventRow
 from controlplane.events import service as ingest_service
@@ -31,7 +32,7 @@ def spool_files(directory: Path, files: int, per_file: int) -> Spool:
     spool = Spool(directory)
     for _ in range(files):
         records, dead, _ = decode_body(
-            json.dumps([record() for _ in range(per_file)] + [{}]).encode(), api_key="k", tenant=None
+            json.dumps([record() for _ in range(per_file)] + [{}]).encode(), source=KUMOMTA, api_key="k", tenant=None
         )
         spool.write(_to_spool(records, dead))
     return spool

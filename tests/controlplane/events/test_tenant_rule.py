@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from adapters.kumomta.events import record_decoder
+from adapters.kumomta.log_source import KUMOMTA
 from adapters.kumomta.mapping import message_uuid, observe
 from controlplane.db.mirror import TenantChanged, apply_observations
 from controlplane.db.tables import DeadLetterRow, EventRow
@@ -73,8 +74,10 @@ async def test_an_untenanted_message_is_not_a_tenant_keys_either(services: Servi
 
 async def test_two_tenants_claiming_one_new_message_in_one_group_the_first_wins(services: Services) -> None:
     first = record("log_reception", queue="x:acme@gmail.com", meta={"tenant": "acme"})
-    acme, _, _ = decode_body(json.dumps(first).encode(), api_key="a", tenant="acme")
-    globex, _, _ = decode_body(json.dumps(forged(first, "globex")).encode(), api_key="g", tenant="globex")
+    acme, _, _ = decode_body(json.dumps(first).encode(), source=KUMOMTA, api_key="a", tenant="acme")
+    globex, _, _ = decode_body(
+        json.dumps(forged(first, "globex")).encode(), source=KUMOMTA, api_key="g", tenant="globex"
+    )
     async with services.sessions.begin() as session:
         result = await write_group(session, acme + globex, [])
     assert [(r.api_key, why) for r, why in result.refused] == [("g", TENANT_REFUSAL)]
@@ -86,42 +89,62 @@ async def test_the_guarded_upsert_refuses_a_message_stored_meanwhile_for_another
 ) -> None:
     acme_message = record("log_reception")
     async with services.sessions.begin() as session:
-        await write_group(session, decode_body(json.dumps(acme_message).encode(), api_key=None, tenant=None)[0], [])
+        await write_group(
+            session, decode_body(json.dumps(acme_message).encode(), source=KUMOMTA, api_key=None, tenant=None)[0], []
+        )
+    await services.projections.catch_up()
     claim = observe(record_decoder.decode(json.dumps(forged(acme_message, "globex"))))
     assert claim is not None
     with pytest.raises(TenantChanged):
         async with services.sessions.begin() as session:
             await apply_observations(session, [claim], same_tenant_only=True)
 
-    # As if another writer had stored the message after the check: the safety net refuses the record alone.
-    async def nothing_stored(_session: Any, _ids: Any) -> dict[Any, Any]:
-        return {}
+    # As if another writer had stored the message after the check: the record is in the log, acknowledged, but
+    # the mirror projection does not apply a tenant-bound key's event to another tenant's message.
+    async def nothing_stored(_session: Any, _records: Any) -> list[Any]:
+        return []
 
-    monkeypatch.setattr(ingest_service, "message_tenants", nothing_stored)
+    monkeypatch.setattr(ingest_service, "_other_tenants_messages", nothing_stored)
     pipeline = IngestPipeline(services.sessions, tmp_path / "spool", 1000)
     await pipeline.start()
     records, dead, _ = decode_body(
         json.dumps([forged(acme_message, "globex"), record(queue="x:globex@gmail.com", meta={})]).encode(),
+        source=KUMOMTA,
         api_key="g",
         tenant="globex",
     )
     outcome = await pipeline.submit(records, dead)
     await pipeline.stop()
-    assert (outcome.accepted, [(r.index, r.error) for r in outcome.rejected]) == (1, [(0, TENANT_REFUSAL)])
+    assert (outcome.accepted, outcome.rejected) == (2, ())
+    await services.projections.catch_up()
     uid = message_uuid(record_decoder.decode(json.dumps(acme_message)))
     message = await services.queues.get_message(uid)
-    assert message.tenant_id == "acme"
+    assert message.tenant_id == "acme" and message.status.value == "ready"
+    async with services.sessions() as session:
+        posted = await session.scalar(
+            select(EventRow.posted_by_tenant).where(
+                EventRow.mta_message_id == acme_message["id"], EventRow.posted_by_tenant.is_not(None)
+            )
+        )
+    assert posted == "globex"
+    globex_own = message_uuid(record_decoder.decode(records[1].payload))
+    assert (await services.queues.get_message(globex_own)).tenant_id == "globex"
 
 
 async def test_spooled_records_keep_the_tenant_rule_when_replayed(services: Services, tmp_path: Path) -> None:
     acme_message = record("log_reception")
     async with services.sessions.begin() as session:
-        await write_group(session, decode_body(json.dumps(acme_message).encode(), api_key=None, tenant=None)[0], [])
-    records, dead, _ = decode_body(json.dumps([forged(acme_message, "globex")]).encode(), api_key="g", tenant="globex")
+        await write_group(
+            session, decode_body(json.dumps(acme_message).encode(), source=KUMOMTA, api_key=None, tenant=None)[0], []
+        )
+    records, dead, _ = decode_body(
+        json.dumps([forged(acme_message, "globex")]).encode(), source=KUMOMTA, api_key="g", tenant="globex"
+    )
     spool = Spool(tmp_path / "spool")
     spool.write(_to_spool(records, dead))
     await IngestPipeline(services.sessions, spool.directory, 1000).replay_pending()
     assert spool.pending() == []
+    await services.projections.catch_up()
     uid = message_uuid(record_decoder.decode(json.dumps(acme_message)))
     assert (await services.queues.get_message(uid)).tenant_id == "acme"
     async with services.sessions() as session:

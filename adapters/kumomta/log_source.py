@@ -1,0 +1,146 @@
+"""KumoMTA's log records as the neutral ``LogEvent``: the event source the control plane ingests through.
+
+``decode`` is the acknowledgement path's work per record: the checks a record must pass to be accepted (bounds
+the database would enforce, the model's rules for what it would write in the mirror) and the columns the log is
+keyed and searched by. Everything else is left to the projections, which read the stored payload again
+(``facts``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from adapters.kumomta.events import KumoLogRecord, RecordType, nesting_depth, record_decoder, split_body
+from adapters.kumomta.mapping import dedupe_key, observe
+from adapters.model import recipient_domain
+from adapters.model.events import EventFacts, LogEvent
+from adapters.model.observation import check_against_model
+
+# Records nesting arrays/objects deeper than this are refused: the JSON decoders (msgspec here, jsonb in
+# Postgres) recurse, and a real log record nests a few levels.
+MAX_NESTING = 64
+
+
+def storable_text(text: str) -> str:
+    """Postgres text cannot hold NUL; the one change made to a kept payload is writing it as the escape \\u0000."""
+    return text.replace("\x00", "\\u0000")
+
+
+def without_nul(record: KumoLogRecord) -> KumoLogRecord:
+    """The record with every NUL in its strings (and mapping keys) written as the six characters \\u0000, which
+    Postgres can store (it refuses NUL in text and in jsonb) and SQLite then stores the same."""
+    return msgspec.convert(_escape_nul(msgspec.to_builtins(record)), KumoLogRecord)
+
+
+def _escape_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, dict):
+        return {storable_text(k): _escape_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escape_nul(v) for v in value]
+    return value
+
+
+def _utc(value: datetime, name: str) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError(f"{name} is out of range (years 1 to 9999 in UTC)") from None
+
+
+def parse(raw: bytes) -> tuple[str, KumoLogRecord]:
+    """The storable payload text and the decoded record (NUL escaped in both); raises on any fault."""
+    payload = storable_text(raw.decode("utf-8", errors="replace"))
+    # Counting brackets is cheap; only a record with many of them is scanned for its depth.
+    if raw.count(b"[") + raw.count(b"{") > MAX_NESTING and nesting_depth(raw) > MAX_NESTING:
+        raise ValueError(f"nested more than {MAX_NESTING} levels deep")
+    record = record_decoder.decode(raw)
+    if "\\u0000" in payload:  # JSON text carries a NUL only escaped, so most records need no walk
+        record = without_nul(record)
+    return payload, record
+
+
+_STRING = {"type": "string"}
+RECORD_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "KumoLogRecord",
+    "description": "A KumoMTA log record (JsonLogRecord). Fields beyond these are accepted and stored verbatim.",
+    "required": ["type", "id", "sender", "recipient", "queue", "timestamp"],
+    "properties": {
+        "type": {"type": "string", "examples": ["Delivery"]},
+        "id": _STRING,
+        "sender": _STRING,
+        "recipient": _STRING,
+        "queue": {"type": "string", "description": "campaign:tenant@domain!routing_domain"},
+        "timestamp": {"type": "integer", "description": "Unix seconds"},
+        "event_time": {"type": "string", "format": "date-time"},
+        "created": {"type": "integer"},
+        "site": _STRING,
+        "size": {"type": "integer"},
+        "num_attempts": {"type": "integer"},
+        "response": {"type": "object"},
+        "bounce_classification": _STRING,
+        "egress_pool": _STRING,
+        "meta": {"type": "object"},
+        "headers": {"type": "object"},
+    },
+    "additionalProperties": True,
+}
+
+
+class KumoLogSource:
+    name = "kumomta"
+    title = "KumoMTA"
+    record_types: tuple[str, ...] = tuple(t.value for t in RecordType)
+    record_schema = RECORD_SCHEMA
+
+    def split(self, body: bytes) -> Sequence[bytes]:
+        return [bytes(raw) for raw in split_body(body)]
+
+    def decode(self, raw: bytes) -> LogEvent:
+        payload, record = parse(raw)
+        at = _utc(record.occurred_at(), "event_time" if record.event_time else "timestamp")
+        observation = observe(record)
+        if observation is not None:
+            _utc(observation.created_at, "created")
+            check_against_model(observation)
+        return LogEvent(
+            source=self.name,
+            type=record.type,
+            dedupe_key=dedupe_key(record),
+            event_at=at,
+            message_uuid=observation.id if observation else None,
+            mta_message_id=record.id,
+            recipient=record.recipient,
+            sender=record.sender,
+            queue_name=record.queue,
+            domain=observation.domain if observation else recipient_domain(record.recipient),
+            tenant_id=observation.tenant_id if observation else None,
+            campaign_id=observation.campaign_id if observation else None,
+            response_code=record.response.code if record.response else None,
+            payload=payload,
+            observation=observation,
+        )
+
+    def facts(self, payload: str) -> EventFacts:
+        _, record = parse(payload.encode())
+        observation = observe(record)
+        delivery = None
+        if record.type == "Delivery":
+            delivery = max(0.0, (record.occurred_at() - record.created_at()).total_seconds())
+        return EventFacts(
+            observation=observation,
+            egress_source=record.egress_source or None,
+            egress_pool=record.egress_pool or None,
+            node=record.nodeid or None,
+            bounce_class=record.bounce_classification or None,
+            delivery_seconds=delivery,
+        )
+
+
+KUMOMTA = KumoLogSource()

@@ -1,0 +1,78 @@
+"""The one event the log stores, whatever MTA wrote it, and what an MTA's event source must do.
+
+Each MTA's adapter decodes its own wire records into ``LogEvent`` (``EventSource.decode``) for the
+acknowledgement path, and derives ``EventFacts`` from a stored event (``EventSource.facts``) for the projections.
+The control plane handles only these two types and the registry in ``adapters.sources``: it never reads an MTA's
+record itself.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+import msgspec
+
+from adapters.model.observation import MessageObservation
+
+
+class LogEvent(msgspec.Struct, kw_only=True):
+    """One MTA log record as the event log keeps it.
+
+    ``dedupe_key`` is the record's identity (the same record posted twice has the same key); ``event_at`` is when
+    it happened. The columns beside ``payload`` are what the log is searched by; the record itself is ``payload``,
+    verbatim (the one change: NUL written as the escape \\u0000, which the databases can store).
+    ``observation`` is the record's effect on its message, computed on the acknowledgement path to validate it
+    (and to find the message's tenant); it is not stored: projections derive it again from ``payload``.
+    """
+
+    source: str
+    type: str
+    dedupe_key: bytes
+    event_at: datetime
+    message_uuid: uuid.UUID | None
+    mta_message_id: str
+    recipient: str
+    sender: str
+    queue_name: str
+    domain: str
+    tenant_id: str | None
+    campaign_id: str | None
+    response_code: int | None
+    payload: str
+    observation: MessageObservation | None = None
+
+
+class EventFacts(msgspec.Struct, kw_only=True):
+    """What the projections need from one stored event, beyond its columns."""
+
+    observation: MessageObservation | None
+    egress_source: str | None = None
+    egress_pool: str | None = None
+    node: str | None = None
+    bounce_class: str | None = None  # the MTA's own classification (KumoMTA: InvalidRecipient, …)
+    delivery_seconds: float | None = None  # for a delivery: how long after reception
+
+
+class EventSource(Protocol):
+    """An MTA's log records: how to split a posted body, decode one record, and read a stored one again."""
+
+    name: str  # the events' ``source`` and the ingest route's last segment
+    title: str  # for people: "KumoMTA"
+    record_types: tuple[str, ...]
+    record_schema: dict[str, Any]  # JSON Schema of one record, for the API description
+
+    def split(self, body: bytes) -> Sequence[bytes]:
+        """The raw records of a posted body (raises ``msgspec.DecodeError`` when it is not JSON at all)."""
+        ...
+
+    def decode(self, raw: bytes) -> LogEvent:
+        """One raw record -> the event to append, validated (raises ``ValueError``/``msgspec`` errors naming the
+        field at fault)."""
+        ...
+
+    def facts(self, payload: str) -> EventFacts:
+        """A stored event's payload -> what projections need (raises if the payload no longer decodes)."""
+        ...

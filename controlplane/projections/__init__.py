@@ -1,0 +1,13 @@
+"""Everything that follows the event log: the message mirror and the per-minute rollups (and, in later issues,
+policies, analytics and webhooks), each a ``Projection`` run by ``ProjectionService``."""
+
+from __future__ import annotations
+
+from controlplane.projections.base import Projection
+from controlplane.projections.mirror import MirrorProjection
+from controlplane.projections.rollups import RollupProjection
+
+
+def standard_projections() -> list[Projection]:
+    """Every projection mtactl keeps, in the order a pass runs them."""
+    return [MirrorProjection(), RollupProjection()]

@@ -1,0 +1,24 @@
+"""A stored event's payload read again by its MTA's event source, for the projections."""
+
+from __future__ import annotations
+
+import logging
+
+from adapters.model.events import EventFacts
+from adapters.sources import event_source
+from controlplane.projections.log import LoggedEvent
+
+log = logging.getLogger("mtactl.projections")
+
+
+def facts_of(event: LoggedEvent) -> EventFacts | None:
+    """None when no source of this version reads the event (it stays in the log, and a rebuild after an upgrade
+    that reads it applies it)."""
+    source = event_source(event.source)
+    if source is None:
+        return None
+    try:
+        return source.facts(event.payload)
+    except Exception as exc:  # accepted once, so it decoded then: only a change of the source's rules gets here
+        log.warning("event %s of %s no longer decodes: %s", event.position.dedupe_key.hex(), event.source, exc)
+        return None

@@ -1,0 +1,55 @@
+"""The message mirror (``message_queue``) as a projection of the event log.
+
+One pass applies a batch of events as one upsert: the observations of one message are merged first
+(``controlplane.db.mirror.combine``), so each message is written once per pass however many of its events the
+batch holds, and the merge rule is order-independent (a late event never moves a terminal message back).
+``message_counts`` follows the mirror through its triggers, in the same transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from adapters.model.observation import MessageObservation
+from controlplane.db.events import EVENTS
+from controlplane.db.messages import COLUMNS, TABLE
+from controlplane.db.mirror import apply_observations
+from controlplane.projections.facts import facts_of
+from controlplane.projections.log import LoggedEvent
+
+log = logging.getLogger("mtactl.projections")
+
+
+class MirrorProjection:
+    name = "mirror"
+
+    async def apply(self, session: AsyncSession, events: Sequence[LoggedEvent]) -> None:
+        unbound: list[MessageObservation] = []
+        bound: list[MessageObservation] = []
+        for event in events:
+            if event.message_uuid is None:  # no message: nothing to mirror, no need to decode it
+                continue
+            facts = facts_of(event)
+            if facts is None or facts.observation is None:
+                continue
+            (bound if event.posted_by_tenant is not None else unbound).append(facts.observation)
+        await apply_observations(session, unbound)
+        if bound:
+            # A tenant-bound key's event touches only its own tenant's message: the ingest check refused those it
+            # could see; one that raced with another tenant's event is not applied here.
+            touched = await apply_observations(session, bound, same_tenant_only=True, raise_on_other_tenant=False)
+            if touched < len({o.id for o in bound}):
+                log.warning(
+                    "mirror: %d events of tenant-bound keys about another tenant's message not applied",
+                    len(bound) - touched,
+                )
+
+    async def reset(self, session: AsyncSession) -> None:
+        # Every message the log describes goes and comes back from the replay; messages the log does not hold
+        # (imported from the legacy model, or whose events are past the retention) stay as they are.
+        logged = select(EVENTS.c.message_uuid).where(EVENTS.c.message_uuid.is_not(None))
+        await session.execute(delete(TABLE).where(COLUMNS.id.in_(logged)))

@@ -1,0 +1,252 @@
+"""Running the projections: one batch per transaction, one runner per projection at a time, lag on request.
+
+A pass reads the projection's checkpoint, the events after it (below the log's horizon, ``log.read_after``),
+applies them and moves the checkpoint, all in one transaction. Exactly one runner works on a projection at a
+time, however many service processes and workers run the loop: on Postgres a pass first takes a transaction-level
+advisory lock named after the projection and skips the pass when another holds it; on every backend the
+checkpoint is moved only from the position the pass read (compare-and-set), so two runners that both got through
+would make the second roll back rather than apply a batch twice.
+
+An event the projection cannot apply (the database refuses what it would write) would stop the projection for
+good; the pass is retried in smaller batches down to that one event, which is then recorded as a dead letter and
+stepped over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import Table, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from controlplane.db.engine import database_unavailable
+from controlplane.db.events import insert_dead_letters
+from controlplane.db.tables import ProjectionCheckpointRow
+from controlplane.events.service import database_reason
+from controlplane.projections.base import Projection
+from controlplane.projections.log import START, LogPosition, backlog, log_size, read_after
+from controlplane.projections.schema import ProjectionStatus
+
+log = logging.getLogger("mtactl.projections")
+CHECKPOINTS: Table = ProjectionCheckpointRow.__table__  # type: ignore[assignment]
+# Events per pass. Larger passes coalesce more (one write per message per pass) and cost fewer commits; 5,000
+# keeps a pass under a second on this 2-core machine.
+BATCH = 5000
+IDLE_SECONDS = 1.0
+BACKLOG_CAP = 1_000_000
+
+
+class ProjectionLocked(Exception):
+    """Another runner holds the projection."""
+
+
+class CheckpointMoved(Exception):
+    """Another runner moved the checkpoint while this pass ran: this pass is rolled back."""
+
+
+def _lock_key(name: str) -> int:
+    return int.from_bytes(
+        hashlib.blake2b(f"mtactl-projection:{name}".encode(), digest_size=8).digest(), "big", signed=True
+    )
+
+
+class ProjectionService:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], projections: Sequence[Projection]) -> None:
+        self._sessions = sessions
+        self.projections = {p.name: p for p in projections}
+        self._wake = asyncio.Event()
+        self._batch_size = {p.name: BATCH for p in projections}
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def get(self, name: str) -> Projection:
+        try:
+            return self.projections[name]
+        except KeyError:
+            raise KeyError(f"no projection {name!r}; there are {', '.join(sorted(self.projections))}") from None
+
+    async def _checkpoint(self, session: AsyncSession, name: str) -> LogPosition:
+        row = (
+            await session.execute(
+                select(CHECKPOINTS.c.tx, CHECKPOINTS.c.event_at, CHECKPOINTS.c.dedupe_key).where(
+                    CHECKPOINTS.c.name == name
+                )
+            )
+        ).first()
+        if row is not None:
+            return LogPosition(int(row.tx), row.event_at, bytes(row.dedupe_key))
+        postgres = session.get_bind().dialect.name == "postgresql"
+        insert = (pg_insert if postgres else sqlite_insert)(CHECKPOINTS).values(
+            name=name,
+            tx=START.tx,
+            event_at=START.event_at,
+            dedupe_key=START.dedupe_key,
+            applied=0,
+            updated_at=datetime.now(UTC),
+        )
+        await session.execute(insert.on_conflict_do_nothing())
+        return await self._checkpoint(session, name)
+
+    async def _lock(self, session: AsyncSession, name: str) -> None:
+        if session.get_bind().dialect.name == "postgresql":
+            taken = await session.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _lock_key(name)})
+            if not taken:
+                raise ProjectionLocked(name)
+
+    @staticmethod
+    async def _move(session: AsyncSession, name: str, old: LogPosition, new: LogPosition, applied: int) -> None:
+        c = CHECKPOINTS.c
+        result = await session.execute(
+            update(CHECKPOINTS)
+            .where(c.name == name, c.tx == old.tx, c.event_at == old.event_at, c.dedupe_key == old.dedupe_key)
+            .values(
+                tx=new.tx,
+                event_at=new.event_at,
+                dedupe_key=new.dedupe_key,
+                applied=c.applied + applied,
+                updated_at=datetime.now(UTC),
+            )
+        )
+        if getattr(result, "rowcount", 1) != 1:
+            raise CheckpointMoved(name)
+
+    async def run_once(self, name: str, limit: int | None = None) -> int:
+        """One pass of one projection: returns how many events it applied (0: caught up, or another runner holds
+        it)."""
+        projection = self.get(name)
+        limit = limit or self._batch_size[name]
+        try:
+            async with self._sessions.begin() as session:
+                await self._lock(session, name)
+                position = await self._checkpoint(session, name)
+                events = await read_after(session, position, limit)
+                if not events:
+                    return 0
+                await projection.apply(session, events)
+                await self._move(session, name, position, events[-1].position, len(events))
+        except (ProjectionLocked, CheckpointMoved):
+            return 0
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise
+            if limit > 1:
+                smaller = max(1, limit // 8)
+                log.warning(
+                    "projection %s: a batch of %d failed (%s); retrying by %d",
+                    name,
+                    limit,
+                    database_reason(exc),
+                    smaller,
+                )
+                self._batch_size[name] = smaller
+                return await self.run_once(name, smaller)
+            await self._step_over(name, exc)
+            return 1
+        if limit < BATCH:  # past the fault: back to full batches, gradually
+            self._batch_size[name] = min(BATCH, limit * 8)
+        return len(events)
+
+    async def _step_over(self, name: str, fault: Exception) -> None:
+        """The one event ``name`` cannot apply: kept as a dead letter with the reason, and stepped over."""
+        async with self._sessions.begin() as session:
+            await self._lock(session, name)
+            position = await self._checkpoint(session, name)
+            events = await read_after(session, position, 1)
+            if not events:
+                return
+            event = events[0]
+            reason = database_reason(fault)
+            log.error("projection %s cannot apply event %s: %s; stepped over", name, event.position, reason)
+            await insert_dead_letters(
+                session,
+                [
+                    {
+                        "received_at": datetime.now(UTC),
+                        "source": event.source,
+                        "error": f"projection {name} could not apply it: {reason}"[:300],
+                        "payload": event.payload,
+                        "api_key": None,
+                    }
+                ],
+            )
+            await self._move(session, name, position, event.position, 0)
+
+    async def catch_up(self, names: Sequence[str] | None = None) -> int:
+        """Run passes until every (named) projection has applied everything below the horizon."""
+        total = 0
+        for name in names or list(self.projections):
+            while applied := await self.run_once(name):
+                total += applied
+        return total
+
+    async def run_forever(self) -> None:
+        """The background loop: catch up whenever events are appended (``wake``) or every second."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), IDLE_SECONDS)
+            self._wake.clear()
+            try:
+                await self.catch_up()
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    log.exception("projections failed; retrying")
+                await asyncio.sleep(IDLE_SECONDS)
+
+    async def status(self) -> list[ProjectionStatus]:
+        statuses = []
+        now = datetime.now(UTC)
+        async with self._sessions() as session:
+            for name in self.projections:
+                row = (await session.execute(select(CHECKPOINTS).where(CHECKPOINTS.c.name == name))).first()
+                position = LogPosition(int(row.tx), row.event_at, bytes(row.dedupe_key)) if row else START
+                behind, first = await backlog(session, position, BACKLOG_CAP)
+                statuses.append(
+                    ProjectionStatus(
+                        name=name,
+                        applied=int(row.applied) if row else 0,
+                        events_behind=behind,
+                        lag_seconds=max(0.0, (now - first).total_seconds()) if first else 0.0,
+                        checkpoint_at=row.updated_at if row else None,
+                        position=f"{position.tx}/{position.event_at.isoformat()}/{position.dedupe_key.hex()}",
+                    )
+                )
+        return statuses
+
+    async def log_events(self) -> int:
+        """Events in the log (what a rebuild replays)."""
+        async with self._sessions() as session:
+            return await log_size(session)
+
+    async def rebuild(self, name: str, progress: Callable[[int, int], None] | None = None) -> int:
+        """Replay the whole log into a fresh copy of the projection and swap it in: all in one transaction, so
+        readers see the old projection until the new one is complete, and a rebuild cut off leaves the old one.
+        The live runner is held off meanwhile (the advisory lock on Postgres; SQLite has one writer anyway).
+        Returns the number of events replayed."""
+        projection = self.get(name)
+        started = time.monotonic()
+        async with self._sessions.begin() as session:
+            await self._lock(session, name)
+            total = await log_size(session)
+            old = await self._checkpoint(session, name)
+            await projection.reset(session)
+            position, replayed = START, 0
+            while events := await read_after(session, position, BATCH):
+                await projection.apply(session, events)
+                position = events[-1].position
+                replayed += len(events)
+                if progress is not None:
+                    progress(replayed, max(total, replayed))
+            await self._move(session, name, old, position, 0)
+            c = CHECKPOINTS.c
+            await session.execute(update(CHECKPOINTS).where(c.name == name).values(applied=replayed))
+        log.info("projection %s rebuilt from %d events in %.1f s", name, replayed, time.monotonic() - started)
+        return replayed
