@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 import msgspec
 
+from adapters.shippers import SHIP_COMMANDS
 from controlplane.auth.schema import Scope
 from controlplane.db.engine import database_unavailable
 from controlplane.errors import MtactlError
@@ -523,6 +524,15 @@ def legacy_verify(file: Path) -> None:
         click.echo(f"{file} has no valid row ({report.rows} in all): nothing to verify", err=True)
     if not report.ok:
         sys.exit(1)
+
+
+@main.group()
+def ship() -> None:
+    """Ship an MTA's own log files to mtactl (run on the MTA's host)."""
+
+
+for _command in SHIP_COMMANDS:
+    ship.add_command(_command)
 
 
 class _progress:
