@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 import msgspec
 
+from adapters.shippers import SHIP_COMMANDS
 from controlplane.auth.schema import Scope
 from controlplane.db.engine import database_unavailable
 from controlplane.errors import MtactlError
@@ -572,6 +573,15 @@ def projections_rebuild(name: str) -> None:
 
     replayed = with_services(rebuild)
     click.echo(f"{name} rebuilt from {replayed:,} events", err=True)
+
+
+@main.group()
+def ship() -> None:
+    """Ship an MTA's own log files to mtactl (run on the MTA's host)."""
+
+
+for _command in SHIP_COMMANDS:
+    ship.add_command(_command)
 
 
 class _progress:
