@@ -120,7 +120,7 @@ def decode_body(
     for index, view in enumerate(raws):
         raw = bytes(view)
         try:
-            records.append(decode_record(raw, index=index, api_key=api_key, tenant=tenant))
+            records.extend(decode_record(raw, index=index, api_key=api_key, tenant=tenant))
         except Exception as exc:
             reason = rejection_reason(exc)
             rejected.append(RejectedRecord(index=index, error=reason))
@@ -140,10 +140,11 @@ def decode_body(
     return records, dead, rejected
 
 
-def decode_record(raw: bytes, *, index: int = 0, api_key: str | None, tenant: str | None) -> DecodedRecord:
-    """One raw record -> a record ready to write, having checked everything the database could refuse in it (so a
+def decode_record(raw: bytes, *, index: int = 0, api_key: str | None, tenant: str | None) -> list[DecodedRecord]:
+    """One raw record -> records ready to write, having checked everything the database could refuse in it (so a
     refused write is truly exceptional) and, for records that move the mirror, the model's rules. Raises on
-    any fault (``rejection_reason`` words it)."""
+    any fault (``rejection_reason`` words it). A record listing several recipients gives one per recipient, all
+    with its payload and index (see adapters.kumomta.mapping); a fault in any of them refuses the whole record."""
     payload = storable_text(raw.decode("utf-8", errors="replace"))
     # Counting brackets is cheap; only a record with many of them is scanned for its depth.
     if raw.count(b"[") + raw.count(b"{") > MAX_NESTING and nesting_depth(raw) > MAX_NESTING:
@@ -152,6 +153,12 @@ def decode_record(raw: bytes, *, index: int = 0, api_key: str | None, tenant: st
     if "\\u0000" in payload:  # JSON text carries a NUL only escaped, so most records need no walk
         record = without_nul(record)
     _utc(record.occurred_at(), "event_time" if record.event_time else "timestamp")
+    return [_decoded_part(part, payload, index, api_key, tenant) for part in record.per_recipient()]
+
+
+def _decoded_part(
+    record: KumoLogRecord, payload: str, index: int, api_key: str | None, tenant: str | None
+) -> DecodedRecord:
     domain = recipient_domain(record.recipient)
     if len(domain) > DERIVED_COLUMN_WIDTHS["domain"]:
         raise ValueError(f"recipient domain is longer than {DERIVED_COLUMN_WIDTHS['domain']} characters")
@@ -556,16 +563,18 @@ def _from_spool(contents: list[SpoolFile]) -> tuple[list[DecodedRecord], list[De
         dead.extend(DeadLetterEntry(d.error, d.payload, d.api_key) for d in content.dead_letters)
         for item in content.records:
             try:
-                records.append(decode_record(item.payload.encode(), api_key=item.api_key, tenant=item.tenant))
+                records.extend(decode_record(item.payload.encode(), api_key=item.api_key, tenant=item.tenant))
             except Exception as exc:
                 dead.append(DeadLetterEntry(rejection_reason(exc), item.payload, item.api_key))
     return records, dead
 
 
 def _to_spool(records: Sequence[DecodedRecord], dead: Sequence[DeadLetterEntry]) -> SpoolFile:
+    # A record split per recipient is spooled once (identical records are one record: their events are the same).
+    unique = dict.fromkeys((r.payload, r.api_key, r.tenant) for r in records)
     return SpoolFile(
         source=SOURCE,
-        records=[SpooledRecord(r.payload, r.api_key, r.tenant) for r in records],
+        records=[SpooledRecord(*record) for record in unique],
         dead_letters=[SpooledDeadLetter(d.error, d.payload, d.api_key) for d in dead],
     )
 
