@@ -57,3 +57,13 @@ def shared_fixture(name: str) -> bytes:
 def kumomta_records() -> dict[str, bytes]:
     """Every single KumoMTA log record fixture, by record file name (log_delivery, ...)."""
     return {p.stem: p.read_bytes() for p in sorted((FIXTURES / "kumomta").glob("log_*.json"))}
+
+
+def kumomta_fixture_counts() -> tuple[int, int]:
+    """(events, mirrored messages) that ingesting every KumoMTA record fixture once stores: one event per listed
+    recipient, and one message per spool id and recipient among the records that move the mirror."""
+    from adapters.kumomta.events import record_decoder  # imported here: tests of the model alone do not need it
+    from adapters.kumomta.mapping import message_uuid, observe
+
+    parts = [p for raw in kumomta_records().values() for p in record_decoder.decode(raw).per_recipient()]
+    return len(parts), len({message_uuid(p) for p in parts if observe(p) is not None})

@@ -102,9 +102,14 @@ class KumoLogSource:
     def split(self, body: bytes) -> Sequence[bytes]:
         return [bytes(raw) for raw in split_body(body)]
 
-    def decode(self, raw: bytes) -> LogEvent:
+    def decode(self, raw: bytes) -> list[LogEvent]:
         payload, record = parse(raw)
         at = _utc(record.occurred_at(), "event_time" if record.event_time else "timestamp")
+        # A record listing several recipients (kumod's batch handling) is one event per recipient, each keyed as
+        # if kumod had logged that recipient alone; all keep the record verbatim as their payload.
+        return [self._event(part, at, payload) for part in record.per_recipient()]
+
+    def _event(self, record: KumoLogRecord, at: datetime, payload: str) -> LogEvent:
         observation = observe(record)
         if observation is not None:
             _utc(observation.created_at, "created")
@@ -127,8 +132,10 @@ class KumoLogSource:
             observation=observation,
         )
 
-    def facts(self, payload: str) -> EventFacts:
-        _, record = parse(payload.encode())
+    def facts(self, payload: str, recipient: str) -> EventFacts:
+        _, whole = parse(payload.encode())
+        parts = whole.per_recipient()
+        record = next((part for part in parts if part.recipient == recipient), parts[0])
         observation = observe(record)
         delivery = None
         if record.type == "Delivery":

@@ -1,4 +1,15 @@
-"""KumoMTA log records -> the queue model. The two tables below are the whole mapping (also in the README)."""
+"""KumoMTA log records -> the queue model. The two tables below are the whole mapping (also in the README).
+
+Every function here takes a record about one recipient. A record listing several (kumod's batch handling) is first
+split with ``KumoLogRecord.per_recipient``: kumod logs one record per distinct outcome of a batch, listing the
+recipients that shared it, so each recipient is its own message and event, keyed exactly as a single-recipient
+record of it would be (``message_uuid`` and ``dedupe_key`` of the parts equal those of the records logged alone).
+
+Record types that move the mirror are the keys of ``RECORD_STATUS``. The others land as events only:
+Feedback (an ARF report received, under the report's own spool id), Rejection (an inbound SMTP refusal: no message
+was queued), XferOut (the message left this node for another, which logs an XferIn under a new spool id), ``Any``
+(a logging filter, never a record's type) and any type a later kumod adds.
+"""
 
 from __future__ import annotations
 
@@ -20,11 +31,15 @@ from adapters.model.observation import MessageObservation
 S = MessageQueueStatus
 
 # Record type -> the status it gives the message. Types absent here (Feedback: a complaint report about an
-# earlier message, whose id is the report's own; Rejection: an inbound message refused, never queued; Any and
+# earlier message, whose id is the report's own; Rejection: an inbound message refused, never queued; XferOut:
+# handed to another node, whose XferIn names a new spool id, so no status of this id's row would be true; Any and
 # types kumod may add later) are stored as events but do not touch the mirror.
 RECORD_STATUS: dict[str, MessageQueueStatus] = {
     "Reception": S.ready,
     "AdminRebind": S.ready,  # moved to another queue, waiting there
+    "DeferredInjectionRebind": S.ready,  # out of kumod's deferred-injection queue into its real one
+    "XferIn": S.ready,  # taken over from another node (under a new spool id) and queued here
+    "Delayed": S.scheduled,  # put in the scheduled queue (not yet due, suspended, throttled…), response says why
     "TransientFailure": S.deferred,
     "Delivery": S.delivered,
     "Bounce": S.bounced,
@@ -39,6 +54,9 @@ RECORD_STATUS: dict[str, MessageQueueStatus] = {
 CANCEL_MARK = "mtactl-cancel: "
 ADMIN_BOUNCE_PREFIX = "Administrator bounced with reason: "  # kumod's admin_bounce_v1.rs
 ATTEMPT_TYPES = frozenset({"Delivery", "TransientFailure", "Bounce"})
+# Types whose response is an outcome for the message (the receiver's reply, or an operator's/kumod's verdict). The
+# other mirrored types carry kumod's own note ("Context: … Next due in …") in ``response``: not an SMTP reply.
+RESPONSE_TYPES = frozenset(RECORD_STATUS) - {"Reception", "Delayed", "DeferredInjectionRebind", "XferIn"}
 FAILURE_TYPES = frozenset({"TransientFailure", "Bounce", "OOB", "Expiration", "AdminBounce"})
 
 # KumoMTA bounce classes (bounce-classify's PreDefinedBounceClass) -> BounceType. User-defined classes and
@@ -101,7 +119,7 @@ _NAMESPACE_BYTES = KUMOMTA_NAMESPACE.bytes
 
 def message_uuid(record: KumoLogRecord) -> uuid.UUID:
     """kumod gives each message a spool id; the recipient is part of the key because one id can appear with
-    several recipients in a node's logs."""
+    several recipients in a node's logs (and in one record's list: split it with ``per_recipient`` first)."""
     # uuid.uuid5 by hand: the stdlib re-derives the namespace's bytes on every call, which made this a quarter
     # of the mapping's CPU (bench/decode.py). Same value: SHA-1 of namespace + name, version 5, RFC 4122 variant.
     name = f"{record.id}\x00{normalize_address(record.recipient)}".encode()
@@ -112,7 +130,9 @@ def dedupe_key(record: KumoLogRecord) -> bytes:
     """The identity of one event: the same record posted twice yields the same key.
 
     Beyond id, type, time and recipient it takes the attempt number, the site and the response code, which
-    separate two events of one message that kumod logs within the same (second-resolution) timestamp.
+    separate two events of one message that kumod logs within the same (second-resolution) timestamp. A record
+    without a spool id (a Rejection) also takes its SMTP session id, so that refusals of different connections
+    logged in the same instant stay apart; records with an id keep the key they always had.
     """
     parts = [
         record.type,
@@ -123,6 +143,8 @@ def dedupe_key(record: KumoLogRecord) -> bytes:
         record.site,
         str(record.response.code) if record.response else "",
     ]
+    if not record.id:
+        parts.append(record.session_id or "")
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).digest()
 
 
@@ -167,7 +189,7 @@ def observe(record: KumoLogRecord) -> MessageObservation | None:
     if headers is not None and not all(isinstance(v, str) for v in headers.values()):
         headers = {k: v for k, v in headers.items() if isinstance(v, str)} or None
     message_id = header(headers, "Message-ID") or record.id
-    is_response = record.type != "Reception" and record.response is not None
+    is_response = record.type in RESPONSE_TYPES and record.response is not None
     failure = record.type in FAILURE_TYPES
     return MessageObservation(
         id=message_uuid(record),
@@ -189,7 +211,8 @@ def observe(record: KumoLogRecord) -> MessageObservation | None:
         response_at=at if is_response else None,
         smtp_response=smtp_response(record) if is_response else None,
         pool_name=record.egress_pool or None,  # "" is no pool, as null is
-        delivery_protocol=protocol(record.delivery_protocol),
+        # kumod's own moves name pseudo-protocols ("DeferredSmtpInjection", "xfer"), not how it was delivered
+        delivery_protocol=protocol(record.delivery_protocol) if record.type in RESPONSE_TYPES else None,
         failure_at=at if failure else None,
         last_bounce_reason=record.response.content if failure and record.response else None,
         bounce_classification=bounce_type(record),

@@ -68,11 +68,11 @@ class EventSource(Protocol):
         """The raw records of a posted body (raises ``msgspec.DecodeError`` when it is not JSON at all)."""
         ...
 
-    def decode(self, raw: bytes) -> LogEvent:
-        """One raw record -> the event to append, validated (raises ``ValueError``/``msgspec`` errors naming the
-        field at fault)."""
+    def decode(self, raw: bytes) -> list[LogEvent]:
+        """One raw record -> the events to append (one, or one per recipient of a record listing several),
+        validated: raises ``ValueError``/``msgspec`` errors naming the field at fault, for the whole record."""
         ...
 
-    def facts(self, payload: str) -> EventFacts:
-        """A stored event's payload -> what projections need (raises if the payload no longer decodes)."""
+    def facts(self, payload: str, recipient: str) -> EventFacts:
+        """A stored event's payload and recipient -> what projections need (raises if it no longer decodes)."""
         ...

@@ -132,7 +132,7 @@ def decode_body(
     not_kept = 0
     for index, raw in enumerate(raws):
         try:
-            records.append(decode_record(raw, source=source, index=index, api_key=api_key, tenant=tenant))
+            records.extend(decode_record(raw, source=source, index=index, api_key=api_key, tenant=tenant))
         except Exception as exc:
             reason = rejection_reason(exc)
             rejected.append(RejectedRecord(index=index, error=reason))
@@ -156,19 +156,22 @@ def decode_body(
 
 def decode_record(
     raw: bytes, *, source: EventSource, index: int = 0, api_key: str | None, tenant: str | None
-) -> DecodedRecord:
-    """One raw record -> a record ready to append, having checked everything the database could refuse in it (so
-    a refused write is truly exceptional) and, for records that move the mirror, the model's rules (the source
-    checks those). Raises on any fault (``rejection_reason`` words it)."""
-    event = source.decode(raw)
-    if len(event.domain) > DERIVED_COLUMN_WIDTHS["domain"]:
-        raise ValueError(f"recipient domain is longer than {DERIVED_COLUMN_WIDTHS['domain']} characters")
-    observation = event.observation
-    if tenant is not None and (observation.tenant_id if observation else None) != tenant:
-        raise ValueError(f"this API key may only ingest records of tenant {tenant!r}")
-    if observation is not None:
-        _check_lengths(observation)
-    return DecodedRecord(event, api_key, index, tenant)
+) -> list[DecodedRecord]:
+    """One raw record -> the events ready to append (one per recipient of a record listing several, all with its
+    payload and index), having checked everything the database could refuse in them (so a refused write is truly
+    exceptional) and, for records that move the mirror, the model's rules (the source checks those). Raises on
+    any fault, for the whole record (``rejection_reason`` words it)."""
+    decoded = []
+    for event in source.decode(raw):
+        if len(event.domain) > DERIVED_COLUMN_WIDTHS["domain"]:
+            raise ValueError(f"recipient domain is longer than {DERIVED_COLUMN_WIDTHS['domain']} characters")
+        observation = event.observation
+        if tenant is not None and (observation.tenant_id if observation else None) != tenant:
+            raise ValueError(f"this API key may only ingest records of tenant {tenant!r}")
+        if observation is not None:
+            _check_lengths(observation)
+        decoded.append(DecodedRecord(event, api_key, index, tenant))
+    return decoded
 
 
 def rejection_reason(exc: BaseException) -> str:
@@ -572,7 +575,7 @@ def _from_spool(contents: list[SpoolFile]) -> tuple[list[DecodedRecord], list[De
             try:
                 if source is None:
                     raise ValueError(f"no event source {name!r} in this version of mtactl")
-                records.append(
+                records.extend(
                     decode_record(item.payload.encode(), source=source, api_key=item.api_key, tenant=item.tenant)
                 )
             except Exception as exc:
@@ -581,9 +584,11 @@ def _from_spool(contents: list[SpoolFile]) -> tuple[list[DecodedRecord], list[De
 
 
 def _to_spool(records: Sequence[DecodedRecord], dead: Sequence[DeadLetterEntry]) -> SpoolFile:
+    # A record split per recipient is spooled once: decoded again, it gives the same events.
+    unique = dict.fromkeys((r.payload, r.api_key, r.tenant, r.event.source) for r in records)
     return SpoolFile(
         source=records[0].event.source if records else (dead[0].source if dead else ""),
-        records=[SpooledRecord(r.payload, r.api_key, r.tenant, r.event.source) for r in records],
+        records=[SpooledRecord(*record) for record in unique],
         dead_letters=[SpooledDeadLetter(d.error, d.payload, d.api_key) for d in dead],
     )
 

@@ -18,7 +18,7 @@ def facts_of(event: LoggedEvent) -> EventFacts | None:
     if source is None:
         return None
     try:
-        return source.facts(event.payload)
+        return source.facts(event.payload, event.recipient)
     except Exception as exc:  # accepted once, so it decoded then: only a change of the source's rules gets here
         log.warning("event %s of %s no longer decodes: %s", event.position.dedupe_key.hex(), event.source, exc)
         return None

@@ -53,6 +53,7 @@ class LoggedEvent(msgspec.Struct, kw_only=True):
     source: str
     type: str
     message_uuid: uuid.UUID | None
+    recipient: str
     domain: str
     tenant_id: str | None
     campaign_id: str | None
@@ -69,6 +70,7 @@ _COLUMNS = (
     _c.source,
     _c.type,
     _c.message_uuid,
+    _c.recipient,
     _c.domain,
     _c.tenant_id,
     _c.campaign_id,
@@ -111,6 +113,7 @@ async def read_after(session: AsyncSession, position: LogPosition, limit: int) -
             source=r.source,
             type=r.type,
             message_uuid=r.message_uuid,
+            recipient=r.recipient,
             domain=r.domain,
             tenant_id=r.tenant_id,
             campaign_id=r.campaign_id,

@@ -25,6 +25,7 @@ from tests.support import kumomta_records, shared_fixture
 
 S = MessageQueueStatus
 
+# fixture -> (status, bounce type) of every recipient's message, or None for a record that only lands as an event
 EXPECTED = {
     "log_reception": (S.ready, None),
     "log_delivery": (S.delivered, None),
@@ -35,6 +36,13 @@ EXPECTED = {
     "log_oob": (S.bounced, BounceType.hard),
     "log_feedback": None,
     "log_rejection": None,
+    "log_rejection_at_mail_from": None,
+    "log_admin_rebind": (S.ready, None),
+    "log_deferred_injection_rebind": (S.ready, None),
+    "log_delayed": (S.scheduled, None),
+    "log_xfer_in": (S.ready, None),
+    "log_xfer_out": None,
+    "log_delivery_recipient_list": (S.delivered, None),
 }
 
 
@@ -44,16 +52,69 @@ def test_every_fixture_record_type_is_covered() -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_each_record_type_maps_as_the_table_says(name: str) -> None:
-    record = record_decoder.decode(kumomta_records()[name])
-    observation = observe(record)
-    if EXPECTED[name] is None:
-        assert observation is None
-        return
-    assert observation is not None
-    assert (observation.status, observation.bounce_classification) == EXPECTED[name]
-    assert observation.status is RECORD_STATUS[record.type]
-    assert observation.recipient == record.recipient and observation.sender == record.sender
-    assert observation.id == message_uuid(record)
+    for record in record_decoder.decode(kumomta_records()[name]).per_recipient():
+        observation = observe(record)
+        if EXPECTED[name] is None:
+            assert observation is None
+            continue
+        assert observation is not None
+        assert (observation.status, observation.bounce_classification) == EXPECTED[name]
+        assert observation.status is RECORD_STATUS[record.type]
+        assert observation.recipient == record.recipient and observation.sender == record.sender
+        assert observation.id == message_uuid(record)
+
+
+def test_every_record_type_kumod_writes_has_a_fixture() -> None:
+    types = {record_decoder.decode(raw).type for raw in kumomta_records().values()}
+    assert types == {t.value for t in RecordType}
+
+
+def test_types_that_only_land_as_events_are_exactly_the_ones_not_about_a_queued_message() -> None:
+    assert {t.value for t in RecordType} - set(RECORD_STATUS) == {"Feedback", "Rejection", "XferOut"}
+
+
+def test_a_record_listing_several_recipients_is_one_message_and_one_event_per_recipient() -> None:
+    batch = record_decoder.decode(kumomta_records()["log_delivery_recipient_list"])
+    parts = batch.per_recipient()
+    assert [p.recipient for p in parts] == ["ann@example.com", "ben@example.com", "cat@example.com"]
+    observations = [observe(p) or pytest.fail() for p in parts]
+    assert len({o.id for o in observations}) == 3 and len({dedupe_key(p) for p in parts}) == 3
+    assert {o.status for o in observations} == {S.delivered}
+
+
+def test_a_listed_recipient_is_keyed_as_if_kumod_had_logged_it_alone() -> None:
+    raw = json.loads(kumomta_records()["log_delivery_recipient_list"])
+    alone = record_decoder.decode(json.dumps(raw | {"recipient": "ben@example.com"}))
+    listed = record_decoder.decode(json.dumps(raw)).per_recipient()[1]
+    assert (message_uuid(listed), dedupe_key(listed)) == (message_uuid(alone), dedupe_key(alone))
+    assert observe(listed) == observe(alone)
+
+
+def test_a_record_listing_several_recipients_must_be_split_before_it_is_mapped() -> None:
+    batch = record_decoder.decode(kumomta_records()["log_delivery_recipient_list"])
+    with pytest.raises(ValueError, match="3 recipients"):
+        observe(batch)
+
+
+def test_kumods_own_notes_are_not_taken_for_an_smtp_reply() -> None:
+    for name in ("log_delayed", "log_deferred_injection_rebind", "log_xfer_in"):
+        observation = observe(record_decoder.decode(kumomta_records()[name])) or pytest.fail()
+        assert (observation.smtp_response, observation.delivery_protocol) == (None, None), name
+
+
+def test_an_xfer_in_is_queued_under_its_new_spool_id() -> None:
+    xfer_in = record_decoder.decode(kumomta_records()["log_xfer_in"])
+    xfer_out = record_decoder.decode(kumomta_records()["log_xfer_out"])
+    assert xfer_out.response is not None and xfer_out.response.content == f"new id is {xfer_in.id}"
+    assert observe(xfer_out) is None and (observe(xfer_in) or pytest.fail()).status is S.ready
+
+
+def test_refusals_without_a_message_are_told_apart_by_their_session() -> None:
+    raw = json.loads(kumomta_records()["log_rejection_at_mail_from"])
+    other_connection = raw | {"session_id": "00000000-0000-4000-8000-000000000001"}
+    assert dedupe_key(record_decoder.decode(json.dumps(raw))) != dedupe_key(
+        record_decoder.decode(json.dumps(other_connection))
+    )
 
 
 def test_the_delivery_record_fills_the_mirror_fields() -> None:

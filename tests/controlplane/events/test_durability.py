@@ -29,9 +29,10 @@ from controlplane.services import Services
 from controlplane.settings import Settings
 from tests.controlplane.api_client import api, bearer
 from tests.pg_faults import RefusingPostgres
-from tests.support import kumomta_records
+from tests.support import kumomta_fixture_counts, kumomta_records
 
 CLOSED_PORT_URL = "postgresql+asyncpg://postgres@127.0.0.1:1/nowhere"
+EVENTS, MESSAGES = kumomta_fixture_counts()  # what every fixture record, ingested once, stores
 
 
 async def count(services: Services, table: type) -> int:
@@ -52,7 +53,7 @@ async def test_with_the_database_unreachable_records_are_spooled_then_replayed(
     accepted, duplicates, spooled, _ = await down.submit(records, dead)
     await down.stop()
     await unreachable.dispose()
-    assert (accepted, duplicates, spooled) == (9, 0, 9)
+    assert (accepted, duplicates, spooled) == (EVENTS, 0, EVENTS)
     assert len(list(spool_dir.glob("*.spool"))) == 1
     assert await count(services, EventRow) == 0
 
@@ -64,10 +65,10 @@ async def test_with_the_database_unreachable_records_are_spooled_then_replayed(
         await asyncio.sleep(0.05)
     await up.stop()
     assert list(spool_dir.glob("*.spool")) == []
-    assert await count(services, EventRow) == 9
+    assert await count(services, EventRow) == EVENTS
     assert await count(services, DeadLetterRow) == 1
     await services.projections.catch_up()
-    assert await count(services, MessageRow) == 6
+    assert await count(services, MessageRow) == MESSAGES
 
 
 async def submit_every_fixture(engine: Any, spool_dir: Path) -> Any:
@@ -90,7 +91,7 @@ async def test_a_server_refusing_connections_as_it_starts_or_stops_gets_the_grou
 ) -> None:
     async with RefusingPostgres(sqlstate) as server:
         outcome = await submit_every_fixture(create_engine(Settings(database_url=server.url)), tmp_path / "spool")
-    assert outcome[:3] == (9, 0, 9)
+    assert outcome[:3] == (EVENTS, 0, EVENTS)
     assert len(list((tmp_path / "spool").glob("*.spool"))) == 1
 
 
@@ -108,7 +109,7 @@ async def test_the_database_going_away_while_a_refused_group_is_isolated_spools_
 
     monkeypatch.setattr("controlplane.events.service.write_group", refused_then_gone)
     outcome = await submit_every_fixture(engine, tmp_path / "spool")
-    assert outcome[:3] == (9, 0, 9)
+    assert outcome[:3] == (EVENTS, 0, EVENTS)
     assert len(list((tmp_path / "spool").glob("*.spool"))) == 1
 
 
@@ -165,16 +166,16 @@ async def test_a_connection_killed_in_the_middle_of_a_write_spools_the_group_and
     assert first[:3] == (4, 0, 4)  # acknowledged from the spool
     assert len(list(spool_dir.glob("*.spool"))) == 1
     # The next group goes to the database on a fresh connection, and the spooled one follows it.
-    assert (await pipeline.submit(records[4:], []))[:3] == (5, 0, 0)
+    assert (await pipeline.submit(records[4:], []))[:3] == (EVENTS - 4, 0, 0)
     for _ in range(100):
         if not list(spool_dir.glob("*.spool")):
             break
         await asyncio.sleep(0.05)
     await pipeline.stop()
     assert list(spool_dir.glob("*.spool")) == []
-    assert await count(services, EventRow) == 9
+    assert await count(services, EventRow) == EVENTS
     await services.projections.catch_up()
-    assert await count(services, MessageRow) == 6
+    assert await count(services, MessageRow) == MESSAGES
 
 
 async def test_concurrent_writers_store_each_record_once_and_count_the_rest_as_duplicates(
@@ -187,11 +188,11 @@ async def test_concurrent_writers_store_each_record_once_and_count_the_rest_as_d
     submissions = [decode_body(body, source=KUMOMTA, api_key=None, tenant=None) for _ in range(6)]
     outcomes = await asyncio.gather(*(pipeline.submit(records, dead) for records, dead, _ in submissions))
     await pipeline.stop()
-    assert sum(o.accepted for o in outcomes) == 9
-    assert sum(o.duplicates for o in outcomes) == 5 * 9
-    assert await count(services, EventRow) == 9
+    assert sum(o.accepted for o in outcomes) == EVENTS
+    assert sum(o.duplicates for o in outcomes) == 5 * EVENTS
+    assert await count(services, EventRow) == EVENTS
     await services.projections.catch_up()
-    assert await count(services, MessageRow) == 6
+    assert await count(services, MessageRow) == MESSAGES
 
 
 async def test_replaying_a_spool_file_twice_adds_nothing(services: Services, tmp_path: Path) -> None:

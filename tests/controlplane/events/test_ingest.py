@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from adapters.kumomta.events import record_decoder
-from adapters.kumomta.mapping import message_uuid
-from controlplane.db.tables import DeadLetterRow, EventRow
+from adapters.kumomta.mapping import RECORD_STATUS, message_uuid
+from controlplane.db.tables import DeadLetterRow, EventRow, MessageRow
 from controlplane.services import Services
 from tests.controlplane.api_client import api, bearer
-from tests.support import kumomta_records, shared_fixture
+from tests.support import kumomta_fixture_counts, kumomta_records, shared_fixture
 
 INGEST = "/api/v1/events/ingest/kumomta"
 EVENT_TYPES = [
@@ -43,7 +44,8 @@ async def test_every_fixture_record_is_accepted_and_mirrored(services: Services)
         for name, body in kumomta_records().items():
             response = await client.post(INGEST, content=body, headers=key)
             assert response.status_code == 202, (name, response.text)
-            assert response.json() == {"accepted": 1, "duplicates": 0, "rejected": [], "spooled": 0}
+            events = len(record_decoder.decode(body).recipients)  # one event per listed recipient
+            assert response.json() == {"accepted": events, "duplicates": 0, "rejected": [], "spooled": 0}
         reader = await bearer(services, "email:read")
         expected = {
             "log_delivery": ("delivered", None),  # the Reception of the same message came first
@@ -52,6 +54,10 @@ async def test_every_fixture_record_is_accepted_and_mirrored(services: Services)
             "log_expiration": ("expired", "soft"),
             "log_admin_bounce": ("bounced", "unknown"),
             "log_oob": ("bounced", "hard"),
+            "log_delayed": ("scheduled", None),
+            "log_admin_rebind": ("ready", None),
+            "log_deferred_injection_rebind": ("ready", None),
+            "log_xfer_in": ("ready", None),
         }
         for name, (status, bounce) in expected.items():
             message = (await client.get(f"/api/v1/messages/{uuid_of(name)}", headers=reader)).json()
@@ -64,7 +70,42 @@ async def test_every_fixture_record_is_accepted_and_mirrored(services: Services)
         history = (await client.get(f"/api/v1/messages/{uuid_of('log_delivery')}/events", headers=reader)).json()
         assert [e["type"] for e in history] == ["Reception", "Delivery"]
         assert history[1]["record"]["tls_cipher"] == "TLS_AES_256_GCM_SHA384"  # stored verbatim
-    assert await count(services, EventRow) == 9  # Feedback and Rejection are kept as events
+    events = sum(len(record_decoder.decode(body).recipients) for body in kumomta_records().values())
+    assert await count(services, EventRow) == events  # Feedback, Rejection and XferOut are kept as events
+
+
+@pytest.mark.parametrize("name", sorted(kumomta_records()))
+async def test_each_kind_of_record_kumod_writes_is_stored_and_mirrored_when_it_is_about_a_message(
+    services: Services, name: str
+) -> None:
+    body = kumomta_records()[name]
+    record = record_decoder.decode(body)
+    async with api(services.settings) as client:
+        response = await client.post(INGEST, content=body, headers=await bearer(services, "events:ingest"))
+    assert response.status_code == 202, response.text
+    recipients = len(record.recipients)
+    assert response.json() == {"accepted": recipients, "duplicates": 0, "rejected": [], "spooled": 0}
+    assert await count(services, EventRow) == recipients
+    await services.projections.catch_up()
+    assert await count(services, MessageRow) == (recipients if record.type in RECORD_STATUS else 0)
+    assert await count(services, DeadLetterRow) == 0
+
+
+async def test_a_record_listing_several_recipients_gives_each_its_message_and_history(services: Services) -> None:
+    body = kumomta_records()["log_delivery_recipient_list"]
+    parts = record_decoder.decode(body).per_recipient()
+    async with api(services.settings) as client:
+        key = await bearer(services, "events:ingest")
+        assert (await client.post(INGEST, content=body, headers=key)).json()["accepted"] == 3
+        again = (await client.post(INGEST, content=body, headers=key)).json()
+        assert (again["accepted"], again["duplicates"]) == (0, 3)
+        reader = await bearer(services, "email:read")
+        for part in parts:
+            uid = message_uuid(part)
+            message = (await client.get(f"/api/v1/messages/{uid}", headers=reader)).json()
+            assert (message["recipient"], message["status"]) == (part.recipient, "delivered")
+            history = (await client.get(f"/api/v1/messages/{uid}/events", headers=reader)).json()
+            assert [e["record"]["recipient"] for e in history] == [json.loads(body)["recipient"]]  # verbatim
 
 
 async def test_a_batch_with_bad_members_accepts_the_rest_and_keeps_the_bad_as_dead_letters(services: Services) -> None:
@@ -151,7 +192,7 @@ async def test_events_list_with_filters_and_cursor(services: Services) -> None:
             if not page["has_more"]:
                 break
             cursor = page["cursor"]
-        assert len(pages) == 9
+        assert len(pages) == kumomta_fixture_counts()[0]
         assert [p["event_at"] for p in pages] == sorted(p["event_at"] for p in pages)
         gmail = (await client.get("/api/v1/events?domain=gmail.com", headers=reader)).json()["data"]
         assert {e["type"] for e in gmail} == {"Reception", "Delivery", "Bounce"}
