@@ -18,8 +18,11 @@ Everything runs on 127.0.0.1 and in a temporary folder, removed at the end (``--
 Printed: records sent / acknowledged / stored / duplicated / lost, 5xx (and 4xx, network errors), the longest
 request, the replay time after each database return, and the service's peak RSS. "stored" is the distinct
 dedupe keys in ``events``; "duplicated" is rows sharing a key plus mirror rows that differ from the mirror
-re-derived from the stored events once each (an effect applied twice); "lost" is acknowledged records whose key
-is not stored. Target: 0 lost, 0 duplicated, 0 5xx, each replay of a 10 s outage under load < 15 s.
+re-derived from the stored events once each (an effect applied twice), and rollups that count more or fewer
+events than ``events`` holds (the projections run in the service and are killed with it); "lost" is
+acknowledged records whose key is not stored. Before checking, the harness waits for the projections to catch
+up with the log (from the service's /api/v1/health/detailed). Target: 0 lost, 0 duplicated, 0 5xx, each replay
+of a 10 s outage under load < 15 s.
 
 The harness cleans up its Postgres, the service and the folder on success, failure, Ctrl-C and SIGTERM.
 """
@@ -251,6 +254,20 @@ async def wait_for_replay(service: Service, since: float, limit: float) -> float
     return None
 
 
+async def wait_for_projections(service: Service, limit: float) -> float | None:
+    """Seconds until every projection (the mirror, the rollups) has applied the whole log (None: not within
+    ``limit``), read from the service's own health report."""
+    since = time.monotonic()
+    async with httpx.AsyncClient(base_url=service.base, timeout=10) as http:
+        while time.monotonic() - since < limit:
+            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+                report = (await http.get("/api/v1/health/detailed")).json()
+                if report["projections"] and all(p["events_behind"] == 0 for p in report["projections"]):
+                    return time.monotonic() - since
+            await asyncio.sleep(0.2)
+    return None
+
+
 async def faults_on_postgres(
     args: argparse.Namespace, pg: PrivatePostgres, service: Service, replays: list[tuple[str, float | None]]
 ) -> None:
@@ -285,6 +302,8 @@ async def kills(args: argparse.Namespace, service: Service) -> None:
 
 
 MIRROR_QUERY = "SELECT * FROM message_queue ORDER BY id"
+# Every event counted once by the rollups: the per-minute rows of dimension "all", record types only.
+ROLLUP_TOTAL = "SELECT sum(events) FROM event_rollups WHERE dimension = 'all' AND metric NOT LIKE 'delivery_le_%'"
 
 
 def mirror_row(row: dict[str, Any]) -> str:
@@ -298,6 +317,8 @@ class Stored:
     duplicate_rows: int
     mirror: dict[Any, str]  # message id -> mirror_row, for the sampled messages
     payloads: list[str]  # the stored events of the sampled messages
+    events: int = 0  # rows in events
+    counted: int = 0  # events the rollups counted (dimension "all", record types only)
 
 
 async def stored_postgres(dsn: str, sample: int, seed: int) -> Stored:
@@ -308,10 +329,12 @@ async def stored_postgres(dsn: str, sample: int, seed: int) -> Stored:
         chosen = random.Random(seed).sample(ids, min(sample, len(ids))) if sample else ids
         rows = await connection.fetch("SELECT * FROM message_queue WHERE id = any($1::uuid[])", chosen)
         payloads = await connection.fetch("SELECT payload FROM events WHERE message_uuid = any($1::uuid[])", chosen)
+        counted = await connection.fetchval(ROLLUP_TOTAL)
     finally:
         await connection.close()
     mirror = {str(r["id"]): mirror_row(dict(r.items())) for r in rows}
-    return Stored(set(keys), len(keys) - len(set(keys)), mirror, [r[0] for r in payloads])
+    duplicates = len(keys) - len(set(keys))
+    return Stored(set(keys), duplicates, mirror, [r[0] for r in payloads], len(keys), int(counted or 0))
 
 
 def stored_sqlite(path: Path, sample: int, seed: int) -> Stored:
@@ -322,10 +345,12 @@ def stored_sqlite(path: Path, sample: int, seed: int) -> Stored:
         rows = {r["id"]: r for r in connection.execute(MIRROR_QUERY)}
         chosen = set(random.Random(seed).sample(sorted(rows), min(sample, len(rows))) if sample else rows)
         payloads = [r[1] for r in connection.execute("SELECT message_uuid, payload FROM events") if r[0] in chosen]
+        counted = connection.execute(ROLLUP_TOTAL).fetchone()[0]
     finally:
         connection.close()
     mirror = {str(i): mirror_row(dict(zip(rows[i].keys(), rows[i], strict=True))) for i in chosen}
-    return Stored(set(keys), len(keys) - len(set(keys)), mirror, payloads)
+    duplicates = len(keys) - len(set(keys))
+    return Stored(set(keys), duplicates, mirror, payloads, len(keys), int(counted or 0))
 
 
 async def rederive_mirror(database_url: str, payloads: list[str]) -> None:
@@ -337,6 +362,7 @@ async def rederive_mirror(database_url: str, payloads: list[str]) -> None:
             records, dead, _ = decode_body(body, source=KUMOMTA, api_key=None, tenant=None)
             async with services.sessions.begin() as session:
                 await write_group(session, records, dead)
+        await services.projections.catch_up()
     finally:
         await services.close()
 
@@ -383,6 +409,7 @@ async def run(args: argparse.Namespace, folder: Path, cleanup: list[Any]) -> int
             if (error := task.exception()) is not None:
                 raise error
     drained = await wait_for_replay(service, time.monotonic(), 60)
+    projected = await wait_for_projections(service, 120)
     service.note_rss()
     service.kill(signal.SIGTERM)
     elapsed = time.monotonic() - started
@@ -403,6 +430,7 @@ async def run(args: argparse.Namespace, folder: Path, cleanup: list[Any]) -> int
         1 for i in stored.mirror.keys() | expected.keys() if stored.mirror.get(i) != expected.get(i)
     )
     duplicate_rows = stored.duplicate_rows
+    miscounted = stored.counted - stored.events  # > 0: an event counted twice; < 0: one never counted
     lost = len(load.acknowledged - stored.keys)
     slowest = max((took for _, took in replays if took is not None), default=0.0)
     unfinished = any(took is None for _, took in replays)
@@ -412,7 +440,10 @@ async def run(args: argparse.Namespace, folder: Path, cleanup: list[Any]) -> int
     print(f"records sent     : {load.sent:,} ({load.posts:,} posts)")
     print(f"acknowledged     : {len(load.acknowledged):,}")
     print(f"stored           : {len(stored.keys):,} distinct keys in events")
-    print(f"duplicated       : {duplicate_rows} event rows, {mirror_differences} mirror rows unlike a clean replay")
+    print(
+        f"duplicated       : {duplicate_rows} event rows, {mirror_differences} mirror rows unlike a clean replay, "
+        f"rollups off by {miscounted} events ({stored.counted:,} counted of {stored.events:,})"
+    )
     print(f"lost             : {lost}")
     print(f"5xx              : {load.status_5xx}   (4xx {load.status_4xx}, no answer {load.network_errors})")
     print(f"longest request  : {load.longest_request:.1f} s")
@@ -420,8 +451,13 @@ async def run(args: argparse.Namespace, folder: Path, cleanup: list[Any]) -> int
         print(f"replay           : {line}")
     if drained is None:
         print(f"spool            : NOT drained at the end ({service.spooled()} files)")
+    if projected is None:
+        print("projections      : NOT caught up with the log within 120 s of the end")
+    else:
+        print(f"projections      : caught up {projected:.1f} s after the load ended")
     print(f"peak RSS         : {service.peak_rss_mb:.0f} MB (largest of the service's processes)")
-    failed = lost or duplicate_rows or mirror_differences or load.status_5xx or drained is None
+    failed = lost or duplicate_rows or mirror_differences or miscounted or load.status_5xx or drained is None
+    failed = failed or projected is None
     verdict = "met" if not failed and not unfinished and slowest < 15 else "NOT met"
     replay_note = f"slowest {slowest:.1f} s" if replays else "no database stops on this backend"
     print(f"targets          : {verdict} (0 lost, 0 duplicated, 0 5xx, every replay < 15 s: {replay_note})")

@@ -72,7 +72,8 @@ async def run(args: argparse.Namespace) -> None:
                 inserted = await insert_events(session, rows)
                 await session.commit()
                 add(spent["events insert"], marks, pid)
-                observations = [r.observation for r in records if r.observation and r.key in inserted]
+                facts = [KUMOMTA.facts(r.payload, r.event.recipient) for r in records if r.key in inserted]
+                observations = [f.observation for f in facts if f.observation]
                 marks = time.perf_counter(), time.process_time(), backend_cpu(pid)
                 await apply_observations(session, observations)
                 await session.commit()

@@ -2,6 +2,7 @@
 
     MtactlError                  500  (base; never raised directly)
     ├── InvalidInput             400  bad value in a request; names the field
+    │   └── QueryTooBroad        400  a listing ran past its time limit; says what to narrow
     ├── Unauthenticated          401  no key, or an unknown/revoked one
     ├── Forbidden                403  the key lacks a scope or its tenant does not match
     ├── NotFound                 404  no such resource, or a feature switched off
@@ -53,6 +54,10 @@ class MtactlError(Exception):
 class InvalidInput(MtactlError):
     status_code = 400
     code = "invalid_input"
+
+
+class QueryTooBroad(InvalidInput):
+    code = "query_too_broad"
 
 
 class Unauthenticated(MtactlError):

@@ -84,7 +84,7 @@ class Services:
         audit = AuditLog(sessions)
         box = SecretBox(settings.secret_key) if settings.secret_key else None
         fleet = FleetService(sessions, audit, box, NodeNetworks.parse(settings.node_networks))
-        queues = QueueQueryService(sessions)
+        queues = QueueQueryService(sessions, listing_timeout_ms=settings.listing_timeout_ms)
         projections = ProjectionService(sessions, standard_projections())
         ingest = IngestPipeline(
             sessions,

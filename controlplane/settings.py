@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -54,6 +54,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Browser origins allowed to call the API (CORS), comma-separated in the environment; "*" allows any.
     # Empty (the default): no CORS headers, and browsers refuse cross-origin calls.
     cors_origins: tuple[str, ...] = ()
+    # Longest a message listing may run on Postgres before it is stopped and answered 400 query_too_broad (with
+    # what to narrow), so one broad query cannot tie up the database.
+    listing_timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 1000
 
     def __post_init__(self) -> None:
         try:

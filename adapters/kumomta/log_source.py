@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from adapters.kumomta.events import KumoLogRecord, RecordType, nesting_depth, record_decoder, split_body
-from adapters.kumomta.mapping import dedupe_key, observe
+from adapters.kumomta.mapping import admit, dedupe_key, observe
 from adapters.model import recipient_domain
 from adapters.model.events import EventFacts, LogEvent
 from adapters.model.observation import check_against_model
@@ -55,11 +55,13 @@ def _utc(value: datetime, name: str) -> datetime:
 
 def parse(raw: bytes) -> tuple[str, KumoLogRecord]:
     """The storable payload text and the decoded record (NUL escaped in both); raises on any fault."""
-    payload = storable_text(raw.decode("utf-8", errors="replace"))
     # Counting brackets is cheap; only a record with many of them is scanned for its depth.
     if raw.count(b"[") + raw.count(b"{") > MAX_NESTING and nesting_depth(raw) > MAX_NESTING:
         raise ValueError(f"nested more than {MAX_NESTING} levels deep")
     record = record_decoder.decode(raw)
+    # Decoded, the text is valid UTF-8 JSON, which holds no raw NUL (msgspec refuses control characters and bad
+    # UTF-8): it is stored as it is. A NUL can only be the escape \u0000 inside a string value.
+    payload = raw.decode()
     if "\\u0000" in payload:  # JSON text carries a NUL only escaped, so most records need no walk
         record = without_nul(record)
     return payload, record
@@ -110,26 +112,26 @@ class KumoLogSource:
         return [self._event(part, at, payload) for part in record.per_recipient()]
 
     def _event(self, record: KumoLogRecord, at: datetime, payload: str) -> LogEvent:
-        observation = observe(record)
-        if observation is not None:
-            _utc(observation.created_at, "created")
-            check_against_model(observation)
+        # The least work per record: the key, the time, the columns the log is searched by, and the checks. The
+        # mapping onto the model (observe) is the projections' to do.
+        admitted = admit(record)
+        if admitted is not None:
+            _utc(record.created_at(), "created")
         return LogEvent(
             source=self.name,
             type=record.type,
             dedupe_key=dedupe_key(record),
             event_at=at,
-            message_uuid=observation.id if observation else None,
+            message_uuid=admitted.message if admitted else None,
             mta_message_id=record.id,
             recipient=record.recipient,
             sender=record.sender,
             queue_name=record.queue,
-            domain=observation.domain if observation else recipient_domain(record.recipient),
-            tenant_id=observation.tenant_id if observation else None,
-            campaign_id=observation.campaign_id if observation else None,
+            domain=admitted.domain if admitted else recipient_domain(record.recipient),
+            tenant_id=admitted.tenant_id if admitted else None,
+            campaign_id=admitted.campaign_id if admitted else None,
             response_code=record.response.code if record.response else None,
             payload=payload,
-            observation=observation,
         )
 
     def facts(self, payload: str, recipient: str) -> EventFacts:
@@ -137,6 +139,8 @@ class KumoLogSource:
         parts = whole.per_recipient()
         record = next((part for part in parts if part.recipient == recipient), parts[0])
         observation = observe(record)
+        if observation is not None:  # admitted on the way in by the same rules (admit): a safety net
+            check_against_model(observation)
         delivery = None
         if record.type == "Delivery":
             delivery = max(0.0, (record.occurred_at() - record.created_at()).total_seconds())

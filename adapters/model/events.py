@@ -24,8 +24,8 @@ class LogEvent(msgspec.Struct, kw_only=True):
     ``dedupe_key`` is the record's identity (the same record posted twice has the same key); ``event_at`` is when
     it happened. The columns beside ``payload`` are what the log is searched by; the record itself is ``payload``,
     verbatim (the one change: NUL written as the escape \\u0000, which the databases can store).
-    ``observation`` is the record's effect on its message, computed on the acknowledgement path to validate it
-    (and to find the message's tenant); it is not stored: projections derive it again from ``payload``.
+    The record's effect on its message (``MessageObservation``) is not computed on the acknowledgement path: the
+    projections derive it from ``payload`` (``EventSource.facts``).
     """
 
     source: str
@@ -42,7 +42,6 @@ class LogEvent(msgspec.Struct, kw_only=True):
     campaign_id: str | None
     response_code: int | None
     payload: str
-    observation: MessageObservation | None = None
 
 
 class EventFacts(msgspec.Struct, kw_only=True):

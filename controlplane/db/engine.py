@@ -162,6 +162,18 @@ def _unavailable_layer(error: BaseException) -> bool:
     return isinstance(error, (OSError, ConnectionError, TimeoutError))
 
 
+def query_cancelled(error: BaseException) -> bool:
+    """True when Postgres stopped the statement (SQLSTATE 57014: statement_timeout), at any layer of the error."""
+    seen: set[int] = set()
+    layer: BaseException | None = error
+    while layer is not None and id(layer) not in seen:
+        seen.add(id(layer))
+        if getattr(layer, "sqlstate", None) == "57014" or getattr(layer, "pgcode", None) == "57014":
+            return True
+        layer = getattr(layer, "orig", None) or layer.__cause__
+    return False
+
+
 async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
     """The asyncpg connection under a Postgres session, for COPY, which SQLAlchemy does not offer.
 

@@ -49,6 +49,13 @@ FILTER_COLUMNS = (
 )
 
 
+# Filter indexes over only the rows a filter on a value can match: the column is at its default or empty for most
+# messages, and every write of a row adds an entry to every index that covers it (migration 0009).
+PARTIAL_FILTER_INDEXES = {
+    "queue_state": "queue_state <> 'active'",
+    "bounce_classification": "bounce_classification IS NOT NULL",
+    "routing_domain": "routing_domain IS NOT NULL",
+}
 # The statuses of a message still in a queue, as SQL (``controlplane.db.messages.IN_QUEUE`` as a list).
 QUEUED_CONDITION = "status IN ('deferred', 'in_delivery', 'ready', 'scheduled', 'suspended')"
 
@@ -100,10 +107,19 @@ class MessageRow(Base):
     __table_args__ = (
         Index("ix_message_queue_created_at", "created_at", "id"),
         Index("ix_message_queue_scheduled_at", "scheduled_at", "id"),
-        Index("ix_message_queue_next_attempt_at", "next_attempt_at"),
         Index("ix_message_queue_num_attempts", "num_attempts", "id"),
         Index("ix_message_queue_size_bytes", "size_bytes", "id"),
-        *(Index(f"ix_message_queue_{column}", column, "created_at", "id") for column in FILTER_COLUMNS),
+        *(
+            Index(
+                f"ix_message_queue_{column}",
+                column,
+                "created_at",
+                "id",
+                postgresql_where=text(PARTIAL_FILTER_INDEXES[column]) if column in PARTIAL_FILTER_INDEXES else None,
+                sqlite_where=text(PARTIAL_FILTER_INDEXES[column]) if column in PARTIAL_FILTER_INDEXES else None,
+            )
+            for column in FILTER_COLUMNS
+        ),
         # Queued messages only (a small part of the mirror once mail flows): their oldest and newest for the
         # metrics, without walking the delivered ones.
         Index(

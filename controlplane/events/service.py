@@ -34,7 +34,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from adapters.kumomta.log_source import storable_text
 from adapters.model import assume_utc
 from adapters.model.events import EventSource, LogEvent
-from adapters.model.observation import MessageObservation
 from adapters.sources import event_source
 from controlplane.db.engine import database_unavailable
 from controlplane.db.events import (
@@ -76,10 +75,6 @@ class DecodedRecord:
     @property
     def payload(self) -> str:
         return self.event.payload
-
-    @property
-    def observation(self) -> MessageObservation | None:
-        return self.event.observation
 
 
 @dataclass
@@ -163,13 +158,10 @@ def decode_record(
     any fault, for the whole record (``rejection_reason`` words it)."""
     decoded = []
     for event in source.decode(raw):
-        if len(event.domain) > DERIVED_COLUMN_WIDTHS["domain"]:
-            raise ValueError(f"recipient domain is longer than {DERIVED_COLUMN_WIDTHS['domain']} characters")
-        observation = event.observation
-        if tenant is not None and (observation.tenant_id if observation else None) != tenant:
+        if len(event.domain) > DOMAIN_WIDTH:
+            raise ValueError(f"recipient domain is longer than {DOMAIN_WIDTH} characters")
+        if tenant is not None and event.tenant_id != tenant:
             raise ValueError(f"this API key may only ingest records of tenant {tenant!r}")
-        if observation is not None:
-            _check_lengths(observation)
         decoded.append(DecodedRecord(event, api_key, index, tenant))
     return decoded
 
@@ -193,18 +185,8 @@ def _short(text: str) -> str:
     return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 1] + "…"
 
 
-# Parts of the queue name land in these message_queue columns; their widths are the limits.
-DERIVED_COLUMN_WIDTHS: dict[str, int] = {
-    name: cast(String, MessageRow.__table__.c[name].type).length or 0
-    for name in ("tenant_id", "campaign_id", "routing_domain", "domain")
-}
-
-
-def _check_lengths(observation: MessageObservation) -> None:
-    for name, limit in DERIVED_COLUMN_WIDTHS.items():
-        value = getattr(observation, name)
-        if value is not None and len(value) > limit:
-            raise ValueError(f"{name} from the queue name is longer than {limit} characters")
+# The recipient domain lands in message_queue.domain; its width is the limit.
+DOMAIN_WIDTH = cast(String, MessageRow.__table__.c["domain"].type).length or 0
 
 
 def event_row(item: DecodedRecord, received_at: datetime) -> tuple[Any, ...]:
@@ -287,7 +269,7 @@ async def _other_tenants_messages(
     event of another tenant (or of none), or with an event of another tenant in this same group. (Two writers
     racing on one message can both pass this check; the mirror projection then applies the tenant-bound key's
     event only to its own tenant's message.)"""
-    bound_ids = {r.observation.id for r in records if r.tenant is not None and r.observation is not None}
+    bound_ids = {r.event.message_uuid for r in records if r.tenant is not None and r.event.message_uuid is not None}
     if not bound_ids:
         return []
     c = EVENTS.c
@@ -298,14 +280,14 @@ async def _other_tenants_messages(
     for message, tenant in stored:
         owners.setdefault(message, set()).add(tenant)
     for record in records:
-        if record.tenant is None and record.observation is not None:
-            owners.setdefault(record.observation.id, set()).add(record.observation.tenant_id)
+        if record.tenant is None and record.event.message_uuid is not None:
+            owners.setdefault(record.event.message_uuid, set()).add(record.event.tenant_id)
     refused = []
     for record in records:
-        observation = record.observation
-        if record.tenant is None or observation is None:
+        message = record.event.message_uuid
+        if record.tenant is None or message is None:
             continue
-        if owners.setdefault(observation.id, {record.tenant}) != {record.tenant}:
+        if owners.setdefault(message, {record.tenant}) != {record.tenant}:
             refused.append((record, TENANT_REFUSAL))
     return refused
 

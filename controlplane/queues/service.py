@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, Table, and_, func, select
+from sqlalchemy import ColumnElement, Table, and_, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.base import Target
@@ -26,9 +26,10 @@ from adapters.model import (
     assume_utc,
 )
 from controlplane.db.effects import targeted
+from controlplane.db.engine import query_cancelled
 from controlplane.db.messages import COLUMNS, IN_QUEUE, TABLE, filter_conditions, ordered_page, row_to_message
 from controlplane.db.tables import MessageCountRow, NodeHoldRow, NodeQueuesRow, NodeRow
-from controlplane.errors import InvalidInput, NotFound
+from controlplane.errors import InvalidInput, NotFound, QueryTooBroad
 from controlplane.fleet.state import hold_matches
 from controlplane.pagination import decode_cursor, encode_cursor
 from controlplane.projections.rollups import ROLLUPS, minute_of
@@ -66,6 +67,20 @@ class Cursor(msgspec.Struct, array_like=True):
         return value, cursor.id
 
 
+def _too_broad(query: QueueFilter, timeout_ms: int) -> QueryTooBroad:
+    sort_by = query.effective_sort_by()
+    narrower = (
+        "sort by created_at (the order every filter index keeps)"
+        if sort_by is not QueueSortField.created_at
+        else "add a filter on status, domain, tenant_id, campaign_id, queue_name, recipient or sender, or a "
+        "created_after/created_before range"
+    )
+    return QueryTooBroad(
+        f"this listing ran longer than {timeout_ms} ms and was stopped: narrow it ({narrower})",
+        field="sort_by" if sort_by is not QueueSortField.created_at else None,
+    )
+
+
 def check_filter(query: QueueFilter) -> bool:
     """Cross-field checks msgspec cannot express (each names the field at fault); False when a range is empty.
 
@@ -92,8 +107,9 @@ def check_filter(query: QueueFilter) -> bool:
 
 
 class QueueQueryService:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, listing_timeout_ms: int = 1000) -> None:
         self._sessions = sessions
+        self._listing_timeout_ms = listing_timeout_ms
 
     async def list_messages(self, query: QueueFilter, *, cursor: str | None = None) -> MessagePage:
         satisfiable = check_filter(query)
@@ -109,7 +125,15 @@ class QueueQueryService:
             statement = ordered_page(base, sort_by, query.sort_order == "desc", after, query.limit + 1)
             if query.offset and not cursor:
                 statement = statement.offset(query.offset)
-            rows = (await session.execute(statement)).all()
+            if dialect == "postgresql":
+                # A combination no index serves could scan millions of rows: it is stopped, not left to run.
+                await session.execute(text(f"SET LOCAL statement_timeout = {int(self._listing_timeout_ms)}"))
+            try:
+                rows = (await session.execute(statement)).all()
+            except Exception as exc:
+                if query_cancelled(exc):
+                    raise _too_broad(query, self._listing_timeout_ms) from None
+                raise
         has_more = len(rows) > query.limit
         messages = [row_to_message(r) for r in rows[: query.limit]]
         next_cursor = None

@@ -109,7 +109,7 @@ async def test_two_transactions_committing_out_of_order_skip_no_event(services: 
             await append(services, first, session=early)
             async with services.sessions() as session:
                 assert await read_after(session, START, 100) == []  # the committed one is past the horizon
-            assert await services.projections.catch_up() == 0
+            assert await services.projections.catch_up(wait_seconds=0) == 0
         async with services.sessions() as session:
             events = await read_after(session, START, 100)
         assert [e.position.tx for e in events] == sorted(e.position.tx for e in events)

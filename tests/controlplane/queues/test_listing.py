@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from adapters.kumomta.log_source import KUMOMTA
 from adapters.model import (
@@ -18,9 +19,11 @@ from adapters.model import (
     QueueSortField,
     QueueState,
 )
+from controlplane.db.engine import create_engine
 from controlplane.db.messages import insert_new
-from controlplane.errors import InvalidInput
+from controlplane.errors import InvalidInput, QueryTooBroad
 from controlplane.events.service import decode_body, write_group
+from controlplane.queues.service import QueueQueryService
 from controlplane.services import Services
 from tests.controlplane.events.test_hostile_records import record
 from tests.support import BASE_TIME, make_message
@@ -342,3 +345,28 @@ async def test_without_sort_by_a_range_filter_sorts_by_its_own_column(services: 
     assert dated.effective_sort_by() is QueueSortField.created_at
     assert QueueFilter(scheduled_before=BASE_TIME).effective_sort_by() is QueueSortField.scheduled_at
     assert QueueFilter(max_attempts=2).effective_sort_by() is QueueSortField.num_attempts
+
+
+async def test_a_listing_that_runs_past_its_time_limit_is_stopped_and_says_what_to_narrow(services: Services) -> None:
+    if services.settings.is_sqlite:
+        pytest.skip("SQLite has no statement timeout; the limit guards the shared Postgres")
+    await store(services, make_message())
+    engine = create_engine(services.settings)
+    try:
+        async with engine.connect() as blocker:
+            # A query held up for longer than the limit, whatever the reason: here a lock it has to wait for.
+            await blocker.execute(text("LOCK TABLE message_queue IN ACCESS EXCLUSIVE MODE"))
+            limited = QueueQueryService(services.sessions, listing_timeout_ms=200)
+            with pytest.raises(QueryTooBroad) as stopped:
+                await limited.list_messages(QueueFilter(sort_by=QueueSortField.size_bytes))
+            assert stopped.value.field == "sort_by" and "200 ms" in stopped.value.message
+            assert "sort by created_at" in stopped.value.message
+            with pytest.raises(QueryTooBroad) as broad:
+                await limited.list_messages(QueueFilter())
+            assert broad.value.field is None and "add a filter" in broad.value.message
+            await blocker.rollback()
+    finally:
+        await engine.dispose()
+    assert (
+        len((await QueueQueryService(services.sessions, listing_timeout_ms=200).list_messages(QueueFilter())).data) == 1
+    )
