@@ -1,24 +1,47 @@
 #!/usr/bin/env python3
-"""Benchmark KumoMTA log ingestion end to end against a raw COPY of the same rows, in one run.
+"""Benchmark KumoMTA log ingestion on the event-sourced pipeline, against a raw COPY of the same rows, in one run.
 
-    .venv/bin/python bench/ingest.py                      # 1M records, 8 concurrent clients, batches of 1000
-    .venv/bin/python bench/ingest.py --records 200000     # quicker
-    .venv/bin/python bench/ingest.py --order time         # records in event time order, as kumod logs them
+    .venv/bin/python bench/ingest.py                          # 1M records; batches of 1, 100 and 1000; 8 clients
+    .venv/bin/python bench/ingest.py --records 300000         # quicker
+    .venv/bin/python bench/ingest.py --batches 1000 --workers 1 --order message
 
-1. Creates a fresh Postgres database, starts `mtactl serve` on it (a subprocess), and posts pre-built batches of
-   realistic records (Reception, TransientFailure, Delivery/Bounce, a few Expiration/OOB; ~2.2 per message) from
-   concurrent clients, by default with each message's records side by side (see ``--order``). Every request must
-   come back 202 with everything accepted.
-2. Truncates ``events`` and times an asyncpg COPY of exactly the event rows the service wrote.
-3. Prints records/s for both, their ratio, request latency p50/p99 and the service's peak RSS (VmHWM).
+The acknowledgement (202) waits only for the append to ``events``; the message mirror (``message_queue`` and the
+``message_counts`` its triggers keep) and the per-minute ``event_rollups`` are projections that follow the log in
+the background of `mtactl serve`. So there are two rates: what is acknowledged, and what is sustained with the
+projections keeping up. Each batch size is one phase, and every phase runs:
 
-Targets (issue #3, 2 cores): >= 30,000 records/s sustained, >= 50 % of raw COPY, RSS < 300 MB.
+1. A fresh Postgres database (dropped and created) and a fresh `mtactl serve [--workers N]` on it (a subprocess:
+   the uvicorn parent and its worker processes).
+2. Posting: realistic records (Reception, TransientFailure, Delivery/Bounce, a few Expiration; ~2.2 per message;
+   varied recipients), by default in event time order as kumod logs them (``--order``), from ``--clients``
+   concurrent clients. A batch of 1 is posted as a single object (what ``log_hooks:new_json`` posts), larger ones
+   as arrays (a ``send_batch`` hook). Every answer must be 202 with everything accepted. Batches of 1 are request
+   bound, so that phase posts ``--records-small`` records.
+3. The projections, polled every ``--poll`` seconds during and after posting: each one's checkpoint (``applied``)
+   and the arrival time of the first event after it (one index probe; the service's own status counts the backlog,
+   which is too costly to poll). Events behind = records acknowledged so far - applied; lag = how long the oldest
+   event not applied has waited. The phase ends when both have applied every record.
+4. Checks: ``count(events)`` = records acknowledged, ``count(message_queue)`` = distinct messages sent, the rollups'
+   total (dimension ``all``, record-type metrics) = ``count(events)``, and /api/v1/health/detailed shows nothing
+   behind. Then the service is stopped.
+5. The raw baseline: exactly the event rows the service wrote are read back (in log order), ``events`` is
+   truncated, and one asyncpg COPY writes them back into it (same partitions, key and indexes; ``tx`` filled by its
+   default), with nothing else running.
+
+Printed per phase: acknowledged records/s (and the ratio to raw COPY), request latency p50/p99, the projections' lag
+(max during posting and overall, at the end of posting), the time they took to catch up after posting, the sustained
+rate (records / time from the first post until both caught up) and its ratio to raw COPY; CPU per record of the
+service processes, of Postgres (the backends of the bench database and the server's background processes) and of the
+load generator, split into posting (which includes the projections' passes meanwhile) and catch-up; the service's
+peak RSS (VmHWM: largest process and the sum); WAL written and checkpoints. Then a side-by-side table of the phases
+against issue 10's targets (2 cores shared by service, Postgres and load generator).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -27,6 +50,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,9 +60,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adapters.kumomta.log_source import KUMOMTA
 from controlplane.db.events import EVENT_COLUMNS
-from controlplane.events.service import decode_body, event_row
 from controlplane.services import Services
 from controlplane.settings import Settings
 
@@ -46,6 +68,47 @@ START = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
 DOMAINS = ["gmail.com", "yahoo.com", "outlook.com", "hotmail.com", "icloud.com", "web.de"] + [
     f"d{n}.example" for n in range(200)
 ]
+# fmt: off
+FIRST = [
+    "anna", "ben", "carla", "david", "emma", "felix", "greta", "hannah", "ivan", "julia", "karl", "laura", "max",
+    "nina", "oliver", "paula", "quentin", "rosa", "sam", "tina", "ugo", "vera", "william", "xenia", "yusuf", "zoe",
+    "li", "mohammed", "sofia", "lucas", "mia", "noah", "amelie", "jan", "lea", "tom"
+]
+LAST = [
+    "smith", "mueller", "garcia", "rossi", "novak", "kowalski", "dubois", "jensen", "schmidt", "brown", "martin",
+    "lopez", "nguyen", "kim", "tanaka", "silva", "berg", "fischer", "weber", "meyer", "wagner", "becker",
+    "hoffmann", "schulz", "koch", "richter", "klein", "wolf", "neumann", "braun"
+]
+# fmt: on
+PROJECTIONS = ("mirror", "rollups")
+
+# Targets of issue 10, as fractions of the raw COPY of the same phase.
+TARGET_ACK_1000 = 0.6
+TARGET_ACK_100 = 0.4
+TARGET_SUSTAINED = 0.35
+TARGET_LAG_SECONDS = 5.0
+TARGET_RSS_MB = 300
+
+
+def local_part(rng: random.Random) -> str:
+    """A recipient's local part as people have them: name forms, digits, tags, the odd role address."""
+    first, last = rng.choice(FIRST), rng.choice(LAST)
+    form = rng.randrange(8)
+    if form == 0:
+        return f"{first}.{last}"
+    if form == 1:
+        return f"{first[0]}{last}"
+    if form == 2:
+        return f"{first}{last}{rng.randrange(100)}"
+    if form == 3:
+        return f"{first}_{last}{rng.randrange(1960, 2010)}"
+    if form == 4:
+        return f"{last}.{first[0]}"
+    if form == 5:
+        return f"{first}+{rng.choice(['news', 'shop', 'promo', 'mail'])}"
+    if form == 6:
+        return f"{first}{rng.randrange(10_000)}"
+    return rng.choice(["info", "contact", "office", "sales", "hello"]) + (str(rng.randrange(10)) * rng.randrange(2))
 
 
 def message_records(rng: random.Random, n: int) -> list[dict[str, Any]]:
@@ -56,7 +119,7 @@ def message_records(rng: random.Random, n: int) -> list[dict[str, Any]]:
     base = {
         "id": f"{n:032x}",
         "sender": f"bounces@{tenant}.example",
-        "recipient": f"user{n}@{domain}",
+        "recipient": f"{local_part(rng)}@{domain}",
         "queue": f"{campaign}:{tenant}@{domain}",
         "size": rng.randrange(2_000, 80_000),
         "created": int(created.timestamp()),
@@ -95,21 +158,28 @@ def message_records(rng: random.Random, n: int) -> list[dict[str, Any]]:
     return records
 
 
-def build_batches(total: int, batch_size: int, seed: int, order: str = "message") -> list[bytes]:
-    """Batches of ``total`` records. ``order="message"``: each message's records side by side, so a message's
-    whole life usually lands in one batch (the mirror row is written once). ``order="time"``: all records in event
-    time order, as kumod logs them; a message's later records then arrive batches after its Reception, and its
-    mirror row is written once per batch it appears in."""
+def encoded_records(total: int, seed: int, order: str) -> tuple[list[bytes], int]:
+    """``total`` records, each JSON-encoded, and how many distinct messages they belong to. ``order="message"``:
+    each message's records side by side; ``order="time"``: all in event time order, as kumod logs them."""
     rng = random.Random(seed)
-    records: list[dict[str, Any]] = []
+    records: list[tuple[datetime, bytes, int]] = []
     n = 0
     while len(records) < total:
-        records.extend(message_records(rng, n))
+        # Encoded right away: 1M records as dicts would take gigabytes.
+        records.extend(
+            (datetime.fromisoformat(r["event_time"]), json.dumps(r).encode(), n) for r in message_records(rng, n)
+        )
         n += 1
     records = records[:total]
     if order == "time":
-        records.sort(key=lambda record: record["event_time"])
-    encoded = [json.dumps(record).encode() for record in records]
+        records.sort(key=lambda record: record[0])
+    return [record[1] for record in records], len({record[2] for record in records})
+
+
+def build_batches(total: int, batch_size: int, seed: int, order: str = "message") -> list[bytes]:
+    """Bodies of ``batch_size`` records (JSON arrays) out of ``total`` records (see ``encoded_records``). In time
+    order a message's later records arrive batches after its Reception."""
+    encoded, _ = encoded_records(total, seed, order)
     return [b"[" + b",".join(encoded[i : i + batch_size]) + b"]" for i in range(0, total, batch_size)]
 
 
@@ -138,28 +208,31 @@ def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
 
 
 def postgres_pids() -> list[int]:
+    """Every postgres process on this machine (whatever database it serves)."""
     found = subprocess.run(["pgrep", "-x", "postgres"], capture_output=True, text=True).stdout.split()
     return [int(pid) for pid in found]
 
 
-SERVER_SETTINGS = ("shared_buffers", "max_wal_size", "checkpoint_timeout", "wal_compression", "synchronous_commit")
+async def database_pids(connection: asyncpg.Connection) -> list[int]:
+    """The backends of this connection's database and the server's background processes (checkpointer, WAL
+    writer, ...): the server is shared with other work, whose backends must not count."""
+    rows = await connection.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() OR datname IS NULL"
+    )
+    return [int(row["pid"]) for row in rows]
 
 
-async def server_counters(dsn: str) -> dict[str, Any]:
-    """WAL position and checkpoint count: what the run cost the server beyond its CPU."""
-    connection = await asyncpg.connect(dsn)
-    try:
-        row = await connection.fetchrow(
-            "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn AS wal, checkpoints_timed + checkpoints_req AS checkpoints "
-            "FROM pg_stat_bgwriter"
-        )
-        settings = await connection.fetch(
-            "SELECT name, current_setting(name) AS value FROM pg_settings WHERE name = any($1::text[])",
-            list(SERVER_SETTINGS),
-        )
-    finally:
-        await connection.close()
-    return {"wal": int(row["wal"]), "checkpoints": int(row["checkpoints"])} | {s["name"]: s["value"] for s in settings}
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (uvicorn's parent and its worker processes), from /proc."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    pending.extend(int(child) for child in (task / "children").read_text().split())
+    return found
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -169,136 +242,399 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def post_all(port: int, key: str, batches: list[bytes], clients: int) -> tuple[float, list[float], int]:
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for batch in batches:
-        queue.put_nowait(batch)
+SERVER_SETTINGS = ("shared_buffers", "max_wal_size", "checkpoint_timeout", "wal_compression", "synchronous_commit")
+
+
+async def server_counters(connection: asyncpg.Connection) -> dict[str, Any]:
+    """WAL position and checkpoint count: what the run cost the server beyond its CPU."""
+    row = await connection.fetchrow(
+        "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn AS wal, checkpoints_timed + checkpoints_req AS checkpoints "
+        "FROM pg_stat_bgwriter"
+    )
+    settings = await connection.fetch(
+        "SELECT name, current_setting(name) AS value FROM pg_settings WHERE name = any($1::text[])",
+        list(SERVER_SETTINGS),
+    )
+    return {"wal": int(row["wal"]), "checkpoints": int(row["checkpoints"])} | {s["name"]: s["value"] for s in settings}
+
+
+# Per projection: events applied, and how long the first event after its checkpoint has waited (NULL: none). A
+# projection that has not run yet has no checkpoint row: it is at the start of the log.
+PROJECTION_POLL = """
+SELECT p.name, coalesce(c.applied, 0) AS applied,
+       extract(epoch FROM clock_timestamp() - (
+           SELECT e.received_at FROM events e
+           WHERE (e.tx, e.event_at, e.dedupe_key)
+                 > (coalesce(c.tx, 0), coalesce(c.event_at, '-infinity'), coalesce(c.dedupe_key, ''::bytea))
+           ORDER BY e.tx, e.event_at, e.dedupe_key LIMIT 1
+       ))::float8 AS lag
+FROM unnest($1::text[]) AS p(name) LEFT JOIN projection_checkpoints c USING (name)
+"""
+
+
+@dataclass
+class Lag:
+    seconds: float = 0.0
+    behind: int = 0
+
+    def worst(self, other: Lag) -> Lag:
+        return Lag(max(self.seconds, other.seconds), max(self.behind, other.behind))
+
+
+@dataclass
+class Phase:
+    batch: int
+    records: int
+    messages: int
+    requests: int = 0
+    ack_seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    lag_posting: Lag = field(default_factory=Lag)  # worst while posting
+    lag_overall: Lag = field(default_factory=Lag)
+    lag_end: Lag = field(default_factory=Lag)  # right when the last answer came back
+    catch_up_seconds: float | None = None  # None: not caught up within --catch-up-timeout
+    copy_seconds: float = 0.0
+    cpu: dict[str, tuple[float, float]] = field(default_factory=dict)  # (posting, catch-up) seconds
+    rss: list[float] = field(default_factory=list)  # VmHWM of each service process, MB
+    wal: int = 0
+    checkpoints: int = 0
+    settings: dict[str, str] = field(default_factory=dict)
+    checks: list[str] = field(default_factory=list)  # failed checks
+
+    @property
+    def acknowledged(self) -> float:
+        return self.records / self.ack_seconds
+
+    @property
+    def raw(self) -> float:
+        return self.records / self.copy_seconds
+
+    @property
+    def sustained(self) -> float | None:
+        return None if self.catch_up_seconds is None else self.records / (self.ack_seconds + self.catch_up_seconds)
+
+
+class Progress:
+    """Records acknowledged so far, shared by the clients and the projection poller."""
+
+    def __init__(self) -> None:
+        self.acknowledged = 0
+        self.done = False
+
+
+async def post_all(
+    port: int, key: str, bodies: list[tuple[bytes, int]], clients: int, progress: Progress
+) -> list[float]:
+    queue: asyncio.Queue[tuple[bytes, int]] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
     latencies: list[float] = []
-    accepted = 0
 
     async def client() -> None:
-        nonlocal accepted
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}",
             headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
             timeout=120,
         ) as http:
             while not queue.empty():
-                body = queue.get_nowait()
+                body, sent = queue.get_nowait()
                 started = time.perf_counter()
                 response = await http.post("/api/v1/events/ingest/kumomta", content=body)
                 latencies.append(time.perf_counter() - started)
                 result = response.json()
-                if response.status_code != 202 or result["rejected"] or result["spooled"]:
+                if response.status_code != 202 or result["rejected"] or result["spooled"] or result["accepted"] != sent:
                     raise RuntimeError(f"unexpected answer {response.status_code}: {response.text[:300]}")
-                accepted += result["accepted"]
+                progress.acknowledged += result["accepted"]
 
-    started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
-    return time.perf_counter() - started, latencies, accepted
+    return latencies
 
 
-async def run(args: argparse.Namespace) -> None:
+async def poll_projections(connection: asyncpg.Connection, progress: Progress) -> tuple[Lag, bool]:
+    """The worst lag over the projections now, and whether all of them have applied everything acknowledged."""
+    rows = await connection.fetch(PROJECTION_POLL, list(PROJECTIONS))
+    acknowledged = progress.acknowledged
+    lag = Lag()
+    for row in rows:
+        # Answers arrive a little after their commit, so a projection can be ahead of the count acknowledged.
+        lag = lag.worst(Lag(row["lag"] or 0.0, max(0, acknowledged - int(row["applied"]))))
+    return lag, all(int(row["applied"]) >= acknowledged for row in rows)
+
+
+class Samples:
+    """CPU seconds of the service processes, Postgres and this process, taken at the phase's milestones."""
+
+    def __init__(self, server: int, connection: asyncpg.Connection) -> None:
+        self._server, self._connection = server, connection
+        self.taken: list[dict[str, dict[int, float]]] = []
+
+    async def take(self) -> None:
+        self.taken.append(
+            {
+                "service": cpu_seconds(process_tree(self._server)),
+                "postgres": cpu_seconds(await database_pids(self._connection)),
+                "load generator": {0: time.process_time()},
+            }
+        )
+
+    def used(self, who: str, start: int, end: int) -> float:
+        return cpu_used(self.taken[start][who], self.taken[end][who])
+
+
+async def start_service(args: argparse.Namespace, database_url: str, port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "MTACTL_DATABASE_URL": database_url,
+        "MTACTL_LOG_LEVEL": "WARNING",
+        "MTACTL_SPOOL_DIR": f"/tmp/{args.database}-spool",
+    }
+    env.pop("MTACTL_REDIS_URL", None)  # the projections run embedded in the service, as by default
+    command = [sys.executable, "-m", "controlplane.cli", "serve", "--port", str(port)]
+    if args.workers:
+        command += ["--workers", str(args.workers)]
+    server = subprocess.Popen(command, env=env)
+    async with httpx.AsyncClient() as probe:
+        for _ in range(150):
+            with contextlib.suppress(httpx.TransportError):
+                if (await probe.get(f"http://127.0.0.1:{port}/api/v1/health")).status_code == 200:
+                    break
+            await asyncio.sleep(0.2)
+        else:
+            server.terminate()
+            raise RuntimeError("the service did not answer within 30 s")
+    # One worker answering does not mean all of them have finished starting: wait until the processes are idle,
+    # so start-up CPU is not counted as ingestion.
+    previous = sum(cpu_seconds(process_tree(server.pid)).values())
+    for _ in range(40):
+        await asyncio.sleep(0.5)
+        now = sum(cpu_seconds(process_tree(server.pid)).values())
+        if now - previous < 0.05:
+            break
+        previous = now
+    return server
+
+
+async def fresh_database(args: argparse.Namespace) -> tuple[str, str]:
+    """Drop and create the bench database, migrate it, and make an ingest key: (dsn, key)."""
     admin = await asyncpg.connect(f"{args.postgres}/postgres")
     await admin.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
     await admin.execute(f'CREATE DATABASE "{args.database}"')
     await admin.close()
     dsn = f"{args.postgres}/{args.database}"
-    settings = Settings(database_url=dsn.replace("postgresql://", "postgresql+asyncpg://"))
-    services = await Services.start(settings)
+    services = await Services.start(Settings(database_url=dsn.replace("postgresql://", "postgresql+asyncpg://")))
     key = (await services.keys.create(name="bench", scopes=["events:ingest"])).key
     await services.close()
+    return dsn, key
 
-    print(f"building {args.records:,} records ...", flush=True)
-    batches = build_batches(args.records, args.batch, args.seed, args.order)
 
+async def run_phase(args: argparse.Namespace, batch: int, encoded: list[bytes], messages: int) -> Phase:
+    phase = Phase(batch=batch, records=len(encoded), messages=messages)
+    if batch == 1:
+        bodies = [(record, 1) for record in encoded]  # one record alone, as log_hooks:new_json posts it
+    else:
+        bodies = [
+            (b"[" + b",".join(encoded[i : i + batch]) + b"]", len(encoded[i : i + batch]))
+            for i in range(0, len(encoded), batch)
+        ]
+    phase.requests = len(bodies)
+    dsn, key = await fresh_database(args)
     port = free_port()
-    env = {
-        **os.environ,
-        "MTACTL_DATABASE_URL": settings.database_url,
-        "MTACTL_LOG_LEVEL": "WARNING",
-        "MTACTL_SPOOL_DIR": f"/tmp/{args.database}-spool",
-    }
-    env.pop("MTACTL_REDIS_URL", None)
-    server = subprocess.Popen([sys.executable, "-m", "controlplane.cli", "serve", "--port", str(port)], env=env)
+    server = await start_service(args, dsn.replace("postgresql://", "postgresql+asyncpg://"), port)
+    connection = await asyncpg.connect(dsn)
     try:
-        async with httpx.AsyncClient() as probe:
-            for _ in range(100):
-                try:
-                    if (await probe.get(f"http://127.0.0.1:{port}/api/v1/health")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.2)
-        server_before = await server_counters(dsn)
-        service_before, pg_before = cpu_seconds([server.pid]), cpu_seconds(postgres_pids())
-        own_cpu = time.process_time()
-        elapsed, latencies, accepted = await post_all(port, key, batches, args.clients)
-        own_cpu = time.process_time() - own_cpu
-        service_cpu = cpu_used(service_before, cpu_seconds([server.pid]))
-        pg_cpu = cpu_used(pg_before, cpu_seconds(postgres_pids()))
-        rss = peak_rss_mb(server.pid)
-        server_after = await server_counters(dsn)
+        before = await server_counters(connection)
+        samples = Samples(server.pid, connection)
+        progress = Progress()
+        await samples.take()
+        started = time.perf_counter()
+        posting = asyncio.create_task(post_all(port, key, bodies, args.clients, progress))
+        while not posting.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(posting), args.poll)
+            if not posting.done():
+                lag, _ = await poll_projections(connection, progress)
+                phase.lag_posting = phase.lag_posting.worst(lag)
+        phase.latencies = await posting  # raises what a client raised
+        phase.ack_seconds = time.perf_counter() - started
+        await samples.take()
+        phase.lag_end, caught_up = await poll_projections(connection, progress)
+        phase.lag_overall = phase.lag_posting.worst(phase.lag_end)
+        while not caught_up and time.perf_counter() - started - phase.ack_seconds < args.catch_up_timeout:
+            await asyncio.sleep(args.poll)
+            lag, caught_up = await poll_projections(connection, progress)
+            phase.lag_overall = phase.lag_overall.worst(lag)
+        if caught_up:
+            phase.catch_up_seconds = time.perf_counter() - started - phase.ack_seconds
+        await samples.take()
+        for who in ("service", "postgres", "load generator"):
+            phase.cpu[who] = (samples.used(who, 0, 1), samples.used(who, 1, 2))
+        after = await server_counters(connection)
+        phase.wal, phase.checkpoints = after["wal"] - before["wal"], after["checkpoints"] - before["checkpoints"]
+        phase.settings = {name: after[name] for name in SERVER_SETTINGS}
+        tree = process_tree(server.pid)
+        phase.rss = [peak_rss_mb(pid) for pid in tree]
+        async with httpx.AsyncClient() as http:
+            detailed = (await http.get(f"http://127.0.0.1:{port}/api/v1/health/detailed")).json()
+        for projection in detailed.get("projections", []):
+            if caught_up and projection["events_behind"]:
+                phase.checks.append(f"health/detailed: {projection['name']} {projection['events_behind']} behind")
     finally:
         server.terminate()
         server.wait(30)
 
-    connection = await asyncpg.connect(dsn)
-    stored = await connection.fetchval("SELECT count(*) FROM events")
-    mirrored = await connection.fetchval("SELECT count(*) FROM message_queue")
-    # The raw baseline: exactly the event rows the service wrote, COPYed into the same (now empty) table.
-    received = datetime.now(UTC)
-    rows = []
-    for batch in batches:
-        records, _, _ = decode_body(batch, source=KUMOMTA, api_key="bench", tenant=None)
-        rows.extend(event_row(record, received) for record in records)
-    await connection.execute("TRUNCATE events")
-    copy_started = time.perf_counter()
-    await connection.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS)
-    copy_elapsed = time.perf_counter() - copy_started
-    await connection.close()
+    try:
+        stored = await connection.fetchval("SELECT count(*) FROM events")
+        mirrored = await connection.fetchval("SELECT count(*) FROM message_queue")
+        rolled = await connection.fetchval(
+            "SELECT coalesce(sum(events), 0) FROM event_rollups WHERE dimension = 'all' "
+            "AND metric NOT LIKE 'delivery_le_%'"
+        )
+        if stored != phase.records:
+            phase.checks.append(f"count(events) {stored:,} != {phase.records:,} records acknowledged")
+        if mirrored != messages:
+            phase.checks.append(f"count(message_queue) {mirrored:,} != {messages:,} messages sent")
+        if rolled != stored:
+            phase.checks.append(f"rollup total {rolled:,} != count(events) {stored:,}")
+        # The raw baseline: exactly the rows the service wrote, in log order, COPYed back into the emptied table.
+        columns = ", ".join(EVENT_COLUMNS)
+        rows = [
+            tuple(row)
+            for row in await connection.fetch(f"SELECT {columns} FROM events ORDER BY tx, event_at, dedupe_key")
+        ]
+        await connection.execute("TRUNCATE events")
+        copy_started = time.perf_counter()
+        await connection.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS)
+        phase.copy_seconds = time.perf_counter() - copy_started
+    finally:
+        await connection.close()
+    return phase
 
-    end_to_end = accepted / elapsed
-    raw = len(rows) / copy_elapsed
-    latencies.sort()
+
+def ms(seconds: float) -> str:
+    return f"{1000 * seconds:.0f} ms"
+
+
+def report(phase: Phase, args: argparse.Namespace) -> None:
+    latencies = sorted(phase.latencies)
+    p99 = latencies[int(0.99 * (len(latencies) - 1))]
     print(
-        f"\n{args.records:,} records in {len(batches):,} batches of {args.batch}, {args.clients} clients, "
-        f"{args.order} order"
+        f"\n== batches of {phase.batch}: {phase.records:,} records ({phase.messages:,} messages) in "
+        f"{phase.requests:,} requests, {args.clients} clients, {args.order} order"
     )
-    print(f"stored events: {stored:,}   mirrored messages: {mirrored:,}")
-    print(f"end to end : {end_to_end:>10,.0f} records/s  ({elapsed:.1f} s)")
-    print(f"raw COPY   : {raw:>10,.0f} records/s  ({copy_elapsed:.1f} s, events table only)")
-    print(f"ratio      : {100 * end_to_end / raw:>10.1f} %")
     print(
-        f"latency    : p50 {1000 * statistics.median(latencies):.0f} ms, "
-        f"p99 {1000 * latencies[int(0.99 * (len(latencies) - 1))]:.0f} ms per request"
+        f"acknowledged: {phase.acknowledged:>9,.0f} records/s  ({phase.ack_seconds:.1f} s)   "
+        f"= {phase.acknowledged / phase.raw:.2f} x raw COPY"
     )
-    print(f"service RSS: {rss:.0f} MB peak")
-    per_record = 1e6 / accepted
+    print(f"raw COPY    : {phase.raw:>9,.0f} records/s  ({phase.copy_seconds:.1f} s; events truncated, same rows back)")
+    print(f"latency     : p50 {ms(statistics.median(latencies))}, p99 {ms(p99)} per request")
     print(
-        f"CPU/record : service {service_cpu * per_record:.1f} µs, Postgres {pg_cpu * per_record:.1f} µs, "
-        f"load generator {own_cpu * per_record:.1f} µs  ({os.cpu_count()} cores)"
+        f"projections : max lag while posting {phase.lag_posting.seconds:.1f} s / {phase.lag_posting.behind:,} events"
+        f"; at the end of posting {phase.lag_end.seconds:.1f} s / {phase.lag_end.behind:,} events"
+        f"; max overall {phase.lag_overall.seconds:.1f} s"
     )
-    wal_per_record = (server_after["wal"] - server_before["wal"]) / accepted
+    if phase.catch_up_seconds is None or phase.sustained is None:
+        print(f"sustained   : projections NOT caught up {args.catch_up_timeout:.0f} s after posting ended")
+    else:
+        print(
+            f"sustained   : {phase.sustained:>9,.0f} records/s  (caught up {phase.catch_up_seconds:.1f} s after "
+            f"posting, polled every {args.poll} s)   = {phase.sustained / phase.raw:.2f} x raw COPY"
+        )
+    parts = []
+    for who, (posting, catch_up) in phase.cpu.items():
+        parts.append(
+            f"{who} {1e6 * (posting + catch_up) / phase.records:.0f} µs "
+            f"({1e6 * posting / phase.records:.0f} posting + {1e6 * catch_up / phase.records:.0f} catch-up)"
+        )
+    print(f"CPU/record  : {'; '.join(parts)}  [{os.cpu_count()} cores]")
     print(
-        f"Postgres   : {wal_per_record / 1024:.1f} KB of WAL per record, "
-        f"{server_after['checkpoints'] - server_before['checkpoints']} checkpoints during the run; "
-        + ", ".join(f"{name}={server_after[name]}" for name in SERVER_SETTINGS)
+        f"service RSS : {max(phase.rss):.0f} MB peak in the largest of {len(phase.rss)} processes, "
+        f"{sum(phase.rss):.0f} MB summed (parent first: {', '.join(f'{mb:.0f}' for mb in phase.rss)} MB)"
     )
+    print(
+        f"Postgres    : {phase.wal / phase.records / 1024:.1f} KB of WAL per record, {phase.checkpoints} checkpoints "
+        "(posting and catch-up; the server's, shared)"
+    )
+    print("checks      : " + ("all passed" if not phase.checks else "FAILED: " + "; ".join(phase.checks)))
+
+
+def summary(phases: list[Phase]) -> None:
+    def mark(ok: bool) -> str:
+        return "ok" if ok else "MISSED"
+
+    print("\n== side by side (ratios are to the raw COPY of the same phase, same run)")
+    print(
+        f"{'batch':>6} {'records':>9} {'ack/s':>8} {'ack/raw':>8} {'sust/s':>8} {'sust/raw':>9} {'raw/s':>8} "
+        f"{'lag max':>8} {'lag end':>8} {'catch-up':>9} {'p50':>7} {'p99':>7} {'RSS max':>8} {'RSS sum':>8}"
+    )
+    for p in phases:
+        latencies = sorted(p.latencies)
+        sustained = f"{p.sustained:8,.0f}" if p.sustained else f"{'-':>8}"
+        ratio = f"{p.sustained / p.raw:9.2f}" if p.sustained else f"{'-':>9}"
+        catch_up = f"{p.catch_up_seconds:8.1f}s" if p.catch_up_seconds is not None else f"{'never':>9}"
+        print(
+            f"{p.batch:>6} {p.records:>9,} {p.acknowledged:8,.0f} {p.acknowledged / p.raw:8.2f} {sustained} {ratio} "
+            f"{p.raw:8,.0f} {p.lag_overall.seconds:7.1f}s {p.lag_end.seconds:7.1f}s {catch_up} "
+            f"{ms(statistics.median(latencies)):>7} {ms(latencies[int(0.99 * (len(latencies) - 1))]):>7} "
+            f"{max(p.rss):6.0f}MB {sum(p.rss):6.0f}MB"
+        )
+    print("\ntargets (issue 10; 2 cores shared by service, Postgres and load generator):")
+    by_batch = {p.batch: p for p in phases}
+    if 1000 in by_batch:
+        p = by_batch[1000]
+        print(
+            f"  acknowledged at 1000/batch >= {TARGET_ACK_1000} x raw COPY : {p.acknowledged / p.raw:.2f}  "
+            f"{mark(p.acknowledged / p.raw >= TARGET_ACK_1000)}"
+        )
+    if 100 in by_batch:
+        p = by_batch[100]
+        print(
+            f"  acknowledged at 100/batch  >= {TARGET_ACK_100} x raw COPY : {p.acknowledged / p.raw:.2f}  "
+            f"{mark(p.acknowledged / p.raw >= TARGET_ACK_100)}"
+        )
+    for p in phases:
+        keeping_up = p.lag_overall.seconds < TARGET_LAG_SECONDS and p.lag_end.seconds < TARGET_LAG_SECONDS
+        share = p.sustained / p.raw if p.sustained else 0.0
+        print(
+            f"  sustained at {p.batch}/batch >= {TARGET_SUSTAINED} x raw COPY with lag < {TARGET_LAG_SECONDS:.0f} s: "
+            f"{share:.2f}, max lag {p.lag_overall.seconds:.1f} s, at end {p.lag_end.seconds:.1f} s  "
+            f"{mark(share >= TARGET_SUSTAINED and keeping_up)}"
+        )
+    worst = max(max(p.rss) for p in phases)
+    print(f"  service RSS < {TARGET_RSS_MB} MB per process : {worst:.0f} MB  {mark(worst < TARGET_RSS_MB)}")
+    settings = phases[-1].settings
+    print("Postgres settings: " + ", ".join(f"{name}={value}" for name, value in settings.items()))
+
+
+async def run(args: argparse.Namespace) -> None:
+    sizes = [int(size) for size in args.batches.split(",")]
+    phases = []
+    for batch in sizes:
+        total = args.records_small if batch == 1 else args.records
+        print(f"building {total:,} records for batches of {batch} ...", flush=True)
+        encoded, messages = encoded_records(total, args.seed, args.order)
+        phases.append(await run_phase(args, batch, encoded, messages))
+        del encoded
+        report(phases[-1], args)
+    summary(phases)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--records", type=int, default=1_000_000)
-    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--records", type=int, default=1_000_000, help="records per phase (batches > 1)")
+    parser.add_argument("--records-small", type=int, default=20_000, help="records for the phase of batches of 1")
+    parser.add_argument("--batches", default="1,100,1000", help="batch sizes, one phase each, comma-separated")
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=None, help="mtactl serve --workers (default: serve's own)")
+    parser.add_argument("--poll", type=float, default=0.5, help="seconds between polls of the projections")
+    parser.add_argument("--catch-up-timeout", type=float, default=600.0)
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432")
     parser.add_argument("--database", default="mtactl_bench_ingest")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument(
         "--order",
         choices=["message", "time"],
-        default="message",
-        help="records of a message side by side (default), or all in event time order as kumod logs them",
+        default="time",
+        help="all records in event time order as kumod logs them (default), or each message's records side by side",
     )
     asyncio.run(run(parser.parse_args()))
 
