@@ -17,17 +17,12 @@ import msgspec
 from adapters.kumomta.events import KumoLogRecord, RecordType, nesting_depth, record_decoder, split_body
 from adapters.kumomta.mapping import admit, dedupe_key, observe
 from adapters.model import recipient_domain
-from adapters.model.events import EventFacts, LogEvent
+from adapters.model.events import EventFacts, LogEvent, storable_text
 from adapters.model.observation import check_against_model
 
 # Records nesting arrays/objects deeper than this are refused: the JSON decoders (msgspec here, jsonb in
 # Postgres) recurse, and a real log record nests a few levels.
 MAX_NESTING = 64
-
-
-def storable_text(text: str) -> str:
-    """Postgres text cannot hold NUL; the one change made to a kept payload is writing it as the escape \\u0000."""
-    return text.replace("\x00", "\\u0000")
 
 
 def without_nul(record: KumoLogRecord) -> KumoLogRecord:

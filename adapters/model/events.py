@@ -18,6 +18,11 @@ import msgspec
 from adapters.model.observation import MessageObservation
 
 
+def storable_text(text: str) -> str:
+    """Postgres text cannot hold NUL; the one change made to a kept payload is writing it as the escape \\u0000."""
+    return text.replace("\x00", "\\u0000")
+
+
 class LogEvent(msgspec.Struct, kw_only=True):
     """One MTA log record as the event log keeps it.
 

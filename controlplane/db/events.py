@@ -34,6 +34,9 @@ _KEY = EVENT_COLUMNS.index("dedupe_key")
 _AT = EVENT_COLUMNS.index("event_at")
 
 
+SMALL_GROUP = 16
+
+
 def _in_key_order(row: tuple[Any, ...]) -> tuple[Any, Any]:
     return row[_AT], row[_KEY]
 
@@ -61,7 +64,9 @@ async def insert_events(session: AsyncSession, rows: Sequence[tuple[Any, ...]], 
         # In key order: two writers holding the same new events then wait on each other in one direction only,
         # never in a cycle (Postgres would break the deadlock after a second by failing one of them).
         rows = sorted(rows, key=_in_key_order)
-        if await _copy_events(session, rows):
+        # COPY pays a savepoint, its release and the COPY handshake per group: for a few rows (kumod's hook posting
+        # one record per request) the one INSERT below costs fewer round trips.
+        if len(rows) > SMALL_GROUP and await _copy_events(session, rows):
             return {row[_KEY] for row in rows}
         arrays = {name: [row[index] for row in rows] for index, name in enumerate(EVENT_COLUMNS)}
         result = await session.execute(_POSTGRES_INSERT, arrays)

@@ -31,9 +31,8 @@ import msgspec
 from sqlalchemy import ColumnElement, String, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from adapters.kumomta.log_source import storable_text
 from adapters.model import assume_utc
-from adapters.model.events import EventSource, LogEvent
+from adapters.model.events import EventSource, LogEvent, storable_text
 from adapters.sources import event_source
 from controlplane.db.engine import database_unavailable
 from controlplane.db.events import (

@@ -20,12 +20,16 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from adapters.kumomta.log_source import KUMOMTA
 from controlplane.auth.schema import Principal, Scope
 from controlplane.auth.service import VerifiedKeys, digest
+from controlplane.events.service import decode_body, write_group
+from controlplane.services import Services
+from controlplane.settings import Settings
 from tests.conftest import POSTGRES_DSN
 from tests.fake_kumod import FakeKumod, serving
 from tests.pg_faults import PostgresProxy
-from tests.support import fixture_path, kumomta_records
+from tests.support import fixture_path, kumomta_fixture_counts, kumomta_records
 
 
 def mtactl(tmp_path: Path, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -326,3 +330,38 @@ def test_a_bad_duration_is_a_usage_error_in_words(tmp_path: Path, duration: str,
         result = mtactl(tmp_path, verb, "--domain", "gmail.com", "--reason", "r", "--duration", duration)
         assert result.returncode == 2 and "Invalid value for '--duration'" in result.stderr and says in result.stderr
         assert "regex" not in result.stderr
+
+
+def test_projections_status_shows_the_lag_and_rebuild_replays_the_log(tmp_path: Path) -> None:
+    assert mtactl(tmp_path, "db", "upgrade").returncode == 0
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/cli.db", spool_dir=str(tmp_path / "spool"))
+
+    async def append() -> None:
+        services = await Services.start(settings)
+        try:
+            body = b"[" + b",".join(kumomta_records().values()) + b"]"
+            records, dead, _ = decode_body(body, source=KUMOMTA, api_key=None, tenant=None)
+            async with services.sessions.begin() as session:
+                await write_group(session, records, dead)
+        finally:
+            await services.close()
+
+    asyncio.run(append())
+    events, messages = kumomta_fixture_counts()
+    behind = json.loads(mtactl(tmp_path, "projections", "status", "--json").stdout)
+    assert {p["name"]: (p["applied"], p["events_behind"]) for p in behind} == {
+        "mirror": (0, events),
+        "rollups": (0, events),
+    }
+    rebuilt = mtactl(tmp_path, "projections", "rebuild", "mirror")
+    assert rebuilt.returncode == 0 and f"mirror rebuilt from {events} events" in rebuilt.stderr
+    table = mtactl(tmp_path, "projections", "status").stdout.splitlines()
+    assert table[0].split()[:4] == ["PROJECTION", "APPLIED", "BEHIND", "LAG"]
+    assert table[1].split()[:3] == ["mirror", str(events), "0"] and table[2].split()[:3] == [
+        "rollups",
+        "0",
+        str(events),
+    ]
+    unknown = mtactl(tmp_path, "projections", "rebuild", "mirrors")
+    assert unknown.returncode == 2 and "no projection 'mirrors'; there are mirror, rollups" in unknown.stderr
+    assert messages > 0
