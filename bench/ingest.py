@@ -11,7 +11,8 @@ the background of `mtactl serve`. So there are two rates: what is acknowledged, 
 projections keeping up. Each batch size is one phase, and every phase runs:
 
 1. A fresh Postgres database (dropped and created) and a fresh `mtactl serve [--workers N]` on it (a subprocess:
-   the uvicorn parent and its worker processes).
+   the uvicorn parent and its worker processes) and, with ``--redis`` (the default: the production layout), one
+   `mtactl worker`, which runs the projections; ``--redis ''`` runs them inside the one service process instead.
 2. Posting: realistic records (Reception, TransientFailure, Delivery/Bounce, a few Expiration; ~2.2 per message;
    varied recipients), by default in event time order as kumod logs them (``--order``), from ``--clients``
    concurrent clients. A batch of 1 is posted as a single object (what ``log_hooks:new_json`` posts), larger ones
@@ -364,14 +365,14 @@ async def poll_projections(connection: asyncpg.Connection, progress: Progress) -
 class Samples:
     """CPU seconds of the service processes, Postgres and this process, taken at the phase's milestones."""
 
-    def __init__(self, server: int, connection: asyncpg.Connection) -> None:
-        self._server, self._connection = server, connection
+    def __init__(self, roots: list[int], connection: asyncpg.Connection) -> None:
+        self._roots, self._connection = roots, connection
         self.taken: list[dict[str, dict[int, float]]] = []
 
     async def take(self) -> None:
         self.taken.append(
             {
-                "service": cpu_seconds(process_tree(self._server)),
+                "service": cpu_seconds([pid for root in self._roots for pid in process_tree(root)]),
                 "postgres": cpu_seconds(await database_pids(self._connection)),
                 "load generator": {0: time.process_time()},
             }
@@ -381,18 +382,24 @@ class Samples:
         return cpu_used(self.taken[start][who], self.taken[end][who])
 
 
-async def start_service(args: argparse.Namespace, database_url: str, port: int) -> subprocess.Popen[bytes]:
+async def start_service(
+    args: argparse.Namespace, database_url: str, port: int
+) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes] | None]:
+    """``mtactl serve`` and, with ``--redis``, one ``mtactl worker`` (which then runs the projections)."""
     env = {
         **os.environ,
         "MTACTL_DATABASE_URL": database_url,
         "MTACTL_LOG_LEVEL": "WARNING",
         "MTACTL_SPOOL_DIR": f"/tmp/{args.database}-spool",
     }
-    env.pop("MTACTL_REDIS_URL", None)  # the projections run embedded in the service, as by default
+    env.pop("MTACTL_REDIS_URL", None)  # without --redis the projections run embedded in the service
+    if args.redis:
+        env["MTACTL_REDIS_URL"] = args.redis
     command = [sys.executable, "-m", "controlplane.cli", "serve", "--port", str(port)]
     if args.workers:
         command += ["--workers", str(args.workers)]
     server = subprocess.Popen(command, env=env)
+    worker = subprocess.Popen([sys.executable, "-m", "controlplane.cli", "worker"], env=env) if args.redis else None
     async with httpx.AsyncClient() as probe:
         for _ in range(150):
             with contextlib.suppress(httpx.TransportError):
@@ -404,14 +411,15 @@ async def start_service(args: argparse.Namespace, database_url: str, port: int) 
             raise RuntimeError("the service did not answer within 30 s")
     # One worker answering does not mean all of them have finished starting: wait until the processes are idle,
     # so start-up CPU is not counted as ingestion.
-    previous = sum(cpu_seconds(process_tree(server.pid)).values())
+    roots = [server.pid] + ([worker.pid] if worker else [])
+    previous = sum(cpu_seconds([p for root in roots for p in process_tree(root)]).values())
     for _ in range(40):
         await asyncio.sleep(0.5)
-        now = sum(cpu_seconds(process_tree(server.pid)).values())
+        now = sum(cpu_seconds([p for root in roots for p in process_tree(root)]).values())
         if now - previous < 0.05:
             break
         previous = now
-    return server
+    return server, worker
 
 
 async def fresh_database(args: argparse.Namespace) -> tuple[str, str]:
@@ -439,11 +447,12 @@ async def run_phase(args: argparse.Namespace, batch: int, encoded: list[bytes], 
     phase.requests = len(bodies)
     dsn, key = await fresh_database(args)
     port = free_port()
-    server = await start_service(args, dsn.replace("postgresql://", "postgresql+asyncpg://"), port)
+    server, worker = await start_service(args, dsn.replace("postgresql://", "postgresql+asyncpg://"), port)
+    roots = [server.pid] + ([worker.pid] if worker else [])
     connection = await asyncpg.connect(dsn)
     try:
         before = await server_counters(connection)
-        samples = Samples(server.pid, connection)
+        samples = Samples(roots, connection)
         progress = Progress()
         await samples.take()
         started = time.perf_counter()
@@ -471,7 +480,7 @@ async def run_phase(args: argparse.Namespace, batch: int, encoded: list[bytes], 
         after = await server_counters(connection)
         phase.wal, phase.checkpoints = after["wal"] - before["wal"], after["checkpoints"] - before["checkpoints"]
         phase.settings = {name: after[name] for name in SERVER_SETTINGS}
-        tree = process_tree(server.pid)
+        tree = [pid for root in roots for pid in process_tree(root)]
         phase.rss = [peak_rss_mb(pid) for pid in tree]
         async with httpx.AsyncClient() as http:
             detailed = (await http.get(f"http://127.0.0.1:{port}/api/v1/health/detailed")).json()
@@ -479,8 +488,10 @@ async def run_phase(args: argparse.Namespace, batch: int, encoded: list[bytes], 
             if caught_up and projection["events_behind"]:
                 phase.checks.append(f"health/detailed: {projection['name']} {projection['events_behind']} behind")
     finally:
-        server.terminate()
-        server.wait(30)
+        for process in (server, worker):
+            if process is not None:
+                process.terminate()
+                process.wait(30)
 
     try:
         stored = await connection.fetchval("SELECT count(*) FROM events")
@@ -625,6 +636,12 @@ def main() -> None:
     parser.add_argument("--batches", default="1,100,1000", help="batch sizes, one phase each, comma-separated")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--workers", type=int, default=None, help="mtactl serve --workers (default: serve's own)")
+    parser.add_argument(
+        "--redis",
+        default="redis://127.0.0.1:6379/14",
+        help="MTACTL_REDIS_URL: the production layout, serve (one process per core) + one `mtactl worker` running "
+        "the projections; '' for the embedded default (one service process running them)",
+    )
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between polls of the projections")
     parser.add_argument("--catch-up-timeout", type=float, default=600.0)
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432")

@@ -17,6 +17,7 @@ from adapters.shippers import SHIP_COMMANDS
 from controlplane.auth.schema import Scope
 from controlplane.db.engine import database_unavailable
 from controlplane.errors import MtactlError
+from controlplane.projections.service import BACKLOG_CAP
 from controlplane.services import Services
 from controlplane.settings import Settings, SettingsError
 
@@ -86,7 +87,7 @@ def main() -> None:
     "--workers",
     type=click.IntRange(min=1),
     default=None,
-    help="Service processes sharing the port. Default: one per core on Postgres, 1 on SQLite (one writer).",
+    help="Service processes sharing the port. Default: one per core with Postgres and Redis; 1 otherwise.",
 )
 def serve(host: str, port: int, workers: int | None) -> None:
     """Run the HTTP service (creates and migrates the database on first start).
@@ -100,9 +101,18 @@ def serve(host: str, port: int, workers: int | None) -> None:
     settings = load_settings()
     _check_database()
     configure_logging(settings.log_level)
+    # Several processes need Postgres (SQLite has one writer) and Redis: without it the periodic jobs (node sync,
+    # partitions) and operations run inside the service, and each process would run them, marking another's
+    # running operations interrupted when it starts. With both, decoding and answering use every core.
+    several = not settings.is_sqlite and settings.redis_url is not None
     if workers is None:
-        # Decoding and answering take a core each while the database works: one process per core uses them all.
-        workers = 1 if settings.is_sqlite else (os.cpu_count() or 1)
+        workers = (os.cpu_count() or 1) if several else 1
+    elif workers > 1 and not several:
+        raise click.UsageError(
+            "--workers above 1 needs Postgres and MTACTL_REDIS_URL (jobs and operations then run on `mtactl "
+            "worker`, once); without them they run inside the service, once per process",
+            ctx=click.get_current_context(),
+        )
     uvicorn.run(
         "controlplane.app:app_from_environment",
         factory=True,
@@ -553,7 +563,7 @@ def projections_status(as_json: bool) -> None:
     click.echo(f"{'PROJECTION':<12} {'APPLIED':>12} {'BEHIND':>10} {'LAG S':>8}  CHECKPOINT MOVED")
     for status in statuses:
         moved = status.checkpoint_at.isoformat(timespec="seconds") if status.checkpoint_at else "never"
-        behind = f"{status.events_behind:,}" + ("+" if status.events_behind >= 1_000_000 else "")
+        behind = f"{status.events_behind:,}" + ("+" if status.events_behind >= BACKLOG_CAP else "")
         click.echo(f"{status.name:<12} {status.applied:>12,} {behind:>10} {status.lag_seconds:>8.1f}  {moved}")
 
 

@@ -249,11 +249,17 @@ async def apply_observations(
         await session.execute(text(_CREATE_STAGE))  # also begins the transaction on the server, as COPY needs
         connection = await driver_connection(session)
         await connection.copy_records_to_table(STAGE_NAME, records=rows, columns=MIRROR_COLUMNS)
-        if not same_tenant_only:
+        if same_tenant_only:
+            touched = len((await session.execute(_POSTGRES_GUARDED_MERGE)).all())
+        else:
             await session.execute(_POSTGRES_MERGE)
-            return len(rows)
-        touched = len((await session.execute(_POSTGRES_GUARDED_MERGE)).all())
-        await session.execute(text(f"DELETE FROM {STAGE_NAME}"))  # the stage may be used again in this transaction
+            touched = len(rows)
+        # The stage is emptied only at commit, and this transaction may merge again (a tenant-bound key's
+        # observations after the others, a rebuild's next batch): a row left here would be merged twice. (DELETE,
+        # not TRUNCATE: a truncate gives the table a new file, and so a catalog update, every pass.)
+        await session.execute(text(f"DELETE FROM {STAGE_NAME}"))
+        if not same_tenant_only:
+            return touched
     else:
         insert = sqlite_insert(TABLE)
         values = [dict(zip(MIRROR_COLUMNS, _values(o, now, _same), strict=True)) for o in combined]

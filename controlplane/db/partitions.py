@@ -1,4 +1,4 @@
-"""Daily partitions of ``events`` on Postgres, and retention on both backends."""
+"""Daily partitions of ``events`` on Postgres, retention on both backends, and the counters' housekeeping."""
 
 from __future__ import annotations
 
@@ -71,3 +71,16 @@ async def apply_retention(engine: AsyncEngine, retention_days: int, now: datetim
             result = await connection.execute(delete(EventRow).where(EventRow.event_at < cutoff))
         removed += result.rowcount or 0
     return removed
+
+
+async def drop_empty_counts(engine: AsyncEngine) -> int:
+    """Delete ``message_counts`` rows that count nothing any more. A trigger adding to a row this deletes waits for
+    it (the row lock), then inserts the key anew: nothing is lost."""
+    async with engine.begin() as connection:
+        result = await connection.execute(
+            text(
+                "DELETE FROM message_counts WHERE messages = 0 AND size_bytes = 0 AND retries = 0 AND retried = 0 "
+                "AND created_seconds = 0 AND delivery_ms = 0"
+            )
+        )
+    return result.rowcount or 0

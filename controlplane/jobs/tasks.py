@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from controlplane.db.partitions import apply_retention, ensure_partitions
+from controlplane.db.partitions import apply_retention, drop_empty_counts, ensure_partitions
 from controlplane.db.tables import JobHeartbeatRow
 from controlplane.services import Services
 from controlplane.settings import Settings
@@ -38,9 +38,11 @@ async def heartbeat(services: Services, runner: str) -> None:
 
 
 async def maintain_events(services: Services, runner: str) -> None:
-    """Create the coming days' event partitions and drop what is past the retention."""
+    """Create the coming days' event partitions, drop what is past the retention, and drop the counter rows
+    whose messages are all gone (the triggers leave a key's row at zero rather than deleting it)."""
     await ensure_partitions(services.engine)
     await apply_retention(services.engine, services.settings.event_retention_days)
+    await drop_empty_counts(services.engine)
     await record_run(services, "maintain_events", runner)
 
 

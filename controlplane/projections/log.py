@@ -128,7 +128,8 @@ async def backlog(session: AsyncSession, position: LogPosition, cap: int) -> tup
     """How many events are after ``position`` (counted up to ``cap``; in flight or not), and when the first of
     them was received."""
     after = _after(position, None)
-    ahead = select(_c.received_at).where(*after).order_by(_c.tx, _c.event_at, _c.dedupe_key).limit(cap).subquery()
+    # Only the log's own index columns: the count can be answered from ix_events_log without reading the rows.
+    ahead = select(_c.tx).where(*after).order_by(_c.tx, _c.event_at, _c.dedupe_key).limit(cap).subquery()
     count = int(await session.scalar(select(func.count()).select_from(ahead)) or 0)
     first = None
     if count:

@@ -1,6 +1,7 @@
 """The message mirror (``message_queue``) as a projection of the event log.
 
-One pass applies a batch of events as one upsert: the observations of one message are merged first
+One pass applies a batch of events as one upsert (two when tenant-bound keys posted some of them, which are
+applied only to their tenant's messages): the observations of one message are merged first
 (``controlplane.db.mirror.combine``), so each message is written once per pass however many of its events the
 batch holds, and the merge rule is order-independent (a late event never moves a terminal message back).
 ``message_counts`` follows the mirror through its triggers, in the same transaction.

@@ -18,11 +18,13 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any, cast
 
-from sqlalchemy import Table, select, text, update
+from sqlalchemy import CursorResult, Table, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -44,7 +46,7 @@ IDLE_SECONDS = 1.0
 # After a wake, appends gather this long before a pass: a pass costs a dozen statements whatever its size, and
 # run per request (kumod's hook posting one record at a time) it cost more CPU than the records themselves.
 GATHER_SECONDS = 0.2
-BACKLOG_CAP = 1_000_000
+BACKLOG_CAP = 100_000  # a status call counts at most this many index entries per projection
 
 
 class ProjectionLocked(Exception):
@@ -53,6 +55,23 @@ class ProjectionLocked(Exception):
 
 class CheckpointMoved(Exception):
     """Another runner moved the checkpoint while this pass ran: this pass is rolled back."""
+
+
+def refused_for_its_content(exc: BaseException) -> bool:
+    """A fault of what a projection would write (the database refusing a value: SQLSTATE classes 22 and 23, or
+    the projection's own ValueError), as opposed to a fault of the code or of the database's state (a deadlock, a
+    lock timeout, a read-only standby), after which the same events may well apply."""
+    seen: set[int] = set()
+    layer: BaseException | None = exc
+    while layer is not None and id(layer) not in seen:
+        seen.add(id(layer))
+        sqlstate = getattr(layer, "sqlstate", None) or getattr(layer, "pgcode", None)
+        if isinstance(sqlstate, str) and sqlstate:
+            return sqlstate[:2] in ("22", "23")
+        if isinstance(layer, sqlite3.IntegrityError | sqlite3.DataError | ValueError):
+            return True
+        layer = getattr(layer, "orig", None) or layer.__cause__
+    return False
 
 
 def _lock_key(name: str) -> int:
@@ -104,8 +123,11 @@ class ProjectionService:
         row = (await session.execute(select(CHECKPOINTS).where(CHECKPOINTS.c.name == name))).first()
         return LogPosition(int(row.tx), row.event_at, bytes(row.dedupe_key)) if row else START
 
-    async def _lock(self, session: AsyncSession, name: str) -> None:
+    async def _lock(self, session: AsyncSession, name: str, *, wait: bool = False) -> None:
         if session.get_bind().dialect.name == "postgresql":
+            if wait:
+                await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(name)})
+                return
             taken = await session.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _lock_key(name)})
             if not taken:
                 raise ProjectionLocked(name)
@@ -124,7 +146,7 @@ class ProjectionService:
                 updated_at=datetime.now(UTC),
             )
         )
-        if getattr(result, "rowcount", 1) != 1:
+        if cast(CursorResult[Any], result).rowcount != 1:
             raise CheckpointMoved(name)
 
     async def run_once(self, name: str, limit: int | None = None) -> int:
@@ -132,6 +154,7 @@ class ProjectionService:
         it)."""
         projection = self.get(name)
         limit = limit or self._batch_size[name]
+        first: LogPosition | None = None
         try:
             async with self._sessions.begin() as session:
                 await self._lock(session, name)
@@ -139,37 +162,37 @@ class ProjectionService:
                 events = await read_after(session, position, limit)
                 if not events:
                     return 0
+                first = events[0].position
                 await projection.apply(session, events)
                 await self._move(session, name, position, events[-1].position, len(events))
         except (ProjectionLocked, CheckpointMoved):
             return 0
         except Exception as exc:
-            if database_unavailable(exc):
-                raise
+            if database_unavailable(exc) or not refused_for_its_content(exc) or first is None:
+                raise  # not the events' fault: nothing is stepped over; the loop retries after a pause
             if limit > 1:
                 smaller = max(1, limit // 8)
-                log.warning(
-                    "projection %s: a batch of %d failed (%s); retrying by %d",
-                    name,
-                    limit,
-                    database_reason(exc),
-                    smaller,
-                )
+                reason = database_reason(exc)
+                log.warning("projection %s: a batch of %d failed (%s); retrying by %d", name, limit, reason, smaller)
                 self._batch_size[name] = smaller
                 return await self.run_once(name, smaller)
-            await self._step_over(name, exc)
+            await self._step_over(name, first, exc)
             return 1
-        if limit < BATCH:  # past the fault: back to full batches, gradually
-            self._batch_size[name] = min(BATCH, limit * 8)
+        self._grow(name)
         return len(events)
 
-    async def _step_over(self, name: str, fault: Exception) -> None:
-        """The one event ``name`` cannot apply: kept as a dead letter with the reason, and stepped over."""
+    def _grow(self, name: str) -> None:
+        # Past a fault, back to full batches gradually.
+        self._batch_size[name] = min(BATCH, self._batch_size[name] * 8)
+
+    async def _step_over(self, name: str, failed: LogPosition, fault: Exception) -> None:
+        """The one event ``name`` cannot apply: kept as a dead letter with the reason, and stepped over, if it is
+        still the next one (another runner may have applied it meanwhile, and then nothing is stepped over)."""
         async with self._sessions.begin() as session:
             await self._lock(session, name)
             position = await self._checkpoint(session, name)
             events = await read_after(session, position, 1)
-            if not events:
+            if not events or events[0].position != failed:
                 return
             event = events[0]
             reason = database_reason(fault)
@@ -214,7 +237,9 @@ class ProjectionService:
                     if own:
                         await self.projections[name].apply(session, own)
                         await self._move(session, name, positions[name], own[-1].position, len(own))
-                return len(events)
+            for name in held:
+                self._grow(name)
+            return len(events)
         except CheckpointMoved:
             return 0
         except Exception as exc:
@@ -294,10 +319,11 @@ class ProjectionService:
         projection = self.get(name)
         started = time.monotonic()
         async with self._sessions.begin() as session:
-            await self._lock(session, name)
+            # Waits for the pass under way, if any, then holds the live runners off until the commit.
+            await self._lock(session, name, wait=True)
+            await projection.reset(session)  # on SQLite this write takes the one write lock first
+            await self._checkpoint(session, name)
             total = await log_size(session)
-            old = await self._checkpoint(session, name)
-            await projection.reset(session)
             position, replayed = START, 0
             while events := await read_after(session, position, BATCH):
                 await projection.apply(session, events)
@@ -305,8 +331,17 @@ class ProjectionService:
                 replayed += len(events)
                 if progress is not None:
                     progress(replayed, max(total, replayed))
-            await self._move(session, name, old, position, 0)
             c = CHECKPOINTS.c
-            await session.execute(update(CHECKPOINTS).where(c.name == name).values(applied=replayed))
+            await session.execute(
+                update(CHECKPOINTS)
+                .where(c.name == name)
+                .values(
+                    tx=position.tx,
+                    event_at=position.event_at,
+                    dedupe_key=position.dedupe_key,
+                    applied=replayed,
+                    updated_at=datetime.now(UTC),
+                )
+            )
         log.info("projection %s rebuilt from %d events in %.1f s", name, replayed, time.monotonic() - started)
         return replayed

@@ -204,7 +204,7 @@ class QueueQueryService:
         counts: dict[str, dict[MessageQueueStatus, int]] = defaultdict(lambda: dict.fromkeys(MessageQueueStatus, 0))
         states: dict[str, set[QueueState]] = defaultdict(set)
         for queue_name, status, state, count in rows:
-            counts[queue_name][MessageQueueStatus(status)] += count
+            counts[queue_name][MessageQueueStatus(status)] += int(count)  # sum() of BIGINT is NUMERIC on Postgres
             states[queue_name].add(QueueState(state))
         on_nodes: dict[str, list[NodeQueueCount]] = defaultdict(list)
         ready: list[ReadyQueueSummary] = []

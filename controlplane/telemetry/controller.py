@@ -37,7 +37,7 @@ class _Snapshot(Collector):
         )
         behind = GaugeMetricFamily(
             "mtactl_projection_events_behind",
-            "Events in the log a projection has not applied (counted to 1e6)",
+            "Events in the log a projection has not applied (counted to 1e5)",
             labels=["projection"],
         )
         applied = CounterMetricFamily(

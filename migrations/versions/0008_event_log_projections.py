@@ -30,7 +30,6 @@ depends_on = None
 QUEUED_CONDITION = "status IN ('deferred', 'in_delivery', 'ready', 'scheduled', 'suspended')"
 KEY = ("queue_name", "domain", "tenant_id", "campaign_id", "status", "queue_state", "bounce_classification")
 KEY_WIDTHS = (255, 255, 100, 100, 50, 50, 50)
-KEY_WIDTHS = (255, 255, 100, 100, 50, 50, 50)
 SUMS = ("messages", "size_bytes", "retries", "retried", "created_seconds", "delivery_ms")
 
 

@@ -365,3 +365,8 @@ def test_projections_status_shows_the_lag_and_rebuild_replays_the_log(tmp_path: 
     unknown = mtactl(tmp_path, "projections", "rebuild", "mirrors")
     assert unknown.returncode == 2 and "no projection 'mirrors'; there are mirror, rollups" in unknown.stderr
     assert messages > 0
+
+
+def test_serve_refuses_several_processes_without_postgres_and_redis(tmp_path: Path) -> None:
+    result = mtactl(tmp_path, "serve", "--workers", "2")
+    assert result.returncode == 2 and "--workers above 1 needs Postgres and MTACTL_REDIS_URL" in result.stderr
