@@ -6,7 +6,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from controlplane.db.partitions import apply_retention, drop_empty_counts, ensure_partitions
 from controlplane.db.tables import JobHeartbeatRow
@@ -22,14 +23,19 @@ class PeriodicJob:
 
 
 async def record_run(services: Services, name: str, runner: str, error: str | None = None) -> None:
-    """Upsert the job's heartbeat row (portable: select then insert/update inside one transaction)."""
+    """Upsert the job's heartbeat row. One statement: a select-then-insert raced when two runs of a job started
+    at once (a saq worker's start-up run beside its cron run) and failed one of them on the key."""
     now = datetime.now(UTC)
+    values = {"name": name, "runner": runner, "last_run_at": now, "last_error": error}
     async with services.sessions.begin() as session:
-        row = await session.scalar(select(JobHeartbeatRow).where(JobHeartbeatRow.name == name).with_for_update())
-        if row is None:
-            session.add(JobHeartbeatRow(name=name, runner=runner, last_run_at=now, last_error=error))
-        else:
-            row.runner, row.last_run_at, row.last_error = runner, now, error
+        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        statement = insert(JobHeartbeatRow).values(values)
+        await session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[JobHeartbeatRow.name],
+                set_={"runner": runner, "last_run_at": now, "last_error": error},
+            )
+        )
 
 
 async def heartbeat(services: Services, runner: str) -> None:
