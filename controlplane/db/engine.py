@@ -162,6 +162,28 @@ def _unavailable_layer(error: BaseException) -> bool:
     return isinstance(error, (OSError, ConnectionError, TimeoutError))
 
 
+def database_reason(exc: BaseException) -> str:
+    """What the database said, in one short line (not SQLAlchemy's text, which quotes the statement and its
+    parameters)."""
+    cause: BaseException = exc
+    while True:
+        inner = getattr(cause, "orig", None) or cause.__cause__
+        if inner is None or inner is cause:
+            break
+        cause = inner
+    text = str(cause).strip()
+    return one_line(f"{type(cause).__name__}: {text.splitlines()[0]}" if text else type(cause).__name__)
+
+
+_REASON_WIDTH = 300
+
+
+def one_line(text: str) -> str:
+    """The first line of a reason, NUL written as \\u0000 (Postgres text cannot hold it), at most 300 characters."""
+    text = (text.splitlines()[0] if text else text).replace("\x00", "\\u0000")
+    return text if len(text) <= _REASON_WIDTH else text[: _REASON_WIDTH - 1] + "…"
+
+
 def query_cancelled(error: BaseException) -> bool:
     """True when Postgres stopped the statement (SQLSTATE 57014: statement_timeout), at any layer of the error."""
     seen: set[int] = set()

@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from adapters.model import assume_utc
 from adapters.model.events import EventSource, LogEvent, storable_text
 from adapters.sources import event_source
-from controlplane.db.engine import database_unavailable
+from controlplane.db.engine import database_reason, database_unavailable, one_line
 from controlplane.db.events import (
     EVENTS,
     insert_dead_letters,
@@ -90,7 +90,6 @@ class TooManyRecords(MtactlError):
 
 
 DEFAULT_MAX_DEAD_LETTERS = 1000
-_MAX_REASON = 300
 
 
 def decode_body(
@@ -115,7 +114,7 @@ def decode_body(
         raws = source.split(body)
     except (msgspec.DecodeError, RecursionError) as exc:
         text = storable_text(body.decode("utf-8", errors="replace"))
-        reason = _short(f"body is not JSON: {exc}")
+        reason = one_line(f"body is not JSON: {exc}")
         dead.append(DeadLetterEntry(reason, text, api_key, source.name))
         return records, dead, [RejectedRecord(index=0, error=reason)]
     if max_records is not None and len(raws) > max_records:
@@ -176,12 +175,7 @@ def rejection_reason(exc: BaseException) -> str:
     else:  # a fault of this code, not of the record: still this record's alone
         log.exception("unexpected fault decoding a record")
         text = f"could not be decoded ({type(exc).__name__})"
-    return _short(text)
-
-
-def _short(text: str) -> str:
-    text = storable_text(text.splitlines()[0] if text else text)
-    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 1] + "…"
+    return one_line(text)
 
 
 # The recipient domain lands in message_queue.domain; its width is the limit.
@@ -289,19 +283,6 @@ async def _other_tenants_messages(
         if owners.setdefault(message, {record.tenant}) != {record.tenant}:
             refused.append((record, TENANT_REFUSAL))
     return refused
-
-
-def database_reason(exc: BaseException) -> str:
-    """What the database said, in one short line (not SQLAlchemy's text, which quotes the statement and its
-    parameters)."""
-    cause: BaseException = exc
-    while True:
-        inner = getattr(cause, "orig", None) or cause.__cause__
-        if inner is None or inner is cause:
-            break
-        cause = inner
-    text = str(cause).strip()
-    return _short(f"{type(cause).__name__}: {text.splitlines()[0]}" if text else type(cause).__name__)
 
 
 class IngestOutcome(NamedTuple):

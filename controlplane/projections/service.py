@@ -7,9 +7,10 @@ advisory lock named after the projection and skips the pass when another holds i
 checkpoint is moved only from the position the pass read (compare-and-set), so two runners that both got through
 would make the second roll back rather than apply a batch twice.
 
-An event the projection cannot apply (the database refuses what it would write) would stop the projection for
-good; the pass is retried in smaller batches down to that one event, which is then recorded as a dead letter and
-stepped over.
+The loop runs joint passes: one read of the log for every projection, each applying what is past its own
+checkpoint (``run_joint_once``). An event a projection cannot apply because the database refuses what it would
+write would stop the projection for good; the pass is retried in smaller batches down to that one event, which is
+then recorded as a dead letter and stepped over. Any other fault steps over nothing.
 """
 
 from __future__ import annotations
@@ -29,10 +30,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from controlplane.db.engine import database_unavailable
+from controlplane.db.engine import database_reason, database_unavailable
 from controlplane.db.events import insert_dead_letters
 from controlplane.db.tables import ProjectionCheckpointRow
-from controlplane.events.service import database_reason
 from controlplane.projections.base import Projection
 from controlplane.projections.log import START, LogPosition, backlog, log_size, read_after
 from controlplane.projections.schema import ProjectionStatus
