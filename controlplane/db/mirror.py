@@ -216,66 +216,47 @@ _POSTGRES_MERGE = _postgres_merge_from_stage()
 _POSTGRES_GUARDED_MERGE = _postgres_merge_from_stage(same_tenant_only=True)
 
 
-class TenantChanged(Exception):
-    """A message a tenant-bound key's record was about turned out to be another tenant's when it was written
-    (another writer stored it meanwhile). Nothing of the write stands; the caller writes the group again, and
-    the check before the write then sees the message."""
-
-
-async def message_tenants(session: AsyncSession, ids: Iterable[Any]) -> dict[Any, str | None]:
-    """The tenant of each of these messages that is stored."""
-    rows = await session.execute(select(COLUMNS.id, COLUMNS.tenant_id).where(COLUMNS.id.in_(list(ids))))
-    return {row.id: row.tenant_id for row in rows}
-
-
 async def apply_observations(
-    session: AsyncSession,
-    observations: Sequence[MessageObservation],
-    *,
-    same_tenant_only: bool = False,
-    raise_on_other_tenant: bool = True,
-) -> int:
-    """Upsert the observations into the mirror; returns the number of messages touched.
+    session: AsyncSession, observations: Sequence[MessageObservation], *, same_tenant_only: bool = False
+) -> set[Any]:
+    """Upsert the observations into the mirror; returns the ids of the messages left as they were.
 
     ``same_tenant_only`` (observations from a tenant-bound key) updates a stored message only if it has the
-    observation's tenant, and (with ``raise_on_other_tenant``) raises ``TenantChanged`` otherwise: the safety net
-    under the check made before the write, for a message another writer stored in the meantime."""
+    observation's tenant: the messages of another tenant are the ids returned (always none without it)."""
     combined = combine(observations)
     if not combined:
-        return 0
+        return set()
     now = datetime.now(UTC)
     if session.get_bind().dialect.name == "postgresql":
         rows = [_values(o, now, _json_text) for o in combined]
         await session.execute(text(_CREATE_STAGE))  # also begins the transaction on the server, as COPY needs
         connection = await driver_connection(session)
         await connection.copy_records_to_table(STAGE_NAME, records=rows, columns=MIRROR_COLUMNS)
+        touched: set[Any] = set()
         if same_tenant_only:
-            touched = len((await session.execute(_POSTGRES_GUARDED_MERGE)).all())
+            touched = {row.id for row in await session.execute(_POSTGRES_GUARDED_MERGE)}
         else:
             await session.execute(_POSTGRES_MERGE)
-            touched = len(rows)
         # The stage is emptied only at commit, and this transaction may merge again (a tenant-bound key's
         # observations after the others, a rebuild's next batch): a row left here would be merged twice. (DELETE,
         # not TRUNCATE: a truncate gives the table a new file, and so a catalog update, every pass.)
         await session.execute(text(f"DELETE FROM {STAGE_NAME}"))
         if not same_tenant_only:
-            return touched
+            return set()
     else:
         insert = sqlite_insert(TABLE)
         values = [dict(zip(MIRROR_COLUMNS, _values(o, now, _same), strict=True)) for o in combined]
         if not same_tenant_only:
             statement = insert.on_conflict_do_update(index_elements=[COLUMNS.id], set_=_merge_clause(insert.excluded))
             await session.execute(statement, values)
-            return len(combined)
+            return set()
         guarded = insert.on_conflict_do_update(
             index_elements=[COLUMNS.id], set_=_merge_clause(insert.excluded), where=_same_tenant(insert.excluded)
         ).returning(COLUMNS.id)
-        touched = 0
+        touched = set()
         for value in values:  # one by one: RETURNING over many rows is not offered with ON CONFLICT here
-            touched += len((await session.execute(guarded, value)).all())
-    if touched != len(combined) and raise_on_other_tenant:
-        raise TenantChanged(f"{len(combined) - touched} messages belong to another tenant")
-    return touched
+            touched.update(row.id for row in await session.execute(guarded, value))
+    return {o.id for o in combined} - touched
 
 
 def _same(value: Any) -> Any:

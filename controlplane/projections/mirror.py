@@ -11,18 +11,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.model.observation import MessageObservation
-from controlplane.db.events import EVENTS
+from controlplane.db.events import EVENTS, insert_dead_letters
 from controlplane.db.messages import COLUMNS, TABLE
 from controlplane.db.mirror import apply_observations
 from controlplane.projections.facts import facts_of
 from controlplane.projections.log import LoggedEvent
 
 log = logging.getLogger("mtactl.projections")
+TENANT_DECLINED = (
+    "not applied to the mirror: the message belongs to another tenant (the event of a tenant-bound key, stored in "
+    "the log, raced with that tenant's)"
+)
 
 
 class MirrorProjection:
@@ -30,24 +35,42 @@ class MirrorProjection:
 
     async def apply(self, session: AsyncSession, events: Sequence[LoggedEvent]) -> None:
         unbound: list[MessageObservation] = []
-        bound: list[MessageObservation] = []
+        bound: list[tuple[LoggedEvent, MessageObservation]] = []
         for event in events:
             if event.message_uuid is None:  # no message: nothing to mirror, no need to decode it
                 continue
             facts = facts_of(event)
             if facts is None or facts.observation is None:
                 continue
-            (bound if event.posted_by_tenant is not None else unbound).append(facts.observation)
+            if event.posted_by_tenant is None:
+                unbound.append(facts.observation)
+            else:
+                bound.append((event, facts.observation))
         await apply_observations(session, unbound)
-        if bound:
-            # A tenant-bound key's event touches only its own tenant's message: the ingest check refused those it
-            # could see; one that raced with another tenant's event is not applied here.
-            touched = await apply_observations(session, bound, same_tenant_only=True, raise_on_other_tenant=False)
-            if touched < len({o.id for o in bound}):
-                log.warning(
-                    "mirror: %d events of tenant-bound keys about another tenant's message not applied",
-                    len(bound) - touched,
-                )
+        if not bound:
+            return
+        # A tenant-bound key's event touches only its own tenant's message: the ingest check refused those it
+        # could see; one that raced past it with another tenant's event is not applied, and is kept where an
+        # operator looks for what did not go in.
+        declined = await apply_observations(session, [o for _, o in bound], same_tenant_only=True)
+        refused = [event for event, observation in bound if observation.id in declined]
+        if refused:
+            log.warning(
+                "mirror: %d events of tenant-bound keys about another tenant's message not applied", len(refused)
+            )
+            await insert_dead_letters(
+                session,
+                [
+                    {
+                        "received_at": datetime.now(UTC),
+                        "source": event.source,
+                        "error": TENANT_DECLINED,
+                        "payload": event.payload,
+                        "api_key": None,
+                    }
+                    for event in refused
+                ],
+            )
 
     async def reset(self, session: AsyncSession) -> None:
         # Every message the log describes goes and comes back from the replay; messages the log does not hold

@@ -12,11 +12,12 @@ from sqlalchemy import func, select
 from adapters.kumomta.events import record_decoder
 from adapters.kumomta.log_source import KUMOMTA
 from adapters.kumomta.mapping import message_uuid, observe
-from controlplane.db.mirror import TenantChanged, apply_observations
+from controlplane.db.mirror import apply_observations
 from controlplane.db.tables import DeadLetterRow, EventRow
 from controlplane.events import service as ingest_service
 from controlplane.events.service import TENANT_REFUSAL, IngestPipeline, _to_spool, decode_body, write_group
 from controlplane.events.spool import Spool
+from controlplane.projections.mirror import TENANT_DECLINED
 from controlplane.services import Services
 from tests.controlplane.api_client import api, bearer
 from tests.controlplane.events.test_hostile_records import INGEST, record
@@ -95,9 +96,8 @@ async def test_the_guarded_upsert_refuses_a_message_stored_meanwhile_for_another
     await services.projections.catch_up()
     claim = observe(record_decoder.decode(json.dumps(forged(acme_message, "globex"))))
     assert claim is not None
-    with pytest.raises(TenantChanged):
-        async with services.sessions.begin() as session:
-            await apply_observations(session, [claim], same_tenant_only=True)
+    async with services.sessions.begin() as session:
+        assert await apply_observations(session, [claim], same_tenant_only=True) == {claim.id}
 
     # As if another writer had stored the message after the check: the record is in the log, acknowledged, but
     # the mirror projection does not apply a tenant-bound key's event to another tenant's message.
@@ -129,6 +129,9 @@ async def test_the_guarded_upsert_refuses_a_message_stored_meanwhile_for_another
     assert posted == "globex"
     globex_own = message_uuid(record_decoder.decode(records[1].payload))
     assert (await services.queues.get_message(globex_own)).tenant_id == "globex"
+    async with services.sessions() as session:  # the declined event is where an operator looks for what did not go in
+        declined = (await session.scalars(select(DeadLetterRow).where(DeadLetterRow.error == TENANT_DECLINED))).all()
+    assert [json.loads(letter.payload)["id"] for letter in declined] == [acme_message["id"]]
 
 
 async def test_spooled_records_keep_the_tenant_rule_when_replayed(services: Services, tmp_path: Path) -> None:
