@@ -287,11 +287,12 @@ class QueueQueryService:
         if domain is not None:
             scope.append(n.domain == domain.lower())
         async with self._sessions() as session:
-            groups = (
+            # Three aggregations in the database, each returning few rows (statuses, domains, campaigns), rather
+            # than every (domain, campaign, status, class) group: at 2M messages in 250,000 queues that was ~300k
+            # rows summed again in Python.
+            totals = (
                 await session.execute(
                     select(
-                        n.domain,
-                        n.campaign_id,
                         n.status,
                         n.bounce_classification,
                         func.sum(n.messages),
@@ -300,22 +301,41 @@ class QueueQueryService:
                         func.sum(n.retried),
                         func.sum(n.created_seconds),
                         func.sum(n.delivery_ms),
+                    )
+                    .where(*scope, n.messages != 0)
+                    .group_by(n.status, n.bounce_classification)
+                )
+            ).all()
+            status = n.status
+            queued = status.in_(IN_QUEUE)
+            domains = (
+                await session.execute(
+                    select(
+                        n.domain,
+                        func.sum(n.messages),
+                        *(func.coalesce(func.sum(n.messages).filter(status == s.value), 0) for s in _HEALTH_STATUSES),
+                        func.coalesce(func.sum(n.messages).filter(queued), 0),
+                        func.coalesce(func.sum(n.delivery_ms).filter(status == _DELIVERED), 0),
                         func.max(n.last_delivered_at),
                     )
                     .where(*scope, n.messages != 0)
-                    .group_by(n.domain, n.campaign_id, n.status, n.bounce_classification)
+                    .group_by(n.domain)
+                )
+            ).all()
+            campaigns = (
+                await session.execute(
+                    select(n.campaign_id, func.sum(n.messages))
+                    .where(*scope, n.messages != 0, queued, n.campaign_id != "")
+                    .group_by(n.campaign_id)
                 )
             ).all()
             oldest, newest = await _queued_age_bounds(session, tenant_id, campaign_id, domain)
             windows = await _windows(session, now, tenant_id=tenant_id, campaign_id=campaign_id, domain=domain)
         by_status = dict.fromkeys(MessageQueueStatus, 0)
         by_bounce = dict.fromkeys(BounceType, 0)
-        depth_by_domain: dict[str, int] = defaultdict(int)
-        depth_by_campaign: dict[str, int] = defaultdict(int)
-        per_domain: dict[str, _DomainTally] = defaultdict(_DomainTally)
         total = retries = retried = size = queued_messages = queued_created = delivered_messages = delivery_ms = 0
-        for dom, campaign, status, bounce, messages, size_bytes, retry, retrying, created, delivery, last in groups:
-            state = MessageQueueStatus(status)
+        for state_name, bounce, messages, size_bytes, retry, retrying, created, delivery in totals:
+            state = MessageQueueStatus(state_name)
             messages = int(messages)
             total += messages
             retries += int(retry)
@@ -323,22 +343,22 @@ class QueueQueryService:
             by_status[state] += messages
             if bounce:
                 by_bounce[BounceType(bounce)] += messages
-            tally = per_domain[dom]
-            tally.messages += messages
-            tally.by_status[state] += messages
             if state.value in IN_QUEUE:
                 size += int(size_bytes)
                 queued_messages += messages
                 queued_created += int(created)
-                depth_by_domain[dom] += messages
-                if campaign:
-                    depth_by_campaign[campaign] += messages
             if state is MessageQueueStatus.delivered:
                 delivered_messages += messages
                 delivery_ms += int(delivery)
-                tally.delivery_ms += int(delivery)
-                if last is not None and (tally.last_delivered is None or last > tally.last_delivered):
-                    tally.last_delivered = last
+        per_domain: dict[str, _DomainTally] = {}
+        depth_by_domain: dict[str, int] = {}
+        for dom, messages, *outcomes, queued_here, delivered_ms, last in domains:
+            tally = per_domain[dom] = _DomainTally(messages=int(messages), delivery_ms=int(delivered_ms))
+            for state, count in zip(_HEALTH_STATUSES, outcomes, strict=True):
+                tally.by_status[state] = int(count)
+            tally.last_delivered = last
+            depth_by_domain[dom] = int(queued_here)
+        depth_by_campaign = {campaign: int(messages) for campaign, messages in campaigns}
         received_hour, received_day, received_week, delivered_hour = windows
         return QueueMetrics(
             total_messages=total,
@@ -361,6 +381,16 @@ class QueueQueryService:
             oldest_message_age=(now - oldest).total_seconds() if oldest else 0.0,
             newest_message_age=(now - newest).total_seconds() if newest else 0.0,
         )
+
+
+# The outcomes a domain's health score weighs.
+_HEALTH_STATUSES = (
+    MessageQueueStatus.delivered,
+    MessageQueueStatus.bounced,
+    MessageQueueStatus.expired,
+    MessageQueueStatus.deferred,
+)
+_DELIVERED = MessageQueueStatus.delivered.value
 
 
 @dataclass
