@@ -7,25 +7,21 @@ stopping or stopped server does; the shared server itself is never stopped.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import msgspec
 import pytest
-import uvicorn
 from sqlalchemy.engine import make_url
 
-from controlplane.app import create_app
 from controlplane.auth.service import ApiKeyService, VerifiedKeys, digest
 from controlplane.db.engine import create_engine, database_unavailable, session_factory
 from controlplane.services import Services
 from controlplane.settings import Settings
-from tests.controlplane.api_client import api, bearer
+from tests.controlplane.api_client import api, bearer, served
 from tests.pg_faults import PostgresProxy, RefusingPostgres
 from tests.support import kumomta_records
 
@@ -75,27 +71,6 @@ async def test_a_key_first_seen_while_the_database_is_away_gets_503_from_the_res
         assert (await client.get("/api/v1/messages", headers=key)).status_code == 200
 
 
-@asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[str]:
-    """The app under a real uvicorn server (as ``mtactl serve`` runs it), on a free port of 127.0.0.1."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, run_jobs=False), host="127.0.0.1", port=port, log_level="warning")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
-
-
 async def test_an_ingest_key_first_seen_while_the_database_is_away_is_held_then_the_connection_closed(
     services: Services, proxy: PostgresProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -103,7 +78,7 @@ async def test_an_ingest_key_first_seen_while_the_database_is_away_is_held_then_
     key = await bearer(services, "events:ingest")
     body = kumomta_records()["log_delivery"]
     settings = Settings(**{**msgspec.structs.asdict(services.settings), **proxied(services, proxy)})
-    async with serving(settings) as base, httpx.AsyncClient(base_url=base, timeout=30) as client:
+    async with served(settings) as base, httpx.AsyncClient(base_url=base, timeout=30) as client:
         await proxy.down("refused")
         started = time.monotonic()
         # No reply at all, not a 5xx that kumod would take as final: its client sees a network error and retries.
