@@ -279,13 +279,7 @@ class QueueQueryService:
         nothing here scans the mirror."""
         now = now or datetime.now(UTC)
         n = COUNTS.c
-        scope: list[ColumnElement[bool]] = []
-        if tenant_id is not None:
-            scope.append(n.tenant_id == tenant_id)
-        if campaign_id is not None:
-            scope.append(n.campaign_id == campaign_id)
-        if domain is not None:
-            scope.append(n.domain == domain.lower())
+        scope = _scope(n, tenant_id, campaign_id, domain)
         async with self._sessions() as session:
             # Three aggregations in the database, each returning few rows (statuses, domains, campaigns), rather
             # than every (domain, campaign, status, class) group: at 2M messages in 250,000 queues that was ~300k
@@ -406,16 +400,27 @@ def _top(counts: dict[str, int]) -> dict[str, int]:
     return dict(ranked[:TOP_BREAKDOWN])
 
 
+def _scope(
+    columns: Any, tenant_id: str | None, campaign_id: str | None, domain: str | None
+) -> list[ColumnElement[bool]]:
+    """The metrics' filters on a table with tenant_id, campaign_id and domain columns (the mirror, its counters)."""
+    where: list[ColumnElement[bool]] = []
+    if tenant_id is not None:
+        where.append(columns.tenant_id == tenant_id)
+    if campaign_id is not None:
+        where.append(columns.campaign_id == campaign_id)
+    if domain is not None:
+        where.append(columns.domain == domain.lower())
+    return where
+
+
 async def _queued_age_bounds(
     session: AsyncSession, tenant_id: str | None, campaign_id: str | None, domain: str | None
 ) -> tuple[datetime | None, datetime | None]:
     """The oldest and newest creation times of queued messages, from the partial index of queued messages
     (``ix_message_queue_queued``): two index ends, or a walk from them to the first match when scoped."""
     c = COLUMNS
-    where: list[ColumnElement[bool]] = [c.status.in_(IN_QUEUE)]
-    for column, value in ((c.tenant_id, tenant_id), (c.campaign_id, campaign_id), (c.domain, domain)):
-        if value is not None:
-            where.append(column == (value.lower() if column is c.domain else value))
+    where = [c.status.in_(IN_QUEUE), *_scope(c, tenant_id, campaign_id, domain)]
     oldest = await session.scalar(select(c.created_at).where(*where).order_by(c.created_at.asc()).limit(1))
     newest = await session.scalar(select(c.created_at).where(*where).order_by(c.created_at.desc()).limit(1))
     return oldest, newest
@@ -473,13 +478,7 @@ async def _windows_from_mirror(
     session: AsyncSession, now: datetime, *, tenant_id: str | None, campaign_id: str | None, domain: str | None
 ) -> tuple[int, int, int, int]:
     c = COLUMNS
-    scope: list[ColumnElement[bool]] = []
-    if tenant_id is not None:
-        scope.append(c.tenant_id == tenant_id)
-    if campaign_id is not None:
-        scope.append(c.campaign_id == campaign_id)
-    if domain is not None:
-        scope.append(c.domain == domain.lower())
+    scope = _scope(c, tenant_id, campaign_id, domain)
     row = (
         await session.execute(
             select(
