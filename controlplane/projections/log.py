@@ -41,6 +41,11 @@ class LogPosition(msgspec.Struct, frozen=True, array_like=True):
     def key(self) -> tuple[int, datetime, bytes]:
         return (self.tx, self.event_at, self.dedupe_key)
 
+    @classmethod
+    def of(cls, row: Any) -> LogPosition:
+        """The position a row with ``tx``, ``event_at`` and ``dedupe_key`` columns names (an event, a checkpoint)."""
+        return cls(int(row.tx), row.event_at, bytes(row.dedupe_key))
+
 
 START = LogPosition(0, START_AT, b"")
 
@@ -108,7 +113,7 @@ async def read_after(session: AsyncSession, position: LogPosition, limit: int) -
     rows = (await session.execute(statement)).all()
     return [
         LoggedEvent(
-            position=LogPosition(int(r.tx), r.event_at, bytes(r.dedupe_key)),
+            position=LogPosition.of(r),
             received_at=r.received_at,
             source=r.source,
             type=r.type,

@@ -93,7 +93,7 @@ class RollupProjection:
                 described = (facts.egress_source, facts.egress_pool, facts.node, facts.bounce_class)
                 if facts.delivery_seconds is not None and math.isfinite(facts.delivery_seconds):
                     bucket = delivery_bucket(facts.delivery_seconds)
-            minute = event.position.event_at.replace(second=0, microsecond=0)
+            minute = minute_of(event.position.event_at)
             profiles[
                 (minute, event.type, bucket, event.source, event.domain, event.tenant_id, event.campaign_id, *described)
             ] += 1

@@ -96,16 +96,15 @@ class ProjectionService:
         except KeyError:
             raise KeyError(f"no projection {name!r}; there are {', '.join(sorted(self.projections))}") from None
 
+    @staticmethod
+    async def _checkpoint_row(session: AsyncSession, name: str) -> Any:
+        return (await session.execute(select(CHECKPOINTS).where(CHECKPOINTS.c.name == name))).first()
+
     async def _checkpoint(self, session: AsyncSession, name: str) -> LogPosition:
-        row = (
-            await session.execute(
-                select(CHECKPOINTS.c.tx, CHECKPOINTS.c.event_at, CHECKPOINTS.c.dedupe_key).where(
-                    CHECKPOINTS.c.name == name
-                )
-            )
-        ).first()
+        """The projection's checkpoint, created at the start of the log when it has none yet."""
+        row = await self._checkpoint_row(session, name)
         if row is not None:
-            return LogPosition(int(row.tx), row.event_at, bytes(row.dedupe_key))
+            return LogPosition.of(row)
         postgres = session.get_bind().dialect.name == "postgresql"
         insert = (pg_insert if postgres else sqlite_insert)(CHECKPOINTS).values(
             name=name,
@@ -118,10 +117,9 @@ class ProjectionService:
         await session.execute(insert.on_conflict_do_nothing())
         return await self._checkpoint(session, name)
 
-    @staticmethod
-    async def _read_checkpoint(session: AsyncSession, name: str) -> LogPosition:
-        row = (await session.execute(select(CHECKPOINTS).where(CHECKPOINTS.c.name == name))).first()
-        return LogPosition(int(row.tx), row.event_at, bytes(row.dedupe_key)) if row else START
+    async def _read_checkpoint(self, session: AsyncSession, name: str) -> LogPosition:
+        row = await self._checkpoint_row(session, name)
+        return LogPosition.of(row) if row else START
 
     async def _lock(self, session: AsyncSession, name: str, *, wait: bool = False) -> None:
         if session.get_bind().dialect.name == "postgresql":
@@ -291,8 +289,8 @@ class ProjectionService:
         now = datetime.now(UTC)
         async with self._sessions() as session:
             for name in self.projections:
-                row = (await session.execute(select(CHECKPOINTS).where(CHECKPOINTS.c.name == name))).first()
-                position = LogPosition(int(row.tx), row.event_at, bytes(row.dedupe_key)) if row else START
+                row = await self._checkpoint_row(session, name)
+                position = LogPosition.of(row) if row else START
                 behind, first = await backlog(session, position, BACKLOG_CAP)
                 statuses.append(
                     ProjectionStatus(
