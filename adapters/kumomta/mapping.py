@@ -188,9 +188,8 @@ def observe(record: KumoLogRecord) -> MessageObservation | None:
     at = record.occurred_at()
     queue = QueueName.parse(record.queue)
     meta = record.meta or {}
-    headers = record.headers or None
-    if headers is not None and not all(isinstance(v, str) for v in headers.values()):
-        headers = {k: v for k, v in headers.items() if isinstance(v, str)} or None
+    headers = _text_headers(record)
+    tenant, campaign = _tenancy(record, queue)
     message_id = header(headers, "Message-ID") or record.id
     is_response = record.type in RESPONSE_TYPES and record.response is not None
     failure = record.type in FAILURE_TYPES
@@ -202,8 +201,8 @@ def observe(record: KumoLogRecord) -> MessageObservation | None:
         sender=normalize_address(record.sender),
         domain=recipient_domain(record.recipient),
         routing_domain=queue.routing_domain,
-        campaign_id=queue.campaign or _text(meta.get("campaign")),
-        tenant_id=queue.tenant or _text(meta.get("tenant")),
+        campaign_id=campaign,
+        tenant_id=tenant,
         status=status,
         status_at=at,
         size_bytes=record.size,
@@ -226,6 +225,20 @@ def observe(record: KumoLogRecord) -> MessageObservation | None:
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _text_headers(record: KumoLogRecord) -> dict[str, str] | None:
+    """The record's headers whose value is text (the model's headers are text)."""
+    headers = record.headers or None
+    if headers is not None and not all(isinstance(v, str) for v in headers.values()):
+        headers = {k: v for k, v in headers.items() if isinstance(v, str)} or None
+    return headers
+
+
+def _tenancy(record: KumoLogRecord, queue: QueueName) -> tuple[str | None, str | None]:
+    """The message's tenant and campaign: from the queue name, else from the record's meta."""
+    meta = record.meta or {}
+    return queue.tenant or _text(meta.get("tenant")), queue.campaign or _text(meta.get("campaign"))
 
 
 class Admitted(NamedTuple):
@@ -252,10 +265,7 @@ def admit(record: KumoLogRecord) -> Admitted | None:
     records. Raises ValueError naming the field."""
     if record.type not in RECORD_STATUS:
         return None
-    queue = QueueName.parse(record.queue)
-    meta = record.meta or {}
-    campaign = queue.campaign or _text(meta.get("campaign"))
-    tenant = queue.tenant or _text(meta.get("tenant"))
+    tenant, campaign = _tenancy(record, QueueName.parse(record.queue))
     recipient = normalize_address(record.recipient)
     if len(recipient) > 320 or not _ADDRESS.match(recipient):
         raise ValueError(f"`recipient` is not an e-mail address: {recipient[:100]!r}")
@@ -269,14 +279,9 @@ def admit(record: KumoLogRecord) -> Admitted | None:
     for name, value in (("campaign", campaign), ("tenant", tenant), ("egress_pool", record.egress_pool)):
         if value is not None and len(value) > _SHORT:
             raise ValueError(f"`{name}` is longer than {_SHORT} characters")
-    headers = record.headers
-    if headers:
-        # As observe finds it: headers whose value is not text are left out, then the name is matched in any case.
-        message_id = headers.get("Message-ID")
-        if not isinstance(message_id, str):
-            message_id = next((v for k, v in headers.items() if k.lower() == "message-id" and isinstance(v, str)), None)
-        if isinstance(message_id, str) and len(message_id) > _MESSAGE_ID:
-            raise ValueError(f"the Message-ID header is longer than {_MESSAGE_ID} characters")
+    message_id = header(_text_headers(record), "Message-ID")  # as observe finds it
+    if message_id is not None and len(message_id) > _MESSAGE_ID:
+        raise ValueError(f"the Message-ID header is longer than {_MESSAGE_ID} characters")
     response = record.response
     if record.type in RESPONSE_TYPES and response is not None and response.enhanced_code is not None:
         code = response.enhanced_code

@@ -183,7 +183,7 @@ DOMAIN_WIDTH = cast(String, MessageRow.__table__.c["domain"].type).length or 0
 
 
 def event_row(item: DecodedRecord, received_at: datetime) -> tuple[Any, ...]:
-    """The ``events`` row of a record, as a tuple in ``APPENDED_COLUMNS`` order, ready for COPY (``tx`` is the
+    """The ``events`` row of a record, as a tuple in ``EVENT_COLUMNS`` order, ready for COPY (``tx`` is the
     database's or the writer's to give)."""
     event = item.event
     return (
