@@ -33,6 +33,9 @@ import asyncpg
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ingest import local_part  # the same realistic recipients as the ingestion bench
 
 from adapters.model import QueueSortField
 from controlplane.queues.service import Cursor
@@ -94,80 +97,6 @@ def column_names() -> list[str]:
     ]
 
 
-FIRST = [
-    "anna",
-    "ben",
-    "chloe",
-    "david",
-    "emma",
-    "felix",
-    "grace",
-    "hugo",
-    "ines",
-    "jonas",
-    "kim",
-    "liam",
-    "mia",
-    "noah",
-    "olga",
-    "paul",
-    "rosa",
-    "sam",
-    "tara",
-    "ugo",
-    "vera",
-    "will",
-    "yara",
-    "zoe",
-    "sofia",
-    "mateo",
-]
-LAST = [
-    "smith",
-    "müller",
-    "garcia",
-    "rossi",
-    "kowalski",
-    "dubois",
-    "silva",
-    "nguyen",
-    "kim",
-    "tanaka",
-    "weber",
-    "jensen",
-    "novak",
-    "popescu",
-    "khan",
-    "oconnor",
-    "van.dijk",
-    "schmidt",
-    "martin",
-    "lopez",
-]
-ROLES = ["info", "sales", "billing", "support", "admin", "office", "hr", "team", "orders", "contact"]
-
-
-def local_part(rng: random.Random, n: int) -> str:
-    """A recipient's local part as people and companies have them: names, initials, years, roles, tags."""
-    first, last = rng.choice(FIRST), rng.choice(LAST)
-    shape = rng.random()
-    if shape < 0.3:
-        local = f"{first}.{last}"
-    elif shape < 0.45:
-        local = f"{first[0]}{last}"
-    elif shape < 0.6:
-        local = f"{first}_{last}{rng.randrange(1950, 2010)}"
-    elif shape < 0.7:
-        local = f"{first}{rng.randrange(1000)}"
-    elif shape < 0.8:
-        local = f"{rng.choice(ROLES)}{rng.randrange(100) if rng.random() < 0.3 else ''}"
-    elif shape < 0.9:
-        local = f"{last}.{first[0]}"
-    else:
-        local = f"{first}+{rng.choice(['news', 'shop', 'promo', 'x'])}"
-    return f"{local}.{n % 97}" if rng.random() < 0.2 else local
-
-
 def generate(rng: random.Random, start: int, count: int) -> list[tuple[Any, ...]]:
     statuses, weights = zip(*STATUSES, strict=True)
     rows = []
@@ -186,7 +115,7 @@ def generate(rng: random.Random, start: int, count: int) -> list[tuple[Any, ...]
                 uuid.UUID(int=rng.getrandbits(128), version=4),
                 f"<{n}@mail.bench>",
                 f"{prefix}{tenant}@{domain}",
-                f"{local_part(rng, n)}@{domain}",
+                f"{local_part(rng)}{f'.{n % 97}' if n % 5 == 0 else ''}@{domain}",
                 f"news@{tenant}.sender",
                 domain,
                 f"mx.{domain}" if rng.random() < 0.05 else None,
