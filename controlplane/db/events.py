@@ -41,15 +41,18 @@ def _in_key_order(row: tuple[Any, ...]) -> tuple[Any, Any]:
     return row[_AT], row[_KEY]
 
 
-def _postgres_insert() -> Any:
-    """INSERT ... SELECT FROM unnest(one array per column): one statement, binary arrays, planned once."""
-    names = list(EVENT_COLUMNS)
+def insert_from_arrays(table: Table, names: Sequence[str]) -> Any:
+    """Postgres: INSERT ... SELECT FROM unnest(one array per column, bound by column name): one statement for any
+    number of rows, binary arrays, planned once. The caller adds its ON CONFLICT clause."""
     columns = []
-    for column in (EVENTS.c[name] for name in names):
+    for column in (table.c[name] for name in names):
         element_type = DateTime(timezone=True) if isinstance(column.type, UtcDateTime) else column.type
         columns.append(func.unnest(bindparam(column.name, type_=postgresql.ARRAY(element_type))).label(column.name))
-    insert = pg_insert(EVENTS).from_select(names, select(*columns))
-    return insert.on_conflict_do_nothing().returning(EVENTS.c.dedupe_key)
+    return pg_insert(table).from_select(list(names), select(*columns))
+
+
+def _postgres_insert() -> Any:
+    return insert_from_arrays(EVENTS, EVENT_COLUMNS).on_conflict_do_nothing().returning(EVENTS.c.dedupe_key)
 
 
 _POSTGRES_INSERT = _postgres_insert()

@@ -16,12 +16,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, String, Table, bindparam, delete, func, select
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Table, delete
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from controlplane.db.events import insert_from_arrays
 from controlplane.db.tables import EventRollupRow
 from controlplane.projections.facts import facts_of
 from controlplane.projections.log import LoggedEvent
@@ -34,16 +33,9 @@ CHUNK = 4000
 
 
 def _postgres_add() -> Any:
-    """INSERT ... SELECT FROM unnest(one array per column) ON CONFLICT add the counts."""
+    """One upsert of every count of a pass, adding to the stored counts."""
     c = ROLLUPS.c
-    arrays = [
-        func.unnest(bindparam("dimension", type_=postgresql.ARRAY(String()))).label("dimension"),
-        func.unnest(bindparam("value", type_=postgresql.ARRAY(String()))).label("value"),
-        func.unnest(bindparam("metric", type_=postgresql.ARRAY(String()))).label("metric"),
-        func.unnest(bindparam("minute", type_=postgresql.ARRAY(DateTime(timezone=True)))).label("minute"),
-        func.unnest(bindparam("events", type_=postgresql.ARRAY(BigInteger()))).label("events"),
-    ]
-    insert = pg_insert(ROLLUPS).from_select(["dimension", "value", "metric", "minute", "events"], select(*arrays))
+    insert = insert_from_arrays(ROLLUPS, ["dimension", "value", "metric", "minute", "events"])
     return insert.on_conflict_do_update(
         index_elements=[c.dimension, c.value, c.metric, c.minute], set_={"events": c.events + insert.excluded.events}
     )
