@@ -8,8 +8,9 @@
     └── UnsupportedOperation      the MTA has no such operation (e.g. set_priority on KumoMTA); nothing was sent
         └── TargetNotExpressible  the MTA's request cannot name exactly the queues targeted; nothing was sent
 
-``controlplane.errors`` maps these to HTTP in its one handler. Adapters are picked by a node's kind
-(``adapter_for``), as saq picks a queue backend by URL scheme.
+``controlplane.errors`` maps these to HTTP in its one handler. Each MTA kind has one driver
+(``adapters.registry``), which builds its adapter for a node and declares what it can do (``Capabilities``);
+the control plane sees only these types.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Any
 import msgspec
 import sniffio
 
-from adapters.model import QueueName
+from adapters.model import QueueName, QueueOperationType
+from adapters.model.observation import MessageObservation
 
 
 class MtaError(Exception):
@@ -214,13 +216,72 @@ class NodeHealth(msgspec.Struct, kw_only=True):
     detail: str | None = None
 
 
+class OperationSupport(msgspec.Struct, kw_only=True, frozen=True):
+    """How an MTA takes one operation: by queue (``target_fields``: the ``Target`` fields its request carries,
+    with the meaning ``queue_matches`` gives them; what it lacks is expressed by ``express`` or refused), and/or
+    per message (``per_message``: ``message_ids`` name exactly the messages it acts on)."""
+
+    target_fields: frozenset[str] | None = frozenset()  # None: the adapter matches the target itself
+    per_message: bool = False
+    note: str | None = None  # how it is carried out, when that is not the MTA's own operation of that name
+
+
+class Capabilities(msgspec.Struct, kw_only=True, frozen=True):
+    """What one MTA kind can do: per operation, how it takes it, or in ``refused`` why it cannot."""
+
+    operations: dict[QueueOperationType, OperationSupport]
+    refused: dict[QueueOperationType, str]
+    per_message_refusal: str = "this MTA has no per-message operations; target queues instead"
+    lists_messages: bool = False  # ``queued_messages`` reads every queued message (the mirror can be synced)
+
+    def support(self, operation: QueueOperationType, *, per_message: bool = False) -> OperationSupport:
+        """How this MTA takes ``operation`` (per message, or by queue); ``UnsupportedOperation`` naming the
+        reason when it cannot."""
+        found = self.operations.get(operation)
+        if found is None:
+            raise UnsupportedOperation(self.refused.get(operation, f"{operation.value} is not supported"))
+        if per_message and not found.per_message:
+            raise UnsupportedOperation(f"{operation.value}: {self.per_message_refusal}")
+        if not per_message and found.target_fields == frozenset():
+            raise UnsupportedOperation(f"{operation.value} takes message_ids here, not a queue target")
+        return found
+
+
+class MessageRef(msgspec.Struct, frozen=True):
+    """One message as its MTA knows it: its id there and the recipient (one MTA message may hold several)."""
+
+    mta_message_id: str
+    recipient: str
+
+
+class OperationCall(msgspec.Struct, kw_only=True, frozen=True):
+    """One operation as sent to one node: ``target`` already expressed in what this MTA's request carries."""
+
+    operation: QueueOperationType
+    target: Target
+    reason: str
+    duration: str | None = None
+    data: dict[str, str] | None = None  # rebind: the metadata to set
+    suspension_id: str | None = None  # resume: lift this one only
+    # resume: per suspension id, the queue names mtactl recorded when it made that suspension by names
+    recorded: dict[str, tuple[str, ...]] = {}
+    messages: tuple[MessageRef, ...] | None = None  # a per-message operation: exactly these
+
+
+class OperationDone(msgspec.Struct, kw_only=True):
+    """What one node did: ``reference`` is the MTA's id for what was created or lifted (needed to undo it);
+    ``affected``, when the adapter verified it, how many messages the node acted on; ``note``, what a reader
+    should know (e.g. messages it could not act on, and why)."""
+
+    reference: str | None = None
+    affected: int | None = None
+    note: str | None = None
+
+
 class MtaAdapter(abc.ABC):
     """One MTA node. Every method talks to that node only; errors are ``MtaError`` subclasses."""
 
     kind: str
-    # Per operation family ("suspend", "bounce", "rebind"), the ``Target`` fields this MTA's request carries with
-    # the meaning ``queue_matches`` gives them. What is not listed is expressed by ``express`` or refused.
-    target_fields: dict[str, frozenset[str]] = {}
 
     @abc.abstractmethod
     async def health(self) -> NodeHealth: ...
@@ -271,6 +332,15 @@ class MtaAdapter(abc.ABC):
     async def set_priority(self, target: Target, *, priority: int) -> None:
         raise UnsupportedOperation(f"{self.kind} has no message priority to set")
 
+    @abc.abstractmethod
+    async def perform(self, call: OperationCall) -> OperationDone:
+        """Carry out one operation on this node, in this MTA's own requests (its operation mapping)."""
+
+    async def queued_messages(self) -> list[MessageObservation] | None:
+        """Every message the node holds, as ``MessageObservation``s, when the MTA can list them (None: it
+        cannot; its messages are known from its events only)."""
+        return None
+
     async def close(self) -> None:
         return None
 
@@ -280,33 +350,3 @@ def declare_asyncio() -> None:
     lock; declared, it answers from a context variable instead of inspecting the running task: about a fifth of
     the CPU of a fan-out to 100 nodes (bench/fanout.py). Tasks started afterwards inherit the declaration."""
     sniffio.current_async_library_cvar.set("asyncio")
-
-
-# The node kinds with an adapter. ZoneMTA nodes can be registered ahead of their adapter, not operated on.
-ADAPTER_KINDS = frozenset({"kumomta", "fake"})
-
-
-def adapter_class(kind: str) -> type[MtaAdapter]:
-    """The adapter class for a node's kind, for what it declares (``target_fields``) without a client."""
-    if kind == "kumomta":
-        from adapters.kumomta.client import KumoMtaClient
-
-        return KumoMtaClient
-    if kind == "fake":
-        from adapters.fake import FakeMta
-
-        return FakeMta
-    raise UnsupportedOperation(f"no adapter for MTA kind {kind!r}")
-
-
-def adapter_for(kind: str, base_url: str, **options: Any) -> MtaAdapter:
-    """The adapter for a node's kind ("kumomta"; "fake" for tests). ZoneMTA is not implemented yet."""
-    if kind == "kumomta":
-        from adapters.kumomta.client import KumoMtaClient
-
-        return KumoMtaClient(base_url, **options)
-    if kind == "fake":
-        from adapters.fake import FakeMta
-
-        return FakeMta(**options)
-    raise UnsupportedOperation(f"no adapter for MTA kind {kind!r}")

@@ -15,17 +15,23 @@ import ipaddress
 import socket
 import ssl
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import certifi
 import httpcore
 import httpx
+import msgspec
+
+from adapters.base import MtaAuthRefused, MtaBadAnswer, MtaRefused, MtaUnreachable
 
 # Longer than the default sync interval (15 s), so the sync keeps connections warm for operations. A node that
 # closes an idle connection first costs nothing but a new one: httpcore notices before reusing it.
 KEEPALIVE_SECONDS = 60.0
 DEFAULT_TIMEOUT_SECONDS = 10.0
+RETRY_DELAYS = (0.2, 0.5)  # three attempts in all
+
+T = TypeVar("T")
 
 
 @functools.cache
@@ -168,3 +174,107 @@ def pooled_client(
         limits=LIMITS,
         transport=transport,
     )
+
+
+class NodeAuth(msgspec.Struct, kw_only=True, frozen=True):
+    """How to authenticate to a node's API: none (a trusted host), HTTP Basic, or a Bearer token. kumod checks
+    these itself; ZoneMTA has no auth of its own and is put behind a proxy that checks either."""
+
+    scheme: str = "none"  # "none" | "basic" | "bearer"
+    username: str | None = None
+    password: str | None = None
+    token: str | None = None
+
+    def httpx_auth(self) -> httpx.Auth | None:
+        if self.scheme == "basic":
+            return httpx.BasicAuth(self.username or "", self.password or "")
+        return None
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.scheme == "bearer" and self.token else {}
+
+
+class NodeHttp:
+    """One node's HTTP API: its base URL and credentials, bounded retries, and every failure raised as the adapter
+    exception tree (``adapters.base``). A 5xx and a transport error are retried (``RETRY_DELAYS``); a 4xx is the
+    node's answer and is not; a redirect is never followed (a node URL must not lead mtactl elsewhere)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        node: str | None = None,
+        auth: NodeAuth | None = None,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        http: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """``http``: the process's client for this node (``pooled_client``), left open by ``close``; without it
+        a client of its own is made and owned."""
+        self.node = node or base_url
+        self.base = base_url.rstrip("/")
+        auth = auth or NodeAuth()
+        self._auth = auth.httpx_auth()
+        self._headers = auth.headers()
+        self.timeout = timeout
+        self._owns_http = http is None
+        self.http = http if http is not None else pooled_client(transport=transport)
+
+    async def close(self) -> None:
+        if self._owns_http:
+            await self.http.aclose()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        data: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        last_error = ""
+        for attempt in range(len(RETRY_DELAYS) + 1):
+            try:
+                response = await self.http.request(
+                    method,
+                    self.base + path,
+                    json=json,
+                    params=params,
+                    data=data,
+                    headers=self._headers,
+                    auth=self._auth or httpx.USE_CLIENT_DEFAULT,
+                    timeout=self.timeout,
+                )
+            except httpx.TransportError as exc:  # connect errors, timeouts, broken connections
+                last_error = f"{type(exc).__name__}: {exc}"
+            else:
+                status = response.status_code
+                if status in (401, 403):
+                    raise MtaAuthRefused(f"{self.node} refused the credentials ({status})", node=self.node)
+                if 300 <= status < 400:
+                    raise MtaRefused(
+                        f"{self.node}: {status} redirect to {response.headers.get('location', '?')}",
+                        status=status,
+                        node=self.node,
+                    )
+                if status < 500:
+                    if status >= 400:
+                        raise MtaRefused(
+                            f"{self.node}: {status} {response.text.strip()[:500]}", status=status, node=self.node
+                        )
+                    return response
+                last_error = f"{status} {response.text.strip()[:500]}"
+                if attempt == len(RETRY_DELAYS):
+                    raise MtaRefused(f"{self.node}: {last_error}", status=status, node=self.node)
+            if attempt < len(RETRY_DELAYS):
+                await asyncio.sleep(RETRY_DELAYS[attempt])
+        raise MtaUnreachable(f"{self.node} unreachable: {last_error}", node=self.node)
+
+    def decode(self, response: httpx.Response, kind: type[T]) -> T:
+        """The answer as ``kind``; anything else is ``MtaBadAnswer`` naming the path."""
+        try:
+            return msgspec.json.decode(response.content, type=kind)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            path = response.request.url.path
+            raise MtaBadAnswer(f"{self.node}: unexpected answer to {path}: {exc}", node=self.node) from None

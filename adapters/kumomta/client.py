@@ -7,7 +7,6 @@ requests are decoded by kumod with ``deny_unknown_fields``, so only its known fi
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -16,42 +15,29 @@ import msgspec
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.base import (
+    Capabilities,
     MtaAdapter,
-    MtaAuthRefused,
     MtaBadAnswer,
     MtaError,
     MtaRefused,
     MtaUnreachable,
     NodeHealth,
+    OperationCall,
+    OperationDone,
+    OperationSupport,
     QueueCounts,
     StandingBounce,
     Suspension,
     Target,
     TargetNotExpressible,
     UnsupportedOperation,
+    queue_matches,
 )
-from adapters.http import DEFAULT_TIMEOUT_SECONDS, pooled_client
+from adapters.http import DEFAULT_TIMEOUT_SECONDS, NodeAuth, NodeHttp
 from adapters.kumomta.mapping import CANCEL_MARK
+from adapters.model import QueueOperationType as Op
 
 T = TypeVar("T")
-RETRY_DELAYS = (0.2, 0.5)  # three attempts in all
-
-
-class KumoAuth(msgspec.Struct, kw_only=True):
-    """How to authenticate to kumod: none (a trusted host), HTTP Basic, or a Bearer token."""
-
-    scheme: str = "none"  # "none" | "basic" | "bearer"
-    username: str | None = None
-    password: str | None = None
-    token: str | None = None
-
-    def httpx_auth(self) -> httpx.Auth | None:
-        if self.scheme == "basic":
-            return httpx.BasicAuth(self.username or "", self.password or "")
-        return None
-
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.scheme == "bearer" and self.token else {}
 
 
 class _SuspendEntry(msgspec.Struct):
@@ -116,17 +102,55 @@ KUMOD_TARGET_FIELDS: dict[str, frozenset[str]] = {
     "bounce": frozenset({"domain", "tenant", "campaign", "routing_domain", "queue_names", "everything"}),
     "rebind": frozenset({"domain", "tenant", "campaign", "routing_domain", "everything"}),
 }
+_QUEUES_ONLY = "KumoMTA has no per-message operations; target queues instead"
+KUMOMTA_CAPABILITIES = Capabilities(
+    operations={
+        Op.suspend: OperationSupport(target_fields=KUMOD_TARGET_FIELDS["suspend"]),
+        # A resume lifts suspensions that lie inside the target (``lifts``): matched here, not expressed.
+        Op.resume: OperationSupport(target_fields=None),
+        Op.bounce: OperationSupport(target_fields=KUMOD_TARGET_FIELDS["bounce"]),
+        Op.cancel: OperationSupport(target_fields=KUMOD_TARGET_FIELDS["bounce"], note="an admin bounce, marked"),
+        Op.purge: OperationSupport(target_fields=KUMOD_TARGET_FIELDS["bounce"], note="an unlogged admin bounce"),
+        Op.retry: OperationSupport(target_fields=KUMOD_TARGET_FIELDS["rebind"], note="a flushing rebind"),
+        Op.rebind: OperationSupport(target_fields=KUMOD_TARGET_FIELDS["rebind"]),
+    },
+    refused={Op.set_priority: "set_priority: KumoMTA has no message priority"},
+    per_message_refusal=_QUEUES_ONLY,
+)
+
+
+# A purge sends no records (suppress_logging): were its bounce left standing for kumod's default 5 minutes, new
+# messages to the target would vanish unrecorded. It removes what is queued now, unless told longer.
+PURGE_DURATION = "1s"
+
+
+def lifts(suspension: Suspension, target: Target, wanted: str | None, recorded: tuple[str, ...] | None) -> bool:
+    """Whether a resume lifts this suspension: the one named by id, else a suspension made through kumod's admin
+    API that covers nothing outside the target: the same criteria (kumod's rule), or, for one mtactl made by
+    queue names, names the target all selects."""
+    if wanted is not None:
+        return suspension.id == wanted
+    if suspension.source != "kumod" or suspension.ready_queue is not None:
+        return False  # the TSA daemon's end on their own; ready-queue suspensions are lifted by id
+    if recorded:
+        return all(queue_matches(target, name) for name in recorded)
+    if target.routing_domain or target.queue_names:
+        return False
+    return (suspension.domain, suspension.tenant, suspension.campaign) == (
+        target.domain,
+        target.tenant,
+        target.campaign,
+    )
 
 
 class KumoMtaClient(MtaAdapter):
     kind = "kumomta"
-    target_fields = KUMOD_TARGET_FIELDS
 
     def __init__(
         self,
         base_url: str,
         *,
-        auth: KumoAuth | None = None,
+        auth: NodeAuth | None = None,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         node: str | None = None,
         http: httpx.AsyncClient | None = None,
@@ -135,70 +159,22 @@ class KumoMtaClient(MtaAdapter):
     ) -> None:
         """``http``: the process's shared client (``adapters.http.pooled_client``), left open by ``close``; without
         it the adapter makes and owns a client of its own."""
-        self.node = node or base_url
-        self._base = base_url.rstrip("/")
+        self._api = NodeHttp(base_url, node=node, auth=auth, timeout=timeout, http=http, transport=transport)
+        self.node = self._api.node
         self._tsa = tsa_url.rstrip("/") if tsa_url else None
-        auth = auth or KumoAuth()
-        self._auth = auth.httpx_auth()
-        self._headers = auth.headers()
+        self._http = self._api.http
         self._timeout = timeout
-        self._owns_http = http is None
-        self._http = http if http is not None else pooled_client(transport=transport)
 
     async def close(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
+        await self._api.close()
 
     async def _request(
         self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
     ) -> httpx.Response:
-        last_error = ""
-        for attempt in range(len(RETRY_DELAYS) + 1):
-            try:
-                response = await self._http.request(
-                    method,
-                    self._base + path,
-                    json=json,
-                    params=params,
-                    headers=self._headers,
-                    auth=self._auth or httpx.USE_CLIENT_DEFAULT,
-                    timeout=self._timeout,
-                )
-            except httpx.TransportError as exc:  # connect errors, timeouts, broken connections
-                last_error = f"{type(exc).__name__}: {exc}"
-            else:
-                if response.status_code in (401, 403):
-                    raise MtaAuthRefused(
-                        f"{self.node} refused the credentials ({response.status_code})", node=self.node
-                    )
-                if 300 <= response.status_code < 400:
-                    # Redirects are not followed (a node URL must not lead mtactl elsewhere), and are no success.
-                    raise MtaRefused(
-                        f"{self.node}: {response.status_code} redirect to {response.headers.get('location', '?')}",
-                        status=response.status_code,
-                        node=self.node,
-                    )
-                if response.status_code < 500:
-                    if response.status_code >= 400:
-                        raise MtaRefused(
-                            f"{self.node}: {response.status_code} {response.text.strip()[:500]}",
-                            status=response.status_code,
-                            node=self.node,
-                        )
-                    return response
-                last_error = f"{response.status_code} {response.text.strip()[:500]}"
-                if attempt == len(RETRY_DELAYS):
-                    raise MtaRefused(f"{self.node}: {last_error}", status=response.status_code, node=self.node)
-            if attempt < len(RETRY_DELAYS):
-                await asyncio.sleep(RETRY_DELAYS[attempt])
-        raise MtaUnreachable(f"{self.node} unreachable: {last_error}", node=self.node)
+        return await self._api.request(method, path, json=json, params=params)
 
     def _decode(self, response: httpx.Response, kind: type[T]) -> T:
-        try:
-            return msgspec.json.decode(response.content, type=kind)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            path = response.request.url.path
-            raise MtaBadAnswer(f"{self.node}: unexpected answer to {path}: {exc}", node=self.node) from None
+        return self._api.decode(response, kind)
 
     async def health(self) -> NodeHealth:
         now = datetime.now(UTC)
@@ -344,6 +320,36 @@ class KumoMtaClient(MtaAdapter):
             )
             for b in self._decode(response, list[_BounceEntry])
         ]
+
+    async def perform(self, call: OperationCall) -> OperationDone:
+        """kumod's operations: suspend and resume by its suspension resource; bounce, cancel and purge are
+        bounces (cancel marked so its AdminBounce records read as cancellations, purge unlogged); retry is a
+        rebind that changes nothing and flushes."""
+        op, target, reason = call.operation, call.target, call.reason
+        if op is Op.suspend:
+            return OperationDone(reference=await self.suspend(target, reason=reason, duration=call.duration))
+        if op is Op.resume:
+            held = await self.list_suspensions()
+            lifted = [s.id for s in held if lifts(s, target, call.suspension_id, call.recorded.get(s.id))]
+            for ident in lifted:
+                await self.resume(ident)
+            return OperationDone(reference=",".join(lifted) or None)
+        if op in (Op.bounce, Op.cancel, Op.purge):
+            reference = await self.bounce(
+                target,
+                reason=reason,
+                duration=call.duration or (PURGE_DURATION if op is Op.purge else None),
+                suppress_logging=op is Op.purge,
+                cancel=op is not Op.bounce,
+            )
+            return OperationDone(reference=reference)
+        if op is Op.retry:
+            await self.retry(target, reason=reason)
+            return OperationDone()
+        if op is Op.rebind:
+            await self.rebind(target, reason=reason, data=dict(call.data or {}))
+            return OperationDone()
+        raise UnsupportedOperation(KUMOMTA_CAPABILITIES.refused.get(op, f"KumoMTA has no {op.value}"))
 
     async def retry(self, target: Target, *, reason: str) -> None:
         # A rebind that changes nothing but flushes makes every matching message due now.

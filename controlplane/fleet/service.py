@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 import httpx
 import msgspec
@@ -16,9 +16,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from adapters.base import MtaAdapter, MtaError, adapter_for
-from adapters.http import DEFAULT_TIMEOUT_SECONDS, NodeNetworks, pooled_client
-from adapters.kumomta.client import KumoAuth
+from adapters.base import MtaAdapter, MtaError
+from adapters.driver import NodeConfig
+from adapters.http import DEFAULT_TIMEOUT_SECONDS, NodeAuth, NodeNetworks, pooled_client
+from adapters.registry import driver_for
 from controlplane.audit.service import AuditLog
 from controlplane.db.tables import NodeHoldRow, NodeQueuesRow, NodeRow
 from controlplane.errors import Conflict, InvalidInput, NotFound
@@ -247,27 +248,24 @@ class FleetService:
         return list(chosen.values())
 
     def adapter(self, row: NodeRow) -> MtaAdapter:
-        options: dict[str, Any] = {"node": row.name}
-        if row.kind == "kumomta":
-            auth = KumoAuth()
-            if row.credentials is not None:
-                if self._box is None:
-                    raise InvalidInput("MTACTL_SECRET_KEY is not set; node credentials cannot be read", field="node")
-                credentials = msgspec.json.decode(
-                    self._box.open(row.credentials, context=row.id.bytes), type=NodeCredentials
-                )
-                auth = KumoAuth(
-                    scheme=credentials.scheme,
-                    username=credentials.username,
-                    password=credentials.password,
-                    token=credentials.token,
-                )
-            options["auth"] = auth
-            options["tsa_url"] = row.tsa_url
-            if row.id not in self._clients:
-                self._clients[row.id] = pooled_client(networks=self._networks)
-            options["http"] = self._clients[row.id]
-        return adapter_for(row.kind, row.base_url, **options)
+        """The node's adapter, from its kind's driver (``adapters.registry``), its credentials opened here."""
+        auth = NodeAuth()
+        if row.credentials is not None:
+            if self._box is None:
+                raise InvalidInput("MTACTL_SECRET_KEY is not set; node credentials cannot be read", field="node")
+            credentials = msgspec.json.decode(
+                self._box.open(row.credentials, context=row.id.bytes), type=NodeCredentials
+            )
+            auth = NodeAuth(
+                scheme=credentials.scheme,
+                username=credentials.username,
+                password=credentials.password,
+                token=credentials.token,
+            )
+        if row.id not in self._clients:
+            self._clients[row.id] = pooled_client(networks=self._networks)
+        config = NodeConfig(name=row.name, base_url=row.base_url, auth=auth, tsa_url=row.tsa_url)
+        return driver_for(row.kind).connect(config, http=self._clients[row.id])
 
     async def with_adapter(self, row: NodeRow, work: Callable[[MtaAdapter], Awaitable[T]]) -> T | NodeFault:
         """Run ``work`` against one node's adapter and close it. A failure comes back as a ``NodeFault``, never

@@ -22,19 +22,22 @@ from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.base import (
-    ADAPTER_KINDS,
+    MessageRef,
     MtaAdapter,
+    OperationCall,
+    OperationDone,
+    OperationSupport,
     StandingBounce,
     Suspension,
     Target,
     TargetNotExpressible,
     UnsupportedOperation,
-    adapter_class,
     declare_asyncio,
     express,
     queue_matches,
 )
 from adapters.model import QueueName, QueueOperationResult, QueueOperationType
+from adapters.registry import driver_for
 from controlplane.audit.service import AuditLog
 from controlplane.db.effects import record_purge
 from controlplane.db.tables import NodeHoldRow, NodeQueuesRow, NodeRow, OperationRow
@@ -59,18 +62,6 @@ def suspension_id_of(request: OperationRequest) -> str | None:
     return value
 
 
-# Which request of the MTA carries each operation: cancel and purge are bounces (purge unlogged), retry is a rebind
-# that changes nothing and flushes.
-FAMILY = {
-    Op.suspend: "suspend",
-    Op.bounce: "bounce",
-    Op.cancel: "bounce",
-    Op.purge: "bounce",
-    Op.retry: "rebind",
-    Op.rebind: "rebind",
-}
-
-
 def target_of(request: OperationRequest) -> Target:
     target = Target(
         # kumod compares queue-name parts exactly, and domains in its queue names are lower case.
@@ -85,7 +76,9 @@ def target_of(request: OperationRequest) -> Target:
         raise InvalidInput(
             "`everything: true` targets every queue: give no other targeting field with it", field="everything"
         )
-    if target.is_empty() and suspension_id_of(request) is None:
+    if request.message_ids and not target.is_empty():
+        raise InvalidInput("message_ids name the messages: give no queue target with them", field="message_ids")
+    if target.is_empty() and suspension_id_of(request) is None and not request.message_ids:
         # An empty target means "every queue" to kumod; that is never what a missing field should mean.
         raise InvalidInput(
             "name the queues: domain, tenant, campaign, routing_domain or queue_name (or everything: true)",
@@ -129,100 +122,62 @@ def confine(request: OperationRequest, tenant: str | None) -> OperationRequest:
 REBIND_KEYS_FOR_TENANTS = frozenset({"campaign", "tenant", "routing_domain", "queue"})
 
 
-def check(request: OperationRequest, target: Target, nodes: list[NodeRow]) -> None:
-    if request.message_ids:
-        raise UnsupportedOperation("KumoMTA has no per-message operations; target queues instead")
-    if request.operation is Op.set_priority:
-        kinds = sorted({n.kind for n in nodes})
-        raise UnsupportedOperation(f"set_priority: {', '.join(kinds) or 'these MTAs'} have no message priority")
+def check(request: OperationRequest, target: Target, nodes: list[NodeRow]) -> dict[str, str]:
+    """Refuse what no selected node can do, before any is contacted; returns, per node kind that cannot take
+    this operation, why (those nodes are reported as refused, the others carry it out)."""
     if request.operation is Op.rebind:
         data = (request.metadata or {}).get("data")
         if not isinstance(data, dict) or not data or not all(isinstance(v, str) for v in data.values()):
             raise InvalidInput('rebind needs metadata.data, e.g. {"data": {"tenant": "acme-warm"}}', field="metadata")
+    if request.message_ids is not None and not request.message_ids:
+        raise InvalidInput("message_ids is empty: name the messages, or target queues instead", field="message_ids")
     if not nodes:
         raise InvalidInput("no nodes are registered (or selected)", field="nodes")
-    without_adapter = sorted(n.name for n in nodes if n.kind not in ADAPTER_KINDS)
-    if without_adapter:
-        raise UnsupportedOperation(
-            f"no adapter yet for the kind of {', '.join(without_adapter)}; leave them out with `nodes`"
-        )
-    family = FAMILY.get(request.operation)
-    if family is not None and not target.is_empty():
-        # Refused before any node is contacted when some node's MTA cannot be told this target exactly (the queues
-        # a node lists are known per node only when the job runs; any list will do to test expressibility).
-        for kind in sorted({n.kind for n in nodes}):
-            express(target, adapter_class(kind).target_fields[family], (), operation=request.operation.value)
+    refused: dict[str, str] = {}
+    expressible_error: TargetNotExpressible | None = None
+    for kind in sorted({n.kind for n in nodes}):
+        try:
+            support = driver_for(kind).capabilities().support(request.operation, per_message=bool(request.message_ids))
+            if support.target_fields is not None and not request.message_ids and not target.is_empty():
+                # Any list of queue names will do to test expressibility: a node's own are known when the job runs.
+                express(target, support.target_fields, (), operation=request.operation.value)
+        except TargetNotExpressible as exc:
+            expressible_error = exc
+            refused[kind] = exc.message
+        except UnsupportedOperation as exc:
+            refused[kind] = exc.message
+    if len(refused) == len({n.kind for n in nodes}):
+        # No selected node can take it: refused as a whole, naming the reason (the target's field when it is one).
+        if expressible_error is not None and len(refused) == 1:
+            raise expressible_error
+        raise UnsupportedOperation("; ".join(refused[k] for k in sorted(refused)))
+    return refused
 
 
-def node_target(
-    adapter: MtaAdapter, request: OperationRequest, target: Target, synced: dict[str, int] | None
-) -> Target:
-    """What this node is sent: ``target`` in the fields its MTA's request carries (``adapters.base.express``)."""
-    family = FAMILY.get(request.operation)
-    if family is None:
-        return target
-    return express(target, adapter.target_fields[family], synced, operation=request.operation.value)
-
-
-def lifts(suspension: Suspension, target: Target, wanted: str | None, recorded: tuple[str, ...] | None) -> bool:
-    """Whether a resume lifts this suspension: the one named by id, else a suspension made through the admin API
-    that covers nothing outside the target: the same criteria (kumod's rule), or, for one mtactl made by queue
-    names, names the target all selects."""
-    if wanted is not None:
-        return suspension.id == wanted
-    if suspension.source != "kumod" or suspension.ready_queue is not None:
-        return False  # the TSA daemon's end on their own; ready-queue suspensions are lifted by id
-    if recorded:
-        return all(queue_matches(target, name) for name in recorded)
-    if target.routing_domain or target.queue_names:
-        return False
-    return (suspension.domain, suspension.tenant, suspension.campaign) == (
-        target.domain,
-        target.tenant,
-        target.campaign,
-    )
-
-
-async def apply(
-    adapter: MtaAdapter,
+def call_for(
     request: OperationRequest,
     target: Target,
-    recorded: dict[str, tuple[str, ...]] | None = None,
-) -> str | None:
-    """Carry out the operation on one node, ``target`` already expressed for it; returns the MTA's reference for
-    what it created, if any."""
-    reason = request.reason
-    if request.operation is Op.suspend:
-        return await adapter.suspend(target, reason=reason, duration=request.duration)
-    if request.operation is Op.resume:
-        wanted = suspension_id_of(request)
-        recorded = recorded or {}
-        lifted = [s.id for s in await adapter.list_suspensions() if lifts(s, target, wanted, recorded.get(s.id))]
-        for ident in lifted:
-            await adapter.resume(ident)
-        return ",".join(lifted) or None
-    if request.operation in (Op.bounce, Op.cancel, Op.purge):
-        # cancel: failed administratively (AdminBounce, mirrored as "cancelled"); purge: the same, unlogged.
-        # A purge sends no records (suppress_logging): were its bounce left standing for kumod's default 5 minutes,
-        # new messages to the target would vanish unrecorded. It removes what is queued now, unless told longer.
-        duration = request.duration or (PURGE_DURATION if request.operation is Op.purge else None)
-        return await adapter.bounce(
-            target,
-            reason=reason,
-            duration=duration,
-            suppress_logging=request.operation is Op.purge,
-            cancel=request.operation is not Op.bounce,
-        )
-    if request.operation is Op.retry:
-        await adapter.retry(target, reason=reason)
-        return None
-    if request.operation is Op.rebind:
-        await adapter.rebind(target, reason=reason, data=dict((request.metadata or {})["data"]))
-        return None
-    raise UnsupportedOperation(f"{request.operation.value} is not supported")
+    support: OperationSupport,
+    synced: dict[str, int] | None,
+    recorded: dict[str, tuple[str, ...]],
+    messages: tuple[MessageRef, ...] | None,
+) -> OperationCall:
+    """What one node is sent: the target in the fields its MTA's request carries (``adapters.base.express``),
+    or the messages named."""
+    if messages is None and support.target_fields is not None:
+        target = express(target, support.target_fields, synced, operation=request.operation.value)
+    data = (request.metadata or {}).get("data") if request.operation is Op.rebind else None
+    return OperationCall(
+        operation=request.operation,
+        target=target,
+        reason=request.reason,
+        duration=request.duration,
+        data=dict(data) if isinstance(data, dict) else None,
+        suspension_id=suspension_id_of(request),
+        recorded=recorded,
+        messages=messages,
+    )
 
-
-PURGE_DURATION = "1s"
 
 # How often a running operation writes its per-node outcomes so far (each write is one small UPDATE).
 PROGRESS_EVERY_SECONDS = 0.5
@@ -264,8 +219,13 @@ class OperationService:
         if tenant is not None and (wanted := suspension_id_of(request)) is not None:
             await self._check_hold_tenant(wanted, tenant)
         nodes = await self._fleet.select(request.nodes)
-        check(request, target, nodes)
-        affected, queue_names = await self._queues.queued_in(target)
+        refused = check(request, target, nodes)
+        messages: tuple[MessageRef, ...] | None = None
+        if request.message_ids:
+            messages, by_queue = await self._queues.messages_named(request.message_ids, tenant=tenant)
+            affected, queue_names = len(messages), sorted(by_queue)
+        else:
+            affected, queue_names = await self._queues.queued_in(target)
         now = datetime.now(UTC)
         plan = QueueOperationResult(
             success=True,
@@ -278,7 +238,9 @@ class OperationService:
         if request.dry_run:  # what each node would see, from its last sync: no node is contacted
             synced = await self._synced_queues([n.id for n in nodes])
             planned_nodes = [
-                _outcome(n, request, _matching(target, synced[n.id]), errors=[], at=now, note=_sync_note(n))
+                _refused(n, request, refused[n.kind], at=now)
+                if n.kind in refused
+                else _outcome(n, request, _matching(target, synced[n.id]), errors=[], at=now, note=_sync_note(n))
                 for n in nodes
             ]
         row = OperationRow(
@@ -297,6 +259,8 @@ class OperationService:
                     "nodes": planned_nodes,
                     "node_ids": [str(n.id) for n in nodes],
                     "nodes_total": len(nodes),
+                    "refused_kinds": refused,
+                    "messages": messages,
                 }
             ),
         )
@@ -415,14 +379,24 @@ class OperationService:
             found = {r.id: r for r in (await session.scalars(select(NodeRow).where(NodeRow.id.in_(node_ids)))).all()}
         synced = await self._synced_queues(list(found))
         recorded = await self._recorded_names(list(found))
+        refused: dict[str, str] = result.get("refused_kinds") or {}
+        messages = msgspec.convert(result.get("messages"), tuple[MessageRef, ...] | None)
+        started = datetime.now(UTC)
         outcomes: list[NodeOutcome] = [
             _outcome_error(node_id, request, "the node was removed before the operation reached it")
             for node_id in node_ids
             if node_id not in found
         ]
+        outcomes += [
+            _refused(row, request, refused[row.kind], at=started) for row in found.values() if row.kind in refused
+        ]
         last_write = asyncio.get_running_loop().time()
         for finished in asyncio.as_completed(
-            [self._on_node(found[i], request, target, synced[i], recorded[i]) for i in found]
+            [
+                self._on_node(found[i], request, target, synced[i], recorded[i], messages)
+                for i in found
+                if found[i].kind not in refused
+            ]
         ):
             outcomes.append(await finished)
             now = asyncio.get_running_loop().time()
@@ -461,7 +435,7 @@ class OperationService:
             stored.finished_at = datetime.now(UTC)
             stored.result = result | msgspec.to_builtins({"total": total, "nodes": outcomes})
             await record_effects(session, request, target, outcomes)
-            if request.operation is Op.purge and not errors and not request.nodes:
+            if request.operation is Op.purge and not errors and not request.nodes and not request.message_ids:
                 # No record will tell the mirror (suppress_logging): every node purged the target, so say it here.
                 await record_purge(session, target, note=f"purged by operation {row.id}: {request.reason}")
             if request.operation in (Op.suspend, Op.resume):  # only these change what the nodes hold suspended
@@ -519,31 +493,41 @@ class OperationService:
         target: Target,
         synced: dict[str, int] | None,
         recorded: dict[str, tuple[str, ...]],
+        messages: tuple[MessageRef, ...] | None,
     ) -> NodeOutcome:
-        """One node: the change, sent once (with the adapter's bounded retries), its target expressed in what this
-        node's MTA understands. What it affects is read from the node's last sync rather than asked again: one
-        round trip per node instead of two, which halves both the latency and the CPU of a fan-out (the sync job
-        keeps the counts at most MTACTL_SYNC_INTERVAL_SECONDS old)."""
+        """One node: the change, sent once (with the adapter's bounded retries), in what this node's MTA
+        understands (its driver's ``perform``). What it affects is read from the node's last sync rather than
+        asked again, unless the adapter verified it: one round trip per node instead of two, which halves both
+        the latency and the CPU of a fan-out (the sync job keeps the counts at most MTACTL_SYNC_INTERVAL_SECONDS
+        old)."""
         now = datetime.now(UTC)
-        sent: list[Target] = []
+        sent: list[OperationCall] = []
 
-        async def work(adapter: MtaAdapter) -> str | None:
-            exact = node_target(adapter, request, target, synced)
-            sent.append(exact)
-            if exact.queue_names == ():  # none of this node's queues is targeted: nothing to send
+        async def work(adapter: MtaAdapter) -> OperationDone | None:
+            support = driver_for(row.kind).capabilities().support(request.operation, per_message=bool(messages))
+            call = call_for(request, target, support, synced, recorded, messages)
+            sent.append(call)
+            if messages is None and call.target.queue_names == ():  # none of this node's queues is targeted
                 return None
-            return await apply(adapter, request, exact, recorded)
+            return await adapter.perform(call)
 
-        reference = await self._fleet.with_adapter(row, work)
-        queues = _matching(sent[0] if sent else target, synced)
-        if isinstance(reference, NodeFault):
-            return _outcome(row, request, queues, errors=[reference.reason], at=now)
-        note = (
-            "no queue on this node is targeted (as last synced): nothing was sent"
-            if sent[0].queue_names == ()
-            else None
+        done = await self._fleet.with_adapter(row, work)
+        exact = sent[0].target if sent else target
+        queues = {} if messages is not None else _matching(exact, synced)
+        if isinstance(done, NodeFault):
+            return _outcome(row, request, queues, errors=[done.reason], at=now)
+        note = "no queue on this node is targeted (as last synced): nothing was sent" if done is None else done.note
+        return _outcome(
+            row,
+            request,
+            queues,
+            errors=[],
+            at=now,
+            reference=done.reference if done else None,
+            note=note,
+            sent=exact,
+            affected=done.affected if done else None,
         )
-        return _outcome(row, request, queues, errors=[], at=now, reference=reference, note=note, sent=sent[0])
 
     async def recent(self, *, limit: int = 50, tenant: str | None = None) -> list[OperationRecord]:
         """Newest first; with ``tenant``, only the operations keys bound to that tenant ran."""
@@ -627,11 +611,12 @@ def _outcome(
     reference: str | None = None,
     note: str | None = None,
     sent: Target | None = None,
+    affected: int | None = None,
 ) -> NodeOutcome:
     result = QueueOperationResult(
         success=not errors,
         operation=request.operation,
-        affected_messages=sum(queues.values()),
+        affected_messages=sum(queues.values()) if affected is None else affected,
         affected_queues=sorted(queues),
         errors=errors or None,
         timestamp=at,
@@ -644,6 +629,12 @@ def _outcome(
         note=note,
         queue_names=list(sent.queue_names) if sent is not None and sent.queue_names else None,
     )
+
+
+def _refused(node: NodeRow, request: OperationRequest, reason: str, *, at: datetime) -> NodeOutcome:
+    """A node whose MTA cannot take this operation: nothing was sent to it, and the outcome says why."""
+    outcome = _outcome(node, request, {}, errors=[f"refused: {reason}"], at=at)
+    return msgspec.structs.replace(outcome, note="refused: nothing was sent to this node")
 
 
 def _sync_note(node: NodeRow) -> str | None:

@@ -12,7 +12,7 @@ import msgspec
 from sqlalchemy import ColumnElement, Table, and_, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from adapters.base import Target
+from adapters.base import MessageRef, Target
 from adapters.model import (
     BounceType,
     DomainHealthScore,
@@ -168,6 +168,43 @@ class QueueQueryService:
                 )
             ).all()
         return sum(n for _, n in rows), sorted(name for name, _ in rows)
+
+    async def messages_named(
+        self, message_ids: list[str], *, tenant: str | None = None
+    ) -> tuple[tuple[MessageRef, ...], dict[str, int]]:
+        """The messages a per-message operation names, as their MTAs know them, and how many per queue. An id is
+        a mirrored message's ``id`` or an MTA's message id (every recipient of it); with ``tenant``, only that
+        tenant's messages are found. An id that finds no queued message is refused, naming it."""
+        c = COLUMNS
+        uuids: list[uuid.UUID] = []
+        names: list[str] = []
+        for value in dict.fromkeys(message_ids):
+            try:
+                uuids.append(uuid.UUID(value))
+            except ValueError:
+                names.append(value)
+        found: dict[tuple[str, str], str] = {}
+        matched: set[str] = set()
+        async with self._sessions() as session:
+            for column, values in ((c.id, uuids), (c.message_id, names)):
+                for start in range(0, len(values), 500):  # bounded IN lists (SQLite's parameter limit)
+                    statement = select(c.id, c.message_id, c.recipient, c.queue_name).where(
+                        column.in_(values[start : start + 500]), c.status.in_(IN_QUEUE)
+                    )
+                    if tenant is not None:
+                        statement = statement.where(c.tenant_id == tenant)
+                    for row_id, message_id, recipient, queue_name in (await session.execute(statement)).all():
+                        found[(message_id, recipient)] = queue_name
+                        matched.update((str(row_id), message_id))
+        unknown = [value for value in dict.fromkeys(message_ids) if value not in matched]
+        if unknown:
+            shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+            raise InvalidInput(f"no queued message {shown} (as mirrored)", field="message_ids")
+        per_queue: dict[str, int] = defaultdict(int)
+        for queue_name in found.values():
+            per_queue[queue_name] += 1
+        refs = tuple(MessageRef(message_id, recipient) for message_id, recipient in sorted(found))
+        return refs, dict(per_queue)
 
     async def list_queues(self, *, tenant_id: str | None = None) -> QueueList:
         """Every queue the mirror or a node knows, with mirrored counts, per-node counts and matching holds.

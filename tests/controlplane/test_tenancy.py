@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import respx
 
-from adapters.kumomta import client as kumo_client
+from adapters import http as node_http
 from controlplane.app import create_app
 from controlplane.services import Services
 from tests import kumod_rules
@@ -31,7 +31,7 @@ A_SCOPES = ("email:read", "email:send", "queue:manage", "analytics:read", "event
 
 @pytest.fixture(autouse=True)
 def no_retry_delay(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kumo_client, "RETRY_DELAYS", (0.0, 0.0))
+    monkeypatch.setattr(node_http, "RETRY_DELAYS", (0.0, 0.0))
 
 
 def b_record() -> dict[str, Any]:

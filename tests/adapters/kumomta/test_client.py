@@ -9,6 +9,7 @@ import httpx
 import pytest
 import respx
 
+from adapters import http as node_http
 from adapters.base import (
     MtaAuthRefused,
     MtaBadAnswer,
@@ -17,10 +18,11 @@ from adapters.base import (
     Target,
     TargetNotExpressible,
     UnsupportedOperation,
-    adapter_for,
 )
-from adapters.kumomta import client as kumo_client
-from adapters.kumomta.client import KumoAuth, KumoMtaClient
+from adapters.driver import NodeConfig
+from adapters.http import NodeAuth
+from adapters.kumomta.client import KumoMtaClient
+from adapters.registry import driver_for
 from tests.support import shared_fixture
 
 BASE = "http://kumod.test:8000"
@@ -36,7 +38,7 @@ def sent_json(route: respx.Route, call: int = -1) -> Any:
 
 @pytest.fixture(autouse=True)
 def no_retry_delay(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kumo_client, "RETRY_DELAYS", (0.0, 0.0))
+    monkeypatch.setattr(node_http, "RETRY_DELAYS", (0.0, 0.0))
 
 
 @pytest.fixture
@@ -233,21 +235,21 @@ async def test_set_priority_is_not_something_kumomta_has(kumod: KumoMtaClient) -
 @pytest.mark.parametrize(
     ("auth", "header"),
     [
-        (KumoAuth(scheme="bearer", token="t0k"), "Bearer t0k"),
-        (KumoAuth(scheme="basic", username="u", password="p"), "Basic dTpw"),
+        (NodeAuth(scheme="bearer", token="t0k"), "Bearer t0k"),
+        (NodeAuth(scheme="basic", username="u", password="p"), "Basic dTpw"),
     ],
 )
-async def test_credentials_are_sent_as_configured(auth: KumoAuth, header: str) -> None:
+async def test_credentials_are_sent_as_configured(auth: NodeAuth, header: str) -> None:
     route = respx.get(f"{BASE}/api/check-liveness/v1").respond(200)
-    adapter = adapter_for("kumomta", BASE, auth=auth)
+    adapter = driver_for("kumomta").connect(NodeConfig(name="kumo-1", base_url=BASE, auth=auth))
     assert (await adapter.health()).reachable
     await adapter.close()
     assert route.calls[0].request.headers["Authorization"] == header
 
 
-def test_unknown_kinds_have_no_adapter() -> None:
-    with pytest.raises(UnsupportedOperation, match="zonemta"):
-        adapter_for("zonemta", BASE)
+def test_unknown_kinds_have_no_driver() -> None:
+    with pytest.raises(UnsupportedOperation, match="sendmail"):
+        driver_for("sendmail")
 
 
 @respx.mock
@@ -266,7 +268,7 @@ async def test_an_answer_that_is_not_what_kumod_sends_is_a_bad_answer_not_a_cras
 @respx.mock
 async def test_the_tsa_daemons_suspensions_are_listed_without_kumods_credentials() -> None:
     adapter = KumoMtaClient(
-        BASE, node="node-1", auth=KumoAuth(scheme="bearer", token="kumod-secret"), tsa_url="http://tsa.test:8008/"
+        BASE, node="node-1", auth=NodeAuth(scheme="bearer", token="kumod-secret"), tsa_url="http://tsa.test:8008/"
     )
     respx.get(f"{BASE}/api/admin/suspend/v1").respond(200, json=[])
     respx.get(f"{BASE}/api/admin/suspend-ready-q/v1").respond(200, json=[])

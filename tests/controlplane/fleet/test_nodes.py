@@ -9,7 +9,7 @@ import pytest
 import respx
 from sqlalchemy import select
 
-from adapters.kumomta import client as kumo_client
+from adapters import http as node_http
 from controlplane.db.tables import NodeRow
 from controlplane.fleet.secrets import SecretBox, SecretBoxError
 from controlplane.fleet.service import FleetService
@@ -28,7 +28,7 @@ NODE = {
 
 @pytest.fixture(autouse=True)
 def no_retry_delay(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kumo_client, "RETRY_DELAYS", (0.0, 0.0))
+    monkeypatch.setattr(node_http, "RETRY_DELAYS", (0.0, 0.0))
 
 
 async def test_a_node_is_registered_with_its_credentials_encrypted_and_never_returned(services: Services) -> None:

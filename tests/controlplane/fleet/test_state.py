@@ -9,7 +9,7 @@ import httpx
 import pytest
 import respx
 
-from adapters.kumomta import client as kumo_client
+from adapters import http as node_http
 from controlplane.fleet.schema import NodeUpdate
 from controlplane.jobs.tasks import sync_nodes
 from controlplane.services import Services
@@ -23,7 +23,7 @@ SUSPEND = {"operation": "suspend", "reason": "block at gmail", "domain": "gmail.
 
 @pytest.fixture(autouse=True)
 def no_retry_delay(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kumo_client, "RETRY_DELAYS", (0.0, 0.0))
+    monkeypatch.setattr(node_http, "RETRY_DELAYS", (0.0, 0.0))
 
 
 def by_name(listing: dict[str, object]) -> dict[str, dict[str, object]]:

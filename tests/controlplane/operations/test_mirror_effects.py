@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import respx
 
-from adapters.kumomta import client as kumo_client
+from adapters import http as node_http
 from controlplane.db.messages import insert_new
 from controlplane.services import Services
 from tests.controlplane.api_client import api, bearer
@@ -18,7 +18,7 @@ from tests.support import load_fixture, make_message
 
 @pytest.fixture(autouse=True)
 def no_retry_delay(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kumo_client, "RETRY_DELAYS", (0.0, 0.0))
+    monkeypatch.setattr(node_http, "RETRY_DELAYS", (0.0, 0.0))
 
 
 async def statuses(client: Any, headers: dict[str, str], **query: str) -> list[tuple[str, str]]:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import respx
 
-from adapters.kumomta import client as kumo_client
+from adapters import http as node_http
 from controlplane.services import Services
 from tests import kumod_rules
 from tests.controlplane.api_client import api, bearer
@@ -28,7 +28,7 @@ QUEUES = {
 
 @pytest.fixture(autouse=True)
 def no_retry_delay(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kumo_client, "RETRY_DELAYS", (0.0, 0.0))
+    monkeypatch.setattr(node_http, "RETRY_DELAYS", (0.0, 0.0))
 
 
 @contextlib.asynccontextmanager
