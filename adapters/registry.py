@@ -9,8 +9,9 @@ from adapters.base import UnsupportedOperation
 from adapters.driver import MtaDriver
 from adapters.fake import DRIVER as FAKE
 from adapters.kumomta.driver import DRIVER as KUMOMTA
+from adapters.zonemta.driver import DRIVER as ZONEMTA
 
-DRIVERS: dict[str, MtaDriver] = {driver.kind: driver for driver in (KUMOMTA, FAKE)}
+DRIVERS: dict[str, MtaDriver] = {driver.kind: driver for driver in (KUMOMTA, ZONEMTA, FAKE)}
 
 
 def driver_for(kind: str) -> MtaDriver:

@@ -233,6 +233,19 @@ class NodeRow(Base):
     tsa_url: Mapped[str | None] = mapped_column(String(500))
 
 
+class NodeMessageRow(Base):
+    """A mirrored message a node listed at its last sync (nodes that can list their queue: ZoneMTA). A message
+    listed before and not now has left that node's queue (``fleet.state``)."""
+
+    __tablename__ = "node_messages"
+
+    node_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    message_uuid: Mapped[uuid.UUID] = mapped_column(Uuid)
+    seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (PrimaryKeyConstraint("node_id", "message_uuid", name="pk_node_messages"),)
+
+
 class NodeQueuesRow(Base):
     """A node's queues as last read from it: messages per scheduled queue and per ready queue (egress path).
 

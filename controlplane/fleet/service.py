@@ -21,7 +21,7 @@ from adapters.driver import NodeConfig
 from adapters.http import DEFAULT_TIMEOUT_SECONDS, NodeAuth, NodeNetworks, pooled_client
 from adapters.registry import driver_for
 from controlplane.audit.service import AuditLog
-from controlplane.db.tables import NodeHoldRow, NodeQueuesRow, NodeRow
+from controlplane.db.tables import NodeHoldRow, NodeMessageRow, NodeQueuesRow, NodeRow
 from controlplane.errors import Conflict, InvalidInput, NotFound
 from controlplane.fleet.schema import MtaKind, Node, NodeCreate, NodeCredentials, NodeUpdate
 from controlplane.fleet.secrets import SecretBox
@@ -221,6 +221,7 @@ class FleetService:
             # What was read from the node goes with it (no foreign keys: SQLite would not enforce them by default).
             await session.execute(delete(NodeQueuesRow).where(NodeQueuesRow.node_id == row.id))
             await session.execute(delete(NodeHoldRow).where(NodeHoldRow.node_id == row.id))
+            await session.execute(delete(NodeMessageRow).where(NodeMessageRow.node_id == row.id))
             await self._audit.record(
                 actor=actor,
                 action="node.delete",

@@ -30,16 +30,25 @@ from adapters.base import (
     UnsupportedOperation,
     declare_asyncio,
 )
-from adapters.model import QueueName, QueueState
+from adapters.model import MessageQueueStatus, QueueName, QueueState
+from adapters.model.observation import MessageObservation
 from controlplane.audit.service import AuditLog
 from controlplane.db.messages import IN_QUEUE
-from controlplane.db.tables import MessageRow, NodeHoldRow, NodeQueuesRow, NodeRow
+from controlplane.db.mirror import apply_observations
+from controlplane.db.tables import MessageRow, NodeHoldRow, NodeMessageRow, NodeQueuesRow, NodeRow
 from controlplane.errors import NotFound
 from controlplane.fleet.schema import Hold, HoldKind, NodeSync
 from controlplane.fleet.service import FleetService, NodeFault, stored_by_id
 
 log = logging.getLogger("mtactl.fleet")
-NodeSnapshot = tuple[QueueCounts, list[Suspension], list[StandingBounce]]
+# What a node holds: its queue counts, suspensions and standing bounces, and, for an MTA that can list its queue
+# (ZoneMTA), every message in it (None for one that cannot: KumoMTA's messages are known from its events).
+NodeSnapshot = tuple[QueueCounts, list[Suspension], list[StandingBounce], list[MessageObservation] | None]
+
+# A message a node listed and lists no more has left its queue. When no event says how (delivered, bounced or
+# deleted all remove ZoneMTA's row), the mirror marks it with this reason, as of when it was last seen listed:
+# any event from after that moment, arriving later, still wins (the later terminal outcome does).
+VANISHED = "left the node's queue unobserved: no event said whether it was delivered, bounced or deleted"
 
 
 class HoldCriteria(Protocol):
@@ -127,6 +136,8 @@ class FleetStateService:
                 try:
                     async with session.begin_nested():  # what one node sent cannot fail the others' sync
                         await _replace(session, row.id, snapshot, read_at, recorded[row.id])
+                        if snapshot[3] is not None:
+                            await mirror_listing(session, row.id, snapshot[3], last_seen=stored.last_synced_at)
                 except DBAPIError as exc:
                     log.warning("storing what node %s holds failed: %s", row.name, exc.orig)
                     stored.sync_error = f"mtactl could not store what the node reported: {exc.orig}"[:2000]
@@ -142,7 +153,7 @@ class FleetStateService:
             counts, suspensions, bounces = await asyncio.gather(
                 adapter.queue_counts(), adapter.list_suspensions(), adapter.list_bounces()
             )
-            return counts, suspensions, bounces
+            return counts, suspensions, bounces, await adapter.queued_messages()
 
         snapshot = await self._fleet.with_adapter(row, read)
         return snapshot.reason if isinstance(snapshot, NodeFault) else snapshot
@@ -233,7 +244,7 @@ async def _replace(
     read_at: datetime,
     recorded: dict[tuple[str, str], tuple[str | None, str | None, list[str]]],
 ) -> None:
-    counts, suspensions, bounces = snapshot
+    counts, suspensions, bounces, _ = snapshot
     # kumod lists a hold made by queue names as one naming nothing: keep what mtactl recorded when it made it.
     if recorded:
         suspensions = [_restore(s, recorded.get((HoldKind.suspension.value, s.id))) for s in suspensions]
@@ -357,3 +368,54 @@ async def _set_state(
             .values(queue_state=state.value)
             .execution_options(synchronize_session=False)
         )
+
+
+async def mirror_listing(
+    session: AsyncSession, node_id: uuid.UUID, listed: list[MessageObservation], *, last_seen: datetime | None
+) -> None:
+    """Bring the mirror in line with what a node listed: messages it lacks are added, queued ones whose state
+    changed (due, deferred, attempts) are updated, and those the node listed at its last sync (``last_seen``)
+    and lists no more are marked gone (``VANISHED``) unless an event already said how they ended. A listing
+    only ever moves a message still in the queue: what the events said of a finished one stands."""
+    c = MessageRow
+    current = {o.id: o for o in listed}
+    previous = set(
+        (await session.scalars(select(NodeMessageRow.message_uuid).where(NodeMessageRow.node_id == node_id))).all()
+    )
+    stored: dict[uuid.UUID, tuple[str, int]] = {}
+    ids = list(current)
+    for start in range(0, len(ids), 500):  # bounded IN lists (SQLite's parameter limit)
+        rows = await session.execute(select(c.id, c.status, c.num_attempts).where(c.id.in_(ids[start : start + 500])))
+        stored.update((row_id, (status, attempts)) for row_id, status, attempts in rows)
+    await apply_observations(session, [o for o in listed if o.id not in stored])
+    now = datetime.now(UTC)
+    for o in listed:
+        status, attempts = stored.get(o.id, (None, 0))
+        if status in IN_QUEUE and (status != o.status.value or attempts < o.num_attempts):
+            await session.execute(
+                update(c)
+                .where(c.id == o.id, c.status.in_(IN_QUEUE))
+                .values(status=o.status.value, status_at=o.status_at, num_attempts=o.num_attempts, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+    gone = sorted(previous - current.keys())
+    for start in range(0, len(gone), 500):
+        batch = gone[start : start + 500]
+        await session.execute(
+            update(c)
+            .where(c.id.in_(batch), c.status.in_(IN_QUEUE))
+            .values(
+                status=MessageQueueStatus.cancelled.value,
+                status_at=last_seen or now,
+                failure_at=last_seen or now,
+                last_bounce_reason=VANISHED,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        await session.execute(
+            delete(NodeMessageRow).where(NodeMessageRow.node_id == node_id, NodeMessageRow.message_uuid.in_(batch))
+        )
+    new = [{"node_id": node_id, "message_uuid": i, "seen_at": now} for i in current.keys() - previous]
+    if new:
+        await session.execute(insert(NodeMessageRow), new)

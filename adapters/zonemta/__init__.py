@@ -1,0 +1,1 @@
+"""ZoneMTA: its HTTP API, its log entries, its driver."""
