@@ -291,6 +291,12 @@ def _targeting(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--routing-domain", default=None),
         click.option("--queue", "queue_name", default=None, help="One scheduled queue by its full name"),
         click.option(
+            "--message",
+            "message_ids",
+            multiple=True,
+            help="Instead of queues, one message (mirrored id, or the MTA's message id); repeatable",
+        ),
+        click.option(
             "--node", "nodes", multiple=True, help="Node id, name or label key=value; repeatable (default: all)"
         ),
         click.option("--dry-run", is_flag=True, help="Say what would be affected; contact no node."),
@@ -333,6 +339,8 @@ def _run_operation(operation: str, reason: str, **fields: Any) -> None:
 
     body = {k: v for k, v in fields.items() if v not in (None, (), [])}
     body["nodes"] = list(body["nodes"]) if "nodes" in body else None
+    if "message_ids" in body:
+        body["message_ids"] = list(body["message_ids"])
     try:
         request = msgspec.convert({"operation": operation, "reason": reason, **body}, OperationRequest)
     except msgspec.ValidationError as exc:
@@ -358,6 +366,8 @@ def _run_operation(operation: str, reason: str, **fields: Any) -> None:
         state = "ok" if result.success else "FAILED: " + "; ".join(result.errors or [])
         reference = f" id={outcome.reference}" if outcome.reference else ""
         click.echo(f"  {outcome.node}: {where} {state}{reference}")
+        if outcome.note and result.success:
+            click.echo(f"    {outcome.note}")
     click.echo(f"operation {record.id}", err=True)
     if record.status == "partial":
         sys.exit(2)
@@ -423,6 +433,22 @@ def resume(reason: str, suspension_id: str | None, **target: Any) -> None:
 def bounce(reason: str, duration: str | None, **target: Any) -> None:
     """Fail the target queues' messages (and, while the bounce stands, new ones)."""
     _run_operation("bounce", reason, duration=duration, **target)
+
+
+@main.command()
+@_targeting
+@click.option("--reason", required=True)
+def cancel(reason: str, **target: Any) -> None:
+    """Remove the target's queued messages as cancelled by an operator (their records say so)."""
+    _run_operation("cancel", reason, **target)
+
+
+@main.command()
+@_targeting
+@click.option("--reason", required=True)
+def purge(reason: str, **target: Any) -> None:
+    """Remove the target's queued messages without a record per message (the mirror is told by mtactl)."""
+    _run_operation("purge", reason, **target)
 
 
 @main.command()
