@@ -148,6 +148,7 @@ class FakeMta(MtaAdapter):
 
     async def perform(self, call: OperationCall) -> OperationDone:
         op, target = call.operation, call.target
+        FAKE_CAPABILITIES.support(op, per_message=call.messages is not None)
         if call.messages is not None:
             self._check(op.value, call.messages)
             found = [m for m in call.messages if m in self.messages]

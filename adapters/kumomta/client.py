@@ -326,6 +326,7 @@ class KumoMtaClient(MtaAdapter):
         bounces (cancel marked so its AdminBounce records read as cancellations, purge unlogged); retry is a
         rebind that changes nothing and flushes."""
         op, target, reason = call.operation, call.target, call.reason
+        KUMOMTA_CAPABILITIES.support(op, per_message=call.messages is not None)
         if op is Op.suspend:
             return OperationDone(reference=await self.suspend(target, reason=reason, duration=call.duration))
         if op is Op.resume:

@@ -102,7 +102,7 @@ class QueuedRow(msgspec.Struct, frozen=True):
 
 
 class _Listed(msgspec.Struct):
-    list: list[QueuedRow]
+    rows: list[QueuedRow] = msgspec.field(name="list")
 
 
 class DeliveryRow(msgspec.Struct):
@@ -179,7 +179,7 @@ class ZoneMtaClient(MtaAdapter):
         while True:
             params = {"start": str(start), "pageSize": str(PAGE_SIZE), "sort": "id", "order": "asc"}
             response = await self._api.request("GET", f"/queued/{kind}/{zone}", params=params)
-            page = self._api.decode(response, _Listed).list
+            page = self._api.decode(response, _Listed).rows
             for row in page:
                 seen.setdefault((row.id, row.recipient), row)
             if len(page) < PAGE_SIZE:

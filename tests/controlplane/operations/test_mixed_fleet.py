@@ -1,0 +1,110 @@
+"""A fleet of a KumoMTA and a ZoneMTA node, end to end through the API: the ZoneMTA node's queues and messages
+show beside KumoMTA's, each node takes the operations its MTA can and refuses the others by name, and what
+ZoneMTA deleted leaves the mirror's queue."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from adapters import http as node_http
+from adapters.zonemta.mapping import message_uuid
+from controlplane.fleet.state import VANISHED
+from controlplane.services import Services
+from tests.controlplane.api_client import api, bearer
+from tests.fake_kumod import FakeKumod, register
+from tests.fake_zonemta import FakeZoneMta
+
+KEY = base64.b64encode(b"z" * 32).decode()
+
+
+@pytest.fixture(autouse=True)
+def no_retry_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(node_http, "RETRY_DELAYS", (0.0, 0.0))
+
+
+async def add_zonemta(client: httpx.AsyncClient, headers: dict[str, str], name: str) -> None:
+    body = {"name": name, "kind": "zonemta", "base_url": f"http://{name}.test:12080"}
+    response = await client.post("/api/v1/nodes", json=body, headers=headers)
+    assert response.status_code == 201, response.text
+
+
+def by_node(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {outcome["node"]: outcome for outcome in record["nodes"]}
+
+
+@respx.mock
+async def test_a_mixed_fleet_shows_both_kinds_and_each_node_does_what_its_mta_can(services: Services) -> None:
+    kumod = FakeKumod({"acme@gmail.com": 4, "acme@yahoo.com": 2})
+    zone = FakeZoneMta()
+    respx.route(host="kumo-1.test").mock(side_effect=kumod)
+    respx.route(host="zone-1.test").mock(side_effect=zone)
+    stays = zone.add_message(["carol@yahoo.com"])
+    goes = zone.add_message(["dave@gmail.com", "erin@gmail.com"], deferred=3)
+    async with api(services.settings, secret_key=KEY) as client:
+        headers = await bearer(services, "fleet:manage", "queue:manage", "email:read")
+        await register(client, headers, "kumo-1")
+        await add_zonemta(client, headers, "zone-1")
+        synced = (await client.post("/api/v1/nodes/sync", headers=headers)).json()
+        assert all(s["error"] is None for s in synced), synced
+
+        queues = (await client.get("/api/v1/queues", headers=headers)).json()
+        per_node = {(n["node"], q["queue_name"]): n["scheduled"] for q in queues["data"] for n in q["nodes"]}
+        assert per_node == {
+            ("kumo-1", "acme@gmail.com"): 4,
+            ("kumo-1", "acme@yahoo.com"): 2,
+            ("zone-1", "gmail.com"): 2,
+            ("zone-1", "yahoo.com"): 1,
+        }
+        assert {(r["node"], r["name"]) for r in queues["ready_queues"]} >= {("zone-1", "default")}
+        listed = (await client.get("/api/v1/messages?domain=gmail.com", headers=headers)).json()["data"]
+        assert {(m["recipient"], m["status"]) for m in listed} == {
+            ("dave@gmail.com", "deferred"),
+            ("erin@gmail.com", "deferred"),
+        }
+
+        suspend = {"operation": "suspend", "reason": "block", "domain": "gmail.com"}
+        record = (await client.post("/api/v1/operations", json=suspend, headers=headers)).json()
+        outcomes = by_node(record)
+        assert record["status"] == "partial"
+        assert outcomes["kumo-1"]["result"]["success"] and outcomes["kumo-1"]["reference"]
+        assert "no pause API" in outcomes["zone-1"]["result"]["errors"][0]
+        assert [p for m, p, _, _ in zone.requests if m != "GET"] == []  # nothing was sent to ZoneMTA
+
+        cancel = {"operation": "cancel", "reason": "bad import", "domain": "gmail.com"}
+        dry = (await client.post("/api/v1/operations", json=cancel | {"dry_run": True}, headers=headers)).json()
+        assert by_node(dry)["zone-1"]["result"]["affected_messages"] == 2 and len(zone.rows) == 3
+        record = (await client.post("/api/v1/operations", json=cancel, headers=headers)).json()
+        outcomes = by_node(record)
+        assert record["status"] == "done", record
+        assert outcomes["zone-1"]["result"]["affected_messages"] == 2
+        assert [(r.id, r.recipient) for r in zone.rows] == [(stays, "carol@yahoo.com")]
+        assert kumod.posted("/api/admin/bounce/v1")[0]["domain"] == "gmail.com"
+
+        # No event reported how they ended: the next sync marks them as gone, not still queued.
+        await client.post("/api/v1/nodes/sync", headers=headers)
+        gone = (await client.get(f"/api/v1/messages/{message_uuid(goes, 'dave@gmail.com')}", headers=headers)).json()
+        assert gone["status"] == "cancelled" and gone["last_bounce_reason"] == VANISHED
+
+
+@respx.mock
+async def test_message_ids_reach_exactly_those_messages_on_the_nodes_that_take_them(services: Services) -> None:
+    zone = FakeZoneMta()
+    respx.route(host="zone-1.test").mock(side_effect=zone)
+    ident = zone.add_message(["a@gmail.com", "b@gmail.com"])
+    async with api(services.settings, secret_key=KEY) as client:
+        headers = await bearer(services, "fleet:manage", "queue:manage")
+        await add_zonemta(client, headers, "zone-1")
+        await client.post("/api/v1/nodes/sync", headers=headers)
+        body = {"operation": "purge", "reason": "one", "message_ids": [str(message_uuid(ident, "b@gmail.com"))]}
+        record = (await client.post("/api/v1/operations", json=body, headers=headers)).json()
+        assert record["status"] == "done" and record["total"]["affected_messages"] == 1, record
+        assert [r.recipient for r in zone.rows] == ["a@gmail.com"]
+        unknown = await client.post(
+            "/api/v1/operations", json=body | {"message_ids": ["no-such-message"]}, headers=headers
+        )
+        assert (unknown.status_code, unknown.json()["field"]) == (400, "message_ids")
