@@ -85,22 +85,17 @@ CRITERIA = ("domain", "tenant", "campaign", "routing_domain")
 
 
 def queue_matches(target: Target, queue_name: str) -> bool:
-    """Whether ``target`` selects the scheduled queue ``queue_name``: every criterion given must equal the queue's
-    part of that name (kumod's rule), and the name must be one of ``queue_names`` when they are given."""
+    """Whether ``target`` selects the queue ``queue_name``: the name must be one of ``queue_names`` when they are
+    given, and the queue must have every criterion given (``QueueName.has``, the model's rule)."""
     if target.everything:
         return True
     if target.is_empty():
         return False
     if target.queue_names is not None and queue_name not in target.queue_names:
         return False
-    parts = QueueName.parse(queue_name)
-    wanted = (
-        (target.domain, parts.domain),
-        (target.tenant, parts.tenant),
-        (target.campaign, parts.campaign),
-        (target.routing_domain, parts.routing_domain),
+    return QueueName.parse(queue_name).has(
+        domain=target.domain, tenant=target.tenant, campaign=target.campaign, routing_domain=target.routing_domain
     )
-    return all(want is None or want == have for want, have in wanted)
 
 
 class TargetNotExpressible(UnsupportedOperation):

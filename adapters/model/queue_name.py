@@ -36,6 +36,23 @@ class QueueName(msgspec.Struct, frozen=True, kw_only=True):
             routing_domain=routing or None,
         )
 
+    def has(
+        self,
+        *,
+        domain: str | None = None,
+        tenant: str | None = None,
+        campaign: str | None = None,
+        routing_domain: str | None = None,
+    ) -> bool:
+        """Whether this queue has every part given (parts not given select any value): how mtactl selects queues
+        by criteria, for operations, holds and the mirror alike, whatever MTA holds the queue."""
+        return (
+            (domain is None or domain == self.domain)
+            and (tenant is None or tenant == self.tenant)
+            and (campaign is None or campaign == self.campaign)
+            and (routing_domain is None or routing_domain == self.routing_domain)
+        )
+
     def format(self) -> str:
         name = self.domain
         if self.tenant or self.campaign:

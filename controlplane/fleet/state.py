@@ -69,19 +69,14 @@ class HoldCriteria(Protocol):
 
 
 def hold_matches(hold: HoldCriteria, queue: QueueName, name: str | None = None) -> bool:
-    """Whether a scheduled-queue hold applies to a (parsed) queue name: kumod's rule, the queue must be one of the
-    hold's queue names when it has them, else every field the hold names must match; a hold naming none applies to
-    every queue."""
+    """Whether a scheduled-queue hold applies to a (parsed) queue name: the queue must be one of the hold's queue
+    names when it has them, else have every part the hold names (``QueueName.has``); a hold naming none applies
+    to every queue, as an MTA reads a suspension naming nothing."""
     if hold.ready_queue is not None:
         return False
     if hold.queue_names:
         return (name if name is not None else queue.format()) in hold.queue_names
-    return (
-        (hold.domain is None or hold.domain == queue.domain)
-        and (hold.tenant is None or hold.tenant == queue.tenant)
-        and (hold.campaign is None or hold.campaign == queue.campaign)
-        and (hold.routing_domain is None or hold.routing_domain == queue.routing_domain)
-    )
+    return queue.has(domain=hold.domain, tenant=hold.tenant, campaign=hold.campaign, routing_domain=hold.routing_domain)
 
 
 def _hold(row: NodeHoldRow, node: NodeRow) -> Hold:
