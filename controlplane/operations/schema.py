@@ -10,6 +10,7 @@ import msgspec
 from msgspec import Meta
 
 from adapters.model import QueueOperationResult, QueueOperationType
+from controlplane.queues.schema import PlannedMessage
 
 # humantime durations as kumod reads them: "90s", "2h", "1h 30m", "7days". Checked in words by
 # operations.duration.check_duration where requests come in (the API and the CLI), not here: stored operations are
@@ -27,7 +28,10 @@ class OperationRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     operation: QueueOperationType
     reason: Annotated[str, Meta(min_length=1, max_length=500)]
     queue_name: Part | None = None
-    message_ids: list[str] | None = None
+    # Instead of a queue target, these messages (mirrored ids, or an MTA's message id): on MTAs that take them.
+    message_ids: Annotated[list[Annotated[str, Meta(min_length=1, max_length=998)]], Meta(max_length=10_000)] | None = (
+        None
+    )
     metadata: dict[str, Any] | None = None
     # Targeting: which queues and on which nodes.
     domain: Part | None = None
@@ -48,6 +52,9 @@ class NodeOutcome(msgspec.Struct, kw_only=True, omit_defaults=True):
     note: str | None = None  # what a reader should know about this node's outcome (e.g. nothing was sent)
     # The exact queue names sent, where the target was expressed as names (a field the MTA's request lacks)
     queue_names: list[str] | None = None
+    # A dry run on a node that lists its queue (ZoneMTA): the mirrored messages it would act on, as it last listed
+    # them (at most 100 shown; ``result.affected_messages`` counts them all).
+    messages: list[PlannedMessage] | None = None
 
 
 class OperationProgress(msgspec.Struct, kw_only=True):

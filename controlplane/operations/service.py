@@ -179,6 +179,8 @@ def call_for(
     )
 
 
+PLANNED_SHOWN = 100  # messages a dry run lists per node that lists its queue
+
 # How often a running operation writes its per-node outcomes so far (each write is one small UPDATE).
 PROGRESS_EVERY_SECONDS = 0.5
 FINISHED = ("planned", "done", "partial", "failed", "interrupted")
@@ -243,6 +245,7 @@ class OperationService:
                 else _outcome(n, request, _matching(target, synced[n.id]), errors=[], at=now, note=_sync_note(n))
                 for n in nodes
             ]
+            planned_nodes = [await self._with_messages(o, target, messages) for o in planned_nodes]
         row = OperationRow(
             id=uuid.uuid4(),
             created_at=now,
@@ -278,6 +281,20 @@ class OperationService:
             task.add_done_callback(functools.partial(self._forget_task, row.id))
         await self._wait(row.id, wait)
         return await self.get(row.id)
+
+    async def _with_messages(
+        self, outcome: NodeOutcome, target: Target, messages: tuple[MessageRef, ...] | None
+    ) -> NodeOutcome:
+        """A dry run's outcome for a node that lists its queue, with the messages it would act on as it last listed
+        them (the rows of ``node_messages`` the target selects); other nodes' outcomes as they are."""
+        if outcome.result.errors:
+            return outcome
+        found = await self._queues.listed_on(outcome.node_id, target, messages, limit=PLANNED_SHOWN)
+        if found is None:
+            return outcome
+        shown, total = found
+        result = msgspec.structs.replace(outcome.result, affected_messages=total)
+        return msgspec.structs.replace(outcome, result=result, messages=shown)
 
     async def _synced_queues(self, node_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, int] | None]:
         """Per node, its scheduled queues and their sizes as its last sync read them (None: never synced)."""

@@ -63,3 +63,11 @@ class ReadyQueueSummary(msgspec.Struct, kw_only=True):
 class QueueList(msgspec.Struct, kw_only=True):
     data: list[QueueSummary]
     ready_queues: list[ReadyQueueSummary] = msgspec.field(default_factory=list)
+
+
+class PlannedMessage(msgspec.Struct, kw_only=True):
+    """A mirrored message an operation would act on (a dry run's listing)."""
+
+    id: uuid.UUID
+    recipient: str
+    status: str

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, Table, and_, func, select, text
+from sqlalchemy import ColumnElement, Table, and_, func, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.base import MessageRef, Target
@@ -28,12 +28,19 @@ from adapters.model import (
 from controlplane.db.effects import targeted
 from controlplane.db.engine import query_cancelled
 from controlplane.db.messages import COLUMNS, IN_QUEUE, TABLE, filter_conditions, ordered_page, row_to_message
-from controlplane.db.tables import MessageCountRow, NodeHoldRow, NodeQueuesRow, NodeRow
+from controlplane.db.tables import MessageCountRow, NodeHoldRow, NodeMessageRow, NodeQueuesRow, NodeRow
 from controlplane.errors import InvalidInput, NotFound, QueryTooBroad
 from controlplane.fleet.state import hold_matches
 from controlplane.pagination import decode_cursor, encode_cursor
 from controlplane.projections.rollups import ROLLUPS, minute_of
-from controlplane.queues.schema import MessagePage, NodeQueueCount, QueueList, QueueSummary, ReadyQueueSummary
+from controlplane.queues.schema import (
+    MessagePage,
+    NodeQueueCount,
+    PlannedMessage,
+    QueueList,
+    QueueSummary,
+    ReadyQueueSummary,
+)
 
 COUNTS: Table = MessageCountRow.__table__  # type: ignore[assignment]
 # Offset paging reads and discards every skipped row, so it is kept for shallow pages only; cursors go anywhere.
@@ -205,6 +212,34 @@ class QueueQueryService:
             per_queue[queue_name] += 1
         refs = tuple(MessageRef(message_id, recipient) for message_id, recipient in sorted(found))
         return refs, dict(per_queue)
+
+    async def listed_on(
+        self, node_id: uuid.UUID, target: Target, messages: tuple[MessageRef, ...] | None, *, limit: int
+    ) -> tuple[list[PlannedMessage], int] | None:
+        """The queued messages a node listed at its last sync (``node_messages``) that the target (or the messages
+        named) selects: the first ``limit`` and how many in all; None for a node that does not list its queue."""
+        c = COLUMNS
+        async with self._sessions() as session:
+            if not await session.scalar(
+                select(NodeMessageRow.node_id).where(NodeMessageRow.node_id == node_id).limit(1)
+            ):
+                return None
+            where: list[ColumnElement[bool]] = [NodeMessageRow.node_id == node_id]
+            if messages is None:
+                where += targeted(target)
+            else:
+                where += [
+                    c.status.in_(IN_QUEUE),
+                    tuple_(c.message_id, c.recipient).in_([(m.mta_message_id, m.recipient) for m in messages]),
+                ]
+            joined = (
+                select(c.id, c.recipient, c.status)
+                .join(NodeMessageRow, NodeMessageRow.message_uuid == c.id)
+                .where(*where)
+            )
+            total = await session.scalar(select(func.count()).select_from(joined.subquery()))
+            rows = (await session.execute(joined.order_by(c.recipient).limit(limit))).all()
+        return [PlannedMessage(id=i, recipient=r, status=s) for i, r, s in rows], int(total or 0)
 
     async def list_queues(self, *, tenant_id: str | None = None) -> QueueList:
         """Every queue the mirror or a node knows, with mirrored counts, per-node counts and matching holds.

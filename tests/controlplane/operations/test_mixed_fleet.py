@@ -77,7 +77,10 @@ async def test_a_mixed_fleet_shows_both_kinds_and_each_node_does_what_its_mta_ca
 
         cancel = {"operation": "cancel", "reason": "bad import", "domain": "gmail.com"}
         dry = (await client.post("/api/v1/operations", json=cancel | {"dry_run": True}, headers=headers)).json()
-        assert by_node(dry)["zone-1"]["result"]["affected_messages"] == 2 and len(zone.rows) == 3
+        planned = by_node(dry)["zone-1"]
+        assert planned["result"]["affected_messages"] == 2 and len(zone.rows) == 3
+        assert [m["recipient"] for m in planned["messages"]] == ["dave@gmail.com", "erin@gmail.com"]
+        assert "messages" not in by_node(dry)["kumo-1"]  # kumod cannot list its messages
         record = (await client.post("/api/v1/operations", json=cancel, headers=headers)).json()
         outcomes = by_node(record)
         assert record["status"] == "done", record
