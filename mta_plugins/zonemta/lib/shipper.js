@@ -287,6 +287,7 @@ class Shipper {
     async replayFiles() {
         const files = await this.spool.claim();
         let replayed = 0;
+        let stopped = false;
         for (const file of files) {
             let stop = null;
             for await (const batch of this.spool.batches(file, this.settings.batchSize)) {
@@ -307,17 +308,21 @@ class Shipper {
             }
             if (stop) {
                 await this.spool.keep(file, stop.unsent, stop.end);
+                stopped = true;
                 break;
             }
             await this.spool.remove(file);
         }
-        if (!this.down && this.spool.unwritten.length) {
-            // entries the disk would not take while mtactl was away: mtactl is back, so send them instead
+        if (!stopped && this.spool.unwritten.length) {
+            // entries the disk would not take: send them, as mtactl may be back where the disk is not
             const stranded = this.spool.unwritten.splice(0);
-            const unsent = await this.deliver(stranded, this.settings.maxRetries);
-            replayed += stranded.length - unsent.length;
-            if (unsent.length) {
-                await this.spool.append(unsent);
+            for (let from = 0; from < stranded.length; from += this.settings.batchSize) {
+                const unsent = await this.deliver(stranded.slice(from, from + this.settings.batchSize), this.retriesNow());
+                replayed += Math.min(this.settings.batchSize, stranded.length - from) - unsent.length;
+                if (unsent.length) {
+                    await this.spool.append(unsent.concat(stranded.slice(from + this.settings.batchSize)));
+                    break;
+                }
             }
         }
         if (replayed) {
@@ -343,16 +348,14 @@ class Shipper {
     async close() {
         this.closed = true;
         this.timers.forEach(timer => clearInterval(timer));
-        process.removeListener('exit', this.onExit);
         await Promise.all([this.sending, this.replaying]);
         this.cut();
         const lines = [].concat(...this.queued);
         this.queued = [];
         this.buffered = 0;
-        this.pending = [];
-        if (lines.length) {
-            await this.spool.append(lines);
-        }
+        // also waits for spills still being written
+        await this.spool.append(lines);
+        process.removeListener('exit', this.onExit);
         this.spool.release();
     }
 

@@ -55,10 +55,12 @@ class Spool {
 
         this.claimSeq = 0;
         this.unwritten = [];
+        this.writing = []; // lines of the append under way
         // appends and the claim of the live file run one after the other, never interleaved
         this.chain = Promise.resolve();
         this.mayHaveWork = true; // files of earlier processes may be waiting
         this.heartbeat = null;
+        this.released = false;
     }
 
     /** Create the folder and this process's .alive file; synchronous so that it precedes any append. */
@@ -72,7 +74,8 @@ class Spool {
     touch() {
         const now = new Date();
         fsp.utimes(this.alivePath, now, now)
-            .catch(() => fsp.writeFile(this.alivePath, ''))
+            // gone by accident: make it again, unless this process has given up its files meanwhile
+            .catch(() => this.released || fsp.writeFile(this.alivePath, ''))
             .catch(err => this.logger.error(this.logPrefix, 'cannot refresh %s: %s', this.alivePath, err.message));
         if (this.unwritten.length) {
             this.append([]);
@@ -93,6 +96,7 @@ class Spool {
             }
             const taken = this.unwritten;
             this.unwritten = [];
+            this.writing = taken;
             try {
                 await appendDurably(this.livePath, taken.join('\n') + '\n');
                 this.mayHaveWork = true;
@@ -108,6 +112,8 @@ class Spool {
                 );
                 this.shedUnwritten();
                 return false;
+            } finally {
+                this.writing = [];
             }
         });
         this.chain = run.catch(() => false);
@@ -131,8 +137,10 @@ class Spool {
 
     /** At process exit only: write what is still in memory, synchronously, and give up this process's files. */
     appendSync(lines) {
-        const all = this.unwritten.concat(lines);
+        // an append under way may never finish now; written twice, mtactl takes it once
+        const all = this.writing.concat(this.unwritten, lines);
         this.unwritten = [];
+        this.writing = [];
         try {
             if (all.length) {
                 const fd = fs.openSync(this.exitPath, 'a', 0o600);
@@ -151,6 +159,7 @@ class Spool {
 
     /** Stop the heartbeat and drop the .alive file, so that the next process adopts what is left at once. */
     release() {
+        this.released = true;
         clearInterval(this.heartbeat);
         try {
             fs.unlinkSync(this.alivePath);

@@ -127,3 +127,21 @@ test('bad settings fail the plugin with a message ZoneMTA logs', () => {
         assert.match(error && error.message, message);
     }
 });
+
+test('an entry JSON cannot hold as it is (a BigInt, a cycle) is still shipped, those values spelled out', () => {
+    const { stampEntry } = require('../lib/entries');
+    const entry = { id: 'x1', action: 'QUEUE_POLL', query: { n: 10n, nested: { list: [1, 2] } }, when: new Date(0), none: undefined };
+    entry.query.self = entry.query;
+    const shared = { a: 1 };
+    entry.left = shared;
+    entry.right = shared; // repeated, not a cycle: kept twice
+    assert.deepEqual(JSON.parse(stampEntry(entry, 'n1', 5)), {
+        id: 'x1',
+        action: 'QUEUE_POLL',
+        query: { n: '10', nested: { list: [1, 2] }, self: '[Circular]' },
+        when: '1970-01-01T00:00:00.000Z',
+        left: { a: 1 },
+        right: { a: 1 },
+        _mtactl: { node: 'n1', at: 5 }
+    });
+});

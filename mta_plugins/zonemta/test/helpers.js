@@ -87,7 +87,7 @@ function recordingLogger() {
 
 function tempDir(t) {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zonemta-mtactl-test-'));
-    t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+    t.after(() => fs.rmSync(dir, { recursive: true, force: true, maxRetries: 5 }));
     return dir;
 }
 
