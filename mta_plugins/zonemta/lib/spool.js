@@ -61,25 +61,44 @@ class Spool {
         this.mayHaveWork = true; // files of earlier processes may be waiting
         this.heartbeat = null;
         this.released = false;
+        this.touchFailed = false;
     }
 
-    /** Create the folder and this process's .alive file; synchronous so that it precedes any append. */
+    /**
+     * Create the folder and this process's .alive file; synchronous so that it precedes any append. Throws if the
+     * folder cannot be made; the heartbeat keeps trying all the same, so a folder mounted late is picked up.
+     */
     openSync() {
-        fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-        fs.writeFileSync(this.alivePath, '');
         this.heartbeat = setInterval(() => this.touch(), this.heartbeatMs);
         this.heartbeat.unref();
+        fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+        fs.writeFileSync(this.alivePath, '');
     }
 
     touch() {
         const now = new Date();
         fsp.utimes(this.alivePath, now, now)
-            // gone by accident: make it again, unless this process has given up its files meanwhile
-            .catch(() => this.released || fsp.writeFile(this.alivePath, ''))
-            .catch(err => this.logger.error(this.logPrefix, 'cannot refresh %s: %s', this.alivePath, err.message));
+            // missing (never made, or removed by hand): make it again, unless this process has given up its files
+            .catch(() => this.released || this.ensureAlive())
+            .then(
+                () => {
+                    this.touchFailed = false;
+                },
+                err => {
+                    if (!this.touchFailed) {
+                        this.touchFailed = true;
+                        this.logger.error(this.logPrefix, 'cannot keep %s: %s', this.alivePath, err.message);
+                    }
+                }
+            );
         if (this.unwritten.length) {
             this.append([]);
         }
+    }
+
+    async ensureAlive() {
+        await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
+        await fsp.writeFile(this.alivePath, '');
     }
 
     /**
