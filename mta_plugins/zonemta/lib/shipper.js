@@ -20,14 +20,12 @@ class Shipper {
      * @param {{error: Function, warn: Function, info: Function}} options.logger ZoneMTA's app.logger (npmlog)
      * @param {string} options.logPrefix
      * @param {string} [options.context]
-     * @param {Function} [options.post] postBatch, replaceable in tests
      * @param {object} [options.spool] extra Spool options (timings), for tests
      */
     constructor(settings, options) {
         this.settings = settings;
         this.logger = options.logger;
         this.logPrefix = options.logPrefix;
-        this.post = options.post || postBatch;
         this.spool = new Spool({
             dir: settings.spoolPath,
             context: options.context,
@@ -176,7 +174,7 @@ class Shipper {
     async deliver(lines, retries) {
         const body = batchBody(lines);
         for (let attempt = 0; ; attempt++) {
-            const outcome = await this.post(this.settings, body);
+            const outcome = await postBatch(this.settings, body);
             switch (outcome.kind) {
                 case 'accepted':
                     this.reportRejected(lines, outcome.rejected);
