@@ -1,0 +1,2 @@
+"""ZoneMTA: its log entries and core/http-bounce body (``events``) and their mapping onto the queue model
+(``mapping``), ingested through ``log_source.ZONEMTA``."""
