@@ -14,7 +14,11 @@ from adapters.zonemta.log_source import ZONEMTA
 
 EVENT_SOURCES: dict[str, EventSource] = {source.name: source for source in (KUMOMTA, ZONEMTA)}
 
-__all__ = ["EVENT_SOURCES", "RecordType", "event_source"]
+# What every source logs when a message is received (queued) and delivered: the metrics' time windows count these.
+RECEIVED_TYPES: tuple[str, ...] = tuple(kind for source in EVENT_SOURCES.values() for kind in source.received_types)
+DELIVERED_TYPES: tuple[str, ...] = tuple(kind for source in EVENT_SOURCES.values() for kind in source.delivered_types)
+
+__all__ = ["DELIVERED_TYPES", "EVENT_SOURCES", "RECEIVED_TYPES", "RecordType", "event_source"]
 
 if TYPE_CHECKING:
     from adapters.kumomta.events import RecordType

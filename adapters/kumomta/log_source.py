@@ -79,6 +79,8 @@ class KumoLogSource:
     name = "kumomta"
     title = "KumoMTA"
     record_types: tuple[str, ...] = tuple(t.value for t in RecordType)
+    received_types: tuple[str, ...] = ("Reception",)
+    delivered_types: tuple[str, ...] = ("Delivery",)
     record_schema = RECORD_SCHEMA
     form_schema: dict[str, Any] | None = None
 

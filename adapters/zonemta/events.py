@@ -68,10 +68,11 @@ class Action(enum.StrEnum):
     HTTP_BOUNCE = HTTP_BOUNCE  # plugins/core/http-bounce.js: the POSTed form of one bounce
 
 
-# ZoneMTA's actions that always name a message (a queue id): all but a NOQUEUE (a plugin may refuse a message
-# before it has an id) and a QUEUE_POLL (null when the poll found nothing). An entry naming a delivery (seq) names
-# its message too. Other plugins' actions may come without an id.
-MESSAGE_ACTIONS = frozenset(Action) - {Action.NOQUEUE, Action.QUEUE_POLL}
+# ZoneMTA's actions that always name a message (a queue id): all but NOQUEUE and DROP (wild-plugins' reject() and
+# drop() log the envelope's id, "" when a plugin refuses or drops before there is one) and QUEUE_POLL (null when
+# the poll found nothing). An entry naming a delivery (seq) names its message too. Other plugins' actions may come
+# without an id.
+MESSAGE_ACTIONS = frozenset(Action) - {Action.NOQUEUE, Action.DROP, Action.QUEUE_POLL}
 
 # Milliseconds since the epoch that datetime (and so the event_at column) can hold: years 1 to 9999.
 EpochMs = Annotated[int, Meta(ge=-62_135_596_800_000, le=253_402_300_799_999)]
@@ -196,6 +197,7 @@ class Entry(NamedTuple):
     sender: str  # as logged; "" for the null sender (<>)
     at: datetime  # when it happened
     created: datetime | None  # when ZoneMTA made the queue id (None for an id not made by seq-index)
+    at_is_created: bool  # the entry has no time of its own: ``at`` is the queue id's
     zone: str | None = None
     category: str | None = None
     defcount: int | None = None
@@ -238,16 +240,16 @@ def _sender(*fields: tuple[str, str | None]) -> str:
     return "" if sender == "<>" else sender
 
 
-def _when(note: MtactlNote | None, own: datetime | None, queue_id: str) -> tuple[datetime, datetime | None]:
-    """(when it happened, when the queue id was made): ``_mtactl.at`` when given, else the entry's own time (only
-    a core/http-bounce body has one), else the time in its queue id."""
+def _when(note: MtactlNote | None, own: datetime | None, queue_id: str) -> tuple[datetime, datetime | None, bool]:
+    """(when it happened, when the queue id was made, whether the first is the second): ``_mtactl.at`` when given,
+    else the entry's own time (only a core/http-bounce body has one), else the time in its queue id."""
     created = queue_id_time(queue_id)
     if note is not None and note.at is not None:
-        return milliseconds(note.at), created
+        return milliseconds(note.at), created, False
     if own is not None:
-        return own, created
+        return own, created, False
     if created is not None:
-        return created, created
+        return created, created, True
     raise ValueError(
         "no time: the entry has no `_mtactl.at`, and its `id` is not a ZoneMTA queue id (18 hex digits) "
         f"to read one from: {queue_id[:100]!r}"
@@ -264,7 +266,7 @@ def log_entry_parts(entry: LogEntry) -> list[Entry]:
     queue_id = entry.id or ""
     if not queue_id and (entry.seq or entry.action in MESSAGE_ACTIONS):
         raise ValueError(f"`id` is empty: a {entry.action} entry names its message by its queue id")
-    at, created = _when(entry.mtactl, None, queue_id)
+    at, created, at_is_created = _when(entry.mtactl, None, queue_id)
     if entry.recipient is not None:
         field, listed = "recipient", recipients(entry.recipient, "recipient")
     else:
@@ -279,6 +281,7 @@ def log_entry_parts(entry: LogEntry) -> list[Entry]:
         sender=_sender(("from", entry.sender), ("returnPath", entry.return_path)),
         at=at,
         created=created,
+        at_is_created=at_is_created,
         zone=entry.zone or None,
         category=entry.category or None,
         defcount=entry.defcount,
@@ -301,7 +304,7 @@ def log_entry_parts(entry: LogEntry) -> list[Entry]:
 
 def http_bounce_parts(bounce: HttpBounce) -> list[Entry]:
     """A core/http-bounce body -> its ``Entry`` (one per recipient in ``to``: ZoneMTA sends one)."""
-    at, created = _when(bounce.mtactl, _bounce_time(bounce.time), bounce.id)
+    at, created, at_is_created = _when(bounce.mtactl, _bounce_time(bounce.time), bounce.id)
     template = Entry(
         kind=HTTP_BOUNCE,
         id=bounce.id,
@@ -311,6 +314,7 @@ def http_bounce_parts(bounce: HttpBounce) -> list[Entry]:
         sender=_sender(("returnPath", bounce.return_path)),
         at=at,
         created=created,
+        at_is_created=at_is_created,
         category=bounce.category or None,
         response=bounce.response,
         node=bounce.mtactl.node if bounce.mtactl else None,

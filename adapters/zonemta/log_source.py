@@ -118,6 +118,8 @@ class ZoneLogSource:
     name = "zonemta"
     title = "ZoneMTA"
     record_types: tuple[str, ...] = tuple(a.value for a in Action)
+    received_types: tuple[str, ...] = ("QUEUED",)
+    delivered_types: tuple[str, ...] = ("ACCEPTED",)
     record_schema = RECORD_SCHEMA
     form_schema: dict[str, Any] | None = FORM_SCHEMA
 
@@ -169,8 +171,9 @@ class ZoneLogSource:
 
 
 def _delivery_seconds(entry: Entry) -> float | None:
-    """For a delivery: how long after ZoneMTA made the queue id (at MAIL FROM, or the API's send)."""
-    if entry.kind != "ACCEPTED" or entry.created is None:
+    """For a delivery: how long after ZoneMTA made the queue id (at MAIL FROM, or the API's send); None when the
+    entry has no time of its own to measure it by."""
+    if entry.kind != "ACCEPTED" or entry.created is None or entry.at_is_created:
         return None
     return max(0.0, (entry.at - entry.created).total_seconds())
 

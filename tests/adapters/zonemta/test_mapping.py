@@ -232,6 +232,8 @@ def test_facts_name_the_zone_the_node_the_category_and_the_delivery_time() -> No
     )
     created = datetime(2023, 10, 7, 4, 51, 2, 554000, tzinfo=UTC)
     assert facts.delivery_seconds == (event.event_at - created).total_seconds()
+    [raw_accepted] = ZONEMTA.decode(zonemta_entries()["log_entry_accepted"])  # no time of its own: not measured
+    assert ZONEMTA.facts(raw_accepted.payload, raw_accepted.recipient).delivery_seconds is None
     [deferred] = ZONEMTA.decode(zonemta_entries()["log_entry_deferred"])
     assert ZONEMTA.facts(deferred.payload, deferred.recipient).bounce_class == "rate"
     queued = ZONEMTA.decode(zonemta_entries()["log_entry_queued"])

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from adapters.zonemta.log_source import ZONEMTA, parse
 from adapters.zonemta.mapping import message_uuid
 from controlplane.db.tables import DeadLetterRow, EventRollupRow, EventRow, MessageRow
+from controlplane.events.service import _from_spool, _to_spool, decode_body
 from controlplane.services import Services
 from tests.controlplane.api_client import api, bearer
 from tests.support import zonemta_batch, zonemta_entries, zonemta_http_bounce
@@ -268,3 +269,33 @@ async def test_the_openapi_schema_documents_both_bodies_and_both_credentials(ser
     assert set(kumomta) == {"application/json"}
     types = spec["components"]["schemas"]["RecordType"]["enum"]
     assert {"Delivery", "ACCEPTED", "DEFERRED", "HTTP_BOUNCE"} <= set(types)
+
+
+async def test_nul_and_deep_nesting_are_faults_of_their_entry_only_on_both_backends(services: Services) -> None:
+    entries = zonemta_entries()
+    nul = json.loads(entries["log_entry_rejected"]) | {"response": "550 5.1.1 no\x00body", "zone": "z\x00"}
+    deep = entries["log_entry_deleted"].decode()[:-1] + ', "extra": ' + "[" * 5000 + "]" * 5000 + "}"
+    body = "[" + ",".join([json.dumps(nul), deep, entries["log_entry_accepted"].decode()]) + "]"
+    async with api(services.settings) as client:
+        answer = (await client.post(INGEST, content=body, headers=await bearer(services, "events:ingest"))).json()
+        assert answer["accepted"] == 2 and [r["index"] for r in answer["rejected"]] == [1]
+        assert "nested" in answer["rejected"][0]["error"]
+        uid = uuids(json.dumps(nul).encode())[0]
+        reader = await bearer(services, "email:read")
+        message = (await client.get(f"/api/v1/messages/{uid}", headers=reader)).json()
+        history = (await client.get(f"/api/v1/messages/{uid}/events", headers=reader)).json()
+    assert message["last_bounce_reason"] == "550 5.1.1 no\\u0000body" and message["pool_name"] == "z\\u0000"
+    assert history[0]["record"]["response"] == "550 5.1.1 no\x00body"  # the record itself verbatim
+
+
+def test_spooled_entries_and_forms_are_replayed_as_they_were_acknowledged() -> None:
+    form, _ = zonemta_http_bounce()
+    body = ZONEMTA.split(form, "application/x-www-form-urlencoded")[0]
+    batch = zonemta_batch()
+    records = []
+    for raw in (body, batch):
+        decoded, dead, rejected = decode_body(raw, source=ZONEMTA, api_key="k", tenant=None)
+        assert rejected == [] and dead == []
+        records += decoded
+    replayed, dead = _from_spool([_to_spool(records, [])])
+    assert dead == [] and [r.event for r in replayed] == [r.event for r in records]
