@@ -130,7 +130,14 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> Litestar:
                 security_schemes={
                     "apiKey": SecurityScheme(
                         type="http", scheme="bearer", description="Authorization: Bearer mq_live_…"
-                    )
+                    ),
+                    "ingestBasic": SecurityScheme(
+                        type="http",
+                        scheme="basic",
+                        description="Ingest routes only: HTTP Basic with any user name and the API key as the "
+                        "password, for MTA plugins that can send credentials only in the URL they post to "
+                        "(ZoneMTA's core/http-bounce: https://ingest:mq_live_…@mtactl…/api/v1/events/ingest/zonemta)",
+                    ),
                 }
             ),
             security=[{"apiKey": []}],

@@ -67,3 +67,26 @@ def kumomta_fixture_counts() -> tuple[int, int]:
 
     parts = [p for raw in kumomta_records().values() for p in record_decoder.decode(raw).per_recipient()]
     return len(parts), len({message_uuid(p) for p in parts if observe(p) is not None})
+
+
+def zonemta_entries() -> dict[str, bytes]:
+    """Every ZoneMTA log:entry fixture, by file name (log_entry_accepted, ...), as ZoneMTA makes it (the fixtures'
+    annotation ``_comment`` removed)."""
+    entries = {}
+    for path in sorted((FIXTURES / "zonemta" / "events").glob("log_entry_*.json")):
+        entry = json.loads(path.read_bytes())
+        entry.pop("_comment", None)
+        entries[path.stem] = json.dumps(entry).encode()
+    return entries
+
+
+def zonemta_batch() -> bytes:
+    """Every log:entry fixture in one JSON array: what the contract check posts."""
+    return b"[" + b",".join(zonemta_entries().values()) + b"]"
+
+
+def zonemta_http_bounce() -> tuple[bytes, dict[str, Any]]:
+    """core/http-bounce's body as it is posted (a form), and its decoded view."""
+    view = json.loads((FIXTURES / "zonemta" / "events" / "http_bounce_post.json").read_bytes())
+    view.pop("_comment", None)
+    return (FIXTURES / "zonemta" / "events" / "http_bounce_post.form").read_bytes().strip(), view

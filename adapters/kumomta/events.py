@@ -17,10 +17,7 @@ Shapes kumod really writes (KumoCorp/kumomta at 3ebc1e85, ``crates/kumo-log-type
 
 from __future__ import annotations
 
-import contextlib
 import enum
-import re
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -136,68 +133,6 @@ class KumoLogRecord(msgspec.Struct, kw_only=True):
 
 
 record_decoder = msgspec.json.Decoder(KumoLogRecord)
-batch_splitter = msgspec.json.Decoder(list[msgspec.Raw])
-
-
-def split_body(body: bytes) -> Sequence[bytes | msgspec.Raw]:
-    """One record object or an array of them -> the raw records (raises msgspec.DecodeError if not JSON).
-
-    The decoder recurses into nested values even to skip them, so JSON nested deeper than Python's recursion limit
-    raises RecursionError; the array is then split by a scanner that does not recurse, so that one deep record is
-    a fault of that record alone (``decode_record`` refuses it), not of the whole batch.
-    """
-    stripped = body.lstrip()
-    if stripped.startswith(b"["):
-        try:
-            return batch_splitter.decode(body)  # Raw views into the body: no copy until a record is decoded
-        except RecursionError:
-            return split_array(stripped)
-    # Validate that it is JSON at all; JSON too deep to check this way is one record, refused for its depth.
-    with contextlib.suppress(RecursionError):
-        msgspec.json.decode(body)
-    return [body]
-
-
-# A JSON string (skipped whole, so brackets inside it do not count) or a structural character.
-_TOKENS = re.compile(rb'"(?:[^"\\]++|\\.)*+"|[\[\]{},]')
-
-
-def split_array(body: bytes) -> list[bytes]:
-    """The top-level elements of a JSON array, found without recursion; raises msgspec.DecodeError when the
-    brackets do not balance. Elements are not validated here: each is decoded on its own."""
-    depth, start, elements = 0, 1, []
-    end = -1
-    for match in _TOKENS.finditer(body):
-        token = match.group()
-        if token in (b"[", b"{"):
-            depth += 1
-        elif token in (b"]", b"}"):
-            depth -= 1
-            if depth == 0:
-                end = match.start()
-                break
-        elif token == b"," and depth == 1:
-            elements.append(body[start : match.start()])
-            start = match.end()
-    if end < 0 or depth != 0 or body[end + 1 :].strip():
-        raise msgspec.DecodeError("JSON is malformed: unbalanced brackets")
-    last = body[start:end]
-    if last.strip() or elements:
-        elements.append(last)
-    return elements
-
-
-def nesting_depth(raw: bytes) -> int:
-    """How deeply the JSON value nests arrays and objects (strings skipped), without recursion."""
-    depth = deepest = 0
-    for match in _TOKENS.finditer(raw):
-        token = match.group()
-        if token in (b"[", b"{"):
-            depth += 1
-            deepest = max(deepest, depth)
-        elif token in (b"]", b"}"):
-            depth -= 1
-    return deepest
 
 
 class RecordType(enum.StrEnum):

@@ -14,31 +14,18 @@ from typing import Any
 
 import msgspec
 
-from adapters.kumomta.events import KumoLogRecord, RecordType, nesting_depth, record_decoder, split_body
+from adapters.kumomta.events import KumoLogRecord, RecordType, record_decoder
 from adapters.kumomta.mapping import admit, dedupe_key, observe
 from adapters.model import recipient_domain
-from adapters.model.events import EventFacts, LogEvent, storable_text
+from adapters.model.events import EventFacts, LogEvent
 from adapters.model.observation import check_against_model
-
-# Records nesting arrays/objects deeper than this are refused: the JSON decoders (msgspec here, jsonb in
-# Postgres) recurse, and a real log record nests a few levels.
-MAX_NESTING = 64
+from adapters.model.records import check_nesting, escape_nul, split_body
 
 
 def without_nul(record: KumoLogRecord) -> KumoLogRecord:
     """The record with every NUL in its strings (and mapping keys) written as the six characters \\u0000, which
     Postgres can store (it refuses NUL in text and in jsonb) and SQLite then stores the same."""
-    return msgspec.convert(_escape_nul(msgspec.to_builtins(record)), KumoLogRecord)
-
-
-def _escape_nul(value: Any) -> Any:
-    if isinstance(value, str):
-        return storable_text(value)
-    if isinstance(value, dict):
-        return {storable_text(k): _escape_nul(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_escape_nul(v) for v in value]
-    return value
+    return msgspec.convert(escape_nul(msgspec.to_builtins(record)), KumoLogRecord)
 
 
 def _utc(value: datetime, name: str) -> datetime:
@@ -50,9 +37,7 @@ def _utc(value: datetime, name: str) -> datetime:
 
 def parse(raw: bytes) -> tuple[str, KumoLogRecord]:
     """The storable payload text and the decoded record (NUL escaped in both); raises on any fault."""
-    # Counting brackets is cheap; only a record with many of them is scanned for its depth.
-    if raw.count(b"[") + raw.count(b"{") > MAX_NESTING and nesting_depth(raw) > MAX_NESTING:
-        raise ValueError(f"nested more than {MAX_NESTING} levels deep")
+    check_nesting(raw)
     record = record_decoder.decode(raw)
     # Decoded, the text is valid UTF-8 JSON, which holds no raw NUL (msgspec refuses control characters and bad
     # UTF-8): it is stored as it is. A NUL can only be the escape \u0000 inside a string value.
@@ -94,10 +79,13 @@ class KumoLogSource:
     name = "kumomta"
     title = "KumoMTA"
     record_types: tuple[str, ...] = tuple(t.value for t in RecordType)
+    received_types: tuple[str, ...] = ("Reception",)
+    delivered_types: tuple[str, ...] = ("Delivery",)
     record_schema = RECORD_SCHEMA
+    form_schema: dict[str, Any] | None = None
 
-    def split(self, body: bytes) -> Sequence[bytes]:
-        return [bytes(raw) for raw in split_body(body)]
+    def split(self, body: bytes, content_type: str) -> Sequence[bytes]:
+        return [bytes(raw) for raw in split_body(body)]  # JSON whatever the content type says
 
     def decode(self, raw: bytes) -> list[LogEvent]:
         payload, record = parse(raw)

@@ -66,10 +66,17 @@ class EventSource(Protocol):
     name: str  # the events' ``source`` and the ingest route's last segment
     title: str  # for people: "KumoMTA"
     record_types: tuple[str, ...]
+    # The record types saying a message was received (queued) and delivered: the metrics' windows count them.
+    received_types: tuple[str, ...]
+    delivered_types: tuple[str, ...]
     record_schema: dict[str, Any]  # JSON Schema of one record, for the API description
+    # JSON Schema of the one record an application/x-www-form-urlencoded body holds, for a source that takes
+    # such bodies too (ZoneMTA's core/http-bounce posts one); None: JSON bodies only.
+    form_schema: dict[str, Any] | None
 
-    def split(self, body: bytes) -> Sequence[bytes]:
-        """The raw records of a posted body (raises ``msgspec.DecodeError`` when it is not JSON at all)."""
+    def split(self, body: bytes, content_type: str) -> Sequence[bytes]:
+        """The raw records of a posted body, each a JSON document (raises ``msgspec.DecodeError`` when the body
+        cannot be read at all). ``content_type`` is the request's media type, lower case, without parameters."""
         ...
 
     def decode(self, raw: bytes) -> list[LogEvent]:

@@ -3,9 +3,10 @@
 Events arrive late, twice, and out of order. ``merge`` is commutative and associative, so the mirrored row is the
 same whatever order and batching the events come in:
 
-* status (and the queue the message is in): the observation ranking highest by (terminal?, event time, status)
-  wins. A terminal outcome beats any in-queue state whatever their times, so a late TransientFailure never undoes
-  a Delivery; between terminal outcomes the later one wins (an OOB bounce received after the delivery).
+* status (and the queue the message is in, and when it is next tried): the observation ranking highest by
+  (terminal?, event time, status) wins. A terminal outcome beats any in-queue state whatever their times, so a
+  late TransientFailure never undoes a Delivery; between terminal outcomes the later one wins (an OOB bounce
+  received after the delivery).
 * ``smtp_response``, ``pool_name``, ``delivery_protocol``: from the latest observation carrying a response.
 * ``last_bounce_reason``, ``bounce_classification``: from the latest failure.
 * counters and times: ``num_attempts`` and ``size_bytes`` take the maximum, ``last_attempt_at`` the latest,
@@ -44,6 +45,7 @@ class MessageObservation(msgspec.Struct, kw_only=True):
     size_bytes: int = 0
     num_attempts: int = 0
     last_attempt_at: datetime | None = None
+    next_attempt_at: datetime | None = None
     created_at: datetime
     delivered_at: datetime | None = None
     response_at: datetime | None = None
@@ -56,10 +58,16 @@ class MessageObservation(msgspec.Struct, kw_only=True):
     headers: dict[str, str] | None = None
     metadata: dict[str, Any] | None = None
 
-    def status_rank(self) -> tuple[bool, datetime, str, str]:
-        # status and queue break ties between events logged in the same instant, so the winner never depends on
-        # which arrived first
-        return (self.status in TERMINAL_STATUSES, self.status_at, self.status.value, self.queue_name)
+    def status_rank(self) -> tuple[bool, datetime, str, str, datetime]:
+        # status, queue and next attempt break ties between events logged in the same instant, so the winner never
+        # depends on which arrived first
+        return (
+            self.status in TERMINAL_STATUSES,
+            self.status_at,
+            self.status.value,
+            self.queue_name,
+            self.next_attempt_at or EPOCH,
+        )
 
 
 def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -102,6 +110,7 @@ def merge(a: MessageObservation, b: MessageObservation) -> MessageObservation:
         size_bytes=max(a.size_bytes, b.size_bytes),
         num_attempts=max(a.num_attempts, b.num_attempts),
         last_attempt_at=_latest(a.last_attempt_at, b.last_attempt_at),
+        next_attempt_at=winner.next_attempt_at,
         created_at=min(a.created_at, b.created_at),
         delivered_at=_earliest(a.delivered_at, b.delivered_at),
         response_at=_latest(a.response_at, b.response_at),
@@ -132,6 +141,7 @@ _CHECKED_FIELDS = (
     "size_bytes",
     "num_attempts",
     "last_attempt_at",
+    "next_attempt_at",
     "created_at",
     "delivered_at",
     "smtp_response",

@@ -36,9 +36,10 @@ from adapters.base import (
 )
 from adapters.http import DEFAULT_TIMEOUT_SECONDS, NodeAuth, NodeHttp
 from adapters.model import QueueOperationType as Op
+from adapters.model import normalize_address
 from adapters.model.observation import MessageObservation
 from adapters.model.queue import MessageQueueStatus
-from adapters.zonemta.mapping import message_uuid
+from adapters.zonemta.mapping import recipient_uuid
 
 # ZoneMTA caps a page of /queued at 1000 rows (api-server.js).
 PAGE_SIZE = 1000
@@ -348,10 +349,10 @@ def observation(row: QueuedRow, now: datetime) -> MessageObservation:
     deferred = row.queued > now
     domain = row_domain(row.recipient)
     return MessageObservation(
-        id=message_uuid(row.id, row.recipient),
+        id=recipient_uuid(row.id, row.recipient),
         message_id=row.id,
         queue_name=domain,
-        recipient=row.recipient,
+        recipient=normalize_address(row.recipient),
         sender="",
         domain=domain,
         status=MessageQueueStatus.deferred if deferred else MessageQueueStatus.ready,

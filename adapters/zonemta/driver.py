@@ -8,6 +8,7 @@ from adapters.base import Capabilities, MtaAdapter
 from adapters.driver import NodeConfig
 from adapters.model.events import EventSource
 from adapters.zonemta.client import ZONEMTA_CAPABILITIES, ZoneMtaClient
+from adapters.zonemta.log_source import ZONEMTA
 
 
 class ZoneMtaDriver:
@@ -21,8 +22,8 @@ class ZoneMtaDriver:
         return ZoneMtaClient(node.base_url, auth=node.auth, node=node.name, http=http)
 
     @property
-    def events(self) -> EventSource | None:
-        return None  # set when its event source lands (adapters.zonemta.log_source)
+    def events(self) -> EventSource:
+        return ZONEMTA
 
 
 DRIVER = ZoneMtaDriver()

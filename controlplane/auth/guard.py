@@ -1,8 +1,11 @@
-"""Bearer-key authentication (middleware) and scope checks (guards)."""
+"""API-key authentication (middleware: a Bearer token, or on the ingest routes HTTP Basic) and scope checks
+(guards)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -36,10 +39,13 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
         header = connection.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        ingest = connection.scope["path"].startswith(INGEST_PATHS)
+        if ingest and scheme.lower() == "basic":
+            token = basic_password(token)
+        elif scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("missing API key: send 'Authorization: Bearer mq_live_…'", field="Authorization")
         keys: ApiKeyService = connection.app.state.services.keys
-        if connection.scope["path"].startswith(HOLD_WHILE_DATABASE_DOWN):
+        if ingest:
             principal = await _authenticate_patiently(keys, token.strip())
         else:
             principal = await keys.authenticate(token.strip())
@@ -48,12 +54,32 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=principal, auth=principal.key_id)
 
 
+# The ingest routes. There, the key may also come as the password of HTTP Basic (any user name): an MTA plugin
+# that can send credentials only in the URL it posts to (ZoneMTA's core/http-bounce, through nodemailer's fetch,
+# turns https://user:key@host/… into "Authorization: Basic base64(user:key)" and sends no other header) can then
+# authenticate. The credentials are treated as the Bearer token is: checked, never logged or echoed.
+#
 # An MTA treats any non-2xx as final and drops what it posted. On these paths a key that cannot be checked for
 # want of a database (first seen while it is away: neither cached nor remembered) is retried, holding the
 # request, for a short while; if the database is still away the connection is then closed without a reply,
 # which kumod (and its log hook) count as a network error and retry later. Elsewhere it is a 503 at once.
-HOLD_WHILE_DATABASE_DOWN = "/api/v1/events/ingest/"
+INGEST_PATHS = "/api/v1/events/ingest/"
 HOLD_LIMIT_SECONDS = 10.0
+
+
+def basic_password(credentials: str) -> str:
+    """The password of HTTP Basic credentials (base64 of "user:password", RFC 7617): the API key."""
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode()
+    except (binascii.Error, ValueError):
+        decoded = ""
+    _, colon, password = decoded.partition(":")
+    if not colon or not password.strip():
+        raise Unauthenticated(
+            "malformed Basic credentials: send the API key as the password (https://any-name:mq_live_…@host/…)",
+            field="Authorization",
+        )
+    return password
 
 
 async def _authenticate_patiently(keys: ApiKeyService, token: str) -> Principal | None:

@@ -65,6 +65,7 @@ MIRROR_COLUMNS: tuple[str, ...] = (
     "num_attempts",
     "max_attempts",
     "last_attempt_at",
+    "next_attempt_at",
     "created_at",
     "delivered_at",
     "response_at",
@@ -102,6 +103,7 @@ def _values(observation: MessageObservation, now: datetime, json: Callable[[Any]
         observation.num_attempts,
         DEFAULT_MAX_ATTEMPTS,
         observation.last_attempt_at,
+        observation.next_attempt_at,
         observation.created_at,
         observation.delivered_at,
         observation.response_at,
@@ -133,8 +135,14 @@ def _merge_clause(excluded: Any) -> dict[str, Any]:
     def earliest(a: Any, b: Any) -> ColumnElement[Any]:
         return case((a.is_(None), b), (b.is_(None), a), (a < b, a), else_=b)
 
-    status_new = tuple_(terminal(new.status), new.status_at, new.status, new.queue_name) > tuple_(
-        terminal(old.status), func.coalesce(old.status_at, floor), old.status, old.queue_name
+    status_new = tuple_(
+        terminal(new.status), new.status_at, new.status, new.queue_name, func.coalesce(new.next_attempt_at, floor)
+    ) > tuple_(
+        terminal(old.status),
+        func.coalesce(old.status_at, floor),
+        old.status,
+        old.queue_name,
+        func.coalesce(old.next_attempt_at, floor),
     )
     response_new = func.coalesce(new.response_at, floor) > func.coalesce(old.response_at, floor)
     failure_new = tuple_(func.coalesce(new.failure_at, floor), func.coalesce(new.last_bounce_reason, "")) > tuple_(
@@ -153,6 +161,7 @@ def _merge_clause(excluded: Any) -> dict[str, Any]:
             "tenant_id",
             "status",
             "status_at",
+            "next_attempt_at",
         )
     }
     clause.update(

@@ -19,7 +19,7 @@ from controlplane.auth.guard import requires
 from controlplane.auth.schema import Principal, Scope
 from controlplane.auth.tenancy import FLEET, SCOPED
 from controlplane.events.schema import DeadLetterPage, EventPage, IngestResult, StoredEvent
-from controlplane.events.service import decode_body
+from controlplane.events.service import FORM_MEDIA_TYPE, JSON_MEDIA_TYPE, decode_body
 from controlplane.instants import Instant
 from controlplane.services import Services
 
@@ -44,21 +44,22 @@ def _schema(document: dict[str, Any]) -> Schema:
 
 def _ingest_operation(source: EventSource) -> type[Operation]:
     record = _schema(source.record_schema)
+    content = {
+        JSON_MEDIA_TYPE: OpenAPIMediaType(schema=Schema(one_of=[record, Schema(type=OpenAPIType.ARRAY, items=record)]))
+    }
+    description = "One log record or an array of them."
+    if source.form_schema is not None:
+        content[FORM_MEDIA_TYPE] = OpenAPIMediaType(schema=_schema(source.form_schema))
+        description += f" As {FORM_MEDIA_TYPE} (unless it starts as JSON does): one {source.form_schema['title']}."
 
     @dataclass
     class IngestOperation(Operation):
         """The body is read raw (so one bad record cannot fail its batch); this documents its shape."""
 
         def __post_init__(self) -> None:
-            self.request_body = RequestBody(
-                required=True,
-                description="One log record or an array of them.",
-                content={
-                    "application/json": OpenAPIMediaType(
-                        schema=Schema(one_of=[record, Schema(type=OpenAPIType.ARRAY, items=record)])
-                    )
-                },
-            )
+            self.request_body = RequestBody(required=True, description=description, content=content)
+            # the key as a Bearer token, or as the password of HTTP Basic (controlplane.auth.guard)
+            self.security = [{"apiKey": []}, {"ingestBasic": []}]
 
     return IngestOperation
 
@@ -70,6 +71,7 @@ def ingest_handler(source: EventSource) -> Any:
         principal, settings = request.user, services.settings
         records, dead, rejected = decode_body(
             await request.body(),
+            content_type=request.content_type[0].lower(),
             source=source,
             api_key=principal.name,
             tenant=principal.tenant_id,

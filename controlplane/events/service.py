@@ -90,6 +90,8 @@ class TooManyRecords(MtactlError):
 
 
 DEFAULT_MAX_DEAD_LETTERS = 1000
+JSON_MEDIA_TYPE = "application/json"
+FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 
 
 def decode_body(
@@ -100,21 +102,24 @@ def decode_body(
     tenant: str | None,
     max_records: int | None = None,
     max_dead_letters: int = DEFAULT_MAX_DEAD_LETTERS,
+    content_type: str = JSON_MEDIA_TYPE,
 ) -> tuple[list[DecodedRecord], list[DeadLetterEntry], list[RejectedRecord]]:
     """Split a POST body into decodable records and dead letters (with the index and reason of each reject).
 
     Every fault of one record is that record's: whatever decoding it raises, it is answered in ``rejected`` and
     the others go on. At most ``max_dead_letters`` rejects are kept as dead letters; beyond that one more dead
     letter says how many were not kept. More than ``max_records`` records raise ``TooManyRecords`` (413).
+    ``content_type`` (the request's media type) tells a source that also takes forms which it got.
     """
     records: list[DecodedRecord] = []
     dead: list[DeadLetterEntry] = []
     rejected: list[RejectedRecord] = []
     try:
-        raws = source.split(body)
+        raws = source.split(body, content_type)
     except (msgspec.DecodeError, RecursionError) as exc:
         text = storable_text(body.decode("utf-8", errors="replace"))
-        reason = one_line(f"body is not JSON: {exc}")
+        taken_as = "a form" if content_type == FORM_MEDIA_TYPE and source.form_schema is not None else "JSON"
+        reason = one_line(f"body is not {taken_as}: {exc}")
         dead.append(DeadLetterEntry(reason, text, api_key, source.name))
         return records, dead, [RejectedRecord(index=0, error=reason)]
     if max_records is not None and len(raws) > max_records:

@@ -25,6 +25,7 @@ from adapters.model import (
     QueueState,
     assume_utc,
 )
+from adapters.sources import DELIVERED_TYPES, RECEIVED_TYPES
 from controlplane.db.effects import targeted
 from controlplane.db.engine import query_cancelled
 from controlplane.db.messages import COLUMNS, IN_QUEUE, TABLE, filter_conditions, ordered_page, row_to_message
@@ -506,8 +507,9 @@ async def _windows(
     campaign_id: str | None,
     domain: str | None,
 ) -> tuple[int, int, int, int]:
-    """Messages received in the last hour, 24 hours and 7 days, and delivered in the last hour: Reception and
-    Delivery events of the per-minute rollups (one dimension at a time). With two or more of tenant, campaign
+    """Messages received in the last hour, 24 hours and 7 days, and delivered in the last hour: the events every
+    source logs for those (KumoMTA's Reception and Delivery, ZoneMTA's QUEUED and ACCEPTED: ``RECEIVED_TYPES``,
+    ``DELIVERED_TYPES``) in the per-minute rollups (one dimension at a time). With two or more of tenant, campaign
     and domain the rollups cannot answer, and the mirror is counted over the narrowest index instead."""
     given = {
         name: value for name, value in (("tenant", tenant_id), ("campaign", campaign_id), ("domain", domain)) if value
@@ -520,13 +522,13 @@ async def _windows(
     r = ROLLUPS.c
     current = minute_of(now)  # a window is the current minute and the whole minutes before it
 
-    def since(delta: timedelta, metric: str) -> Any:
+    def since(delta: timedelta, metrics: tuple[str, ...]) -> Any:
         return (
             select(func.coalesce(func.sum(r.events), 0))
             .where(
                 r.dimension == dimension,
                 r.value == value,
-                r.metric == metric,
+                r.metric.in_(metrics),
                 r.minute > current - delta,
                 r.minute <= current,
             )
@@ -536,10 +538,10 @@ async def _windows(
     row = (
         await session.execute(
             select(
-                since(timedelta(hours=1), "Reception"),
-                since(timedelta(hours=24), "Reception"),
-                since(timedelta(days=7), "Reception"),
-                since(timedelta(hours=1), "Delivery"),
+                since(timedelta(hours=1), RECEIVED_TYPES),
+                since(timedelta(hours=24), RECEIVED_TYPES),
+                since(timedelta(days=7), RECEIVED_TYPES),
+                since(timedelta(hours=1), DELIVERED_TYPES),
             )
         )
     ).one()

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.kumomta.events import KumoLogRecord, RecordType, record_decoder, split_body
+from adapters.kumomta.events import KumoLogRecord, RecordType, record_decoder
 from adapters.kumomta.mapping import (
     BOUNCE_CLASS_TYPE,
     CANCEL_MARK,
@@ -21,6 +21,7 @@ from adapters.kumomta.mapping import (
 )
 from adapters.model import BounceType, MessageQueueStatus
 from adapters.model.observation import MessageObservation, merge
+from adapters.model.records import split_body
 from tests.support import kumomta_records, shared_fixture
 
 S = MessageQueueStatus

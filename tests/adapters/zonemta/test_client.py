@@ -15,7 +15,7 @@ from adapters.model import MessageQueueStatus
 from adapters.model import QueueOperationType as Op
 from adapters.zonemta import client as zonemta_client
 from adapters.zonemta.client import ZoneMtaClient
-from adapters.zonemta.mapping import message_uuid
+from adapters.zonemta.mapping import recipient_uuid
 from tests.fake_zonemta import FakeZoneMta
 
 BASE = "http://zone-1.test:12080"
@@ -68,7 +68,7 @@ async def test_listed_rows_become_ready_or_deferred_observations(zone: FakeZoneM
     due = zone.add_message("a@gmail.com")
     later = zone.add_message("b@gmail.com", deferred=4)
     seen = {o.message_id: o for o in await client().queued_messages()}
-    assert seen[due].status is MessageQueueStatus.ready and seen[due].id == message_uuid(due, "a@gmail.com")
+    assert seen[due].status is MessageQueueStatus.ready and seen[due].id == recipient_uuid(due, "a@gmail.com")
     assert seen[later].status is MessageQueueStatus.deferred and seen[later].num_attempts == 4
     assert seen[later].queue_name == "gmail.com" and seen[later].pool_name == "default"
 

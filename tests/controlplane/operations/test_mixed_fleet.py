@@ -12,7 +12,7 @@ import pytest
 import respx
 
 from adapters import http as node_http
-from adapters.zonemta.mapping import message_uuid
+from adapters.zonemta.mapping import recipient_uuid
 from controlplane.fleet.state import VANISHED
 from controlplane.services import Services
 from tests.controlplane.api_client import api, bearer
@@ -90,7 +90,7 @@ async def test_a_mixed_fleet_shows_both_kinds_and_each_node_does_what_its_mta_ca
 
         # No event reported how they ended: the next sync marks them as gone, not still queued.
         await client.post("/api/v1/nodes/sync", headers=headers)
-        gone = (await client.get(f"/api/v1/messages/{message_uuid(goes, 'dave@gmail.com')}", headers=headers)).json()
+        gone = (await client.get(f"/api/v1/messages/{recipient_uuid(goes, 'dave@gmail.com')}", headers=headers)).json()
         assert gone["status"] == "cancelled" and gone["last_bounce_reason"] == VANISHED
 
 
@@ -103,7 +103,7 @@ async def test_message_ids_reach_exactly_those_messages_on_the_nodes_that_take_t
         headers = await bearer(services, "fleet:manage", "queue:manage")
         await add_zonemta(client, headers, "zone-1")
         await client.post("/api/v1/nodes/sync", headers=headers)
-        body = {"operation": "purge", "reason": "one", "message_ids": [str(message_uuid(ident, "b@gmail.com"))]}
+        body = {"operation": "purge", "reason": "one", "message_ids": [str(recipient_uuid(ident, "b@gmail.com"))]}
         record = (await client.post("/api/v1/operations", json=body, headers=headers)).json()
         assert record["status"] == "done" and record["total"]["affected_messages"] == 1, record
         assert [r.recipient for r in zone.rows] == ["a@gmail.com"]

@@ -19,6 +19,7 @@ from adapters.model import (
     QueueSortField,
     QueueState,
 )
+from adapters.zonemta.log_source import ZONEMTA
 from controlplane.db.engine import create_engine
 from controlplane.db.messages import insert_new
 from controlplane.errors import InvalidInput, QueryTooBroad
@@ -26,7 +27,7 @@ from controlplane.events.service import decode_body, write_group
 from controlplane.queues.service import QueueQueryService
 from controlplane.services import Services
 from tests.controlplane.events.test_hostile_records import record
-from tests.support import BASE_TIME, make_message
+from tests.support import BASE_TIME, make_message, zonemta_batch
 
 S = MessageQueueStatus
 
@@ -327,6 +328,27 @@ async def test_metrics_time_windows_count_received_and_delivered_events(services
         assert m.delivery_rate == 1.0, scope
     other = await services.queues.metrics(now=now, tenant_id="globex")
     assert (other.messages_last_7d, other.delivery_rate) == (0, 0.0)
+
+
+async def test_metrics_time_windows_count_zonemta_s_queued_and_accepted_too(services: Services) -> None:
+    now = datetime.now(UTC).replace(second=30, microsecond=0)
+    entries = json.loads(zonemta_batch())
+    queued = next(e for e in entries if e["action"] == "QUEUED")  # two recipients
+    accepted = next(e for e in entries if e["action"] == "ACCEPTED")
+    posted = []
+    for age in (timedelta(minutes=10), timedelta(days=2)):
+        at = int((now - age).timestamp() * 1000)
+        posted.append(queued | {"_mtactl": {"node": "mta1", "at": at}})
+        posted.append(accepted | {"_mtactl": {"node": "mta1", "at": at + 60_000}})
+    decoded, dead, rejected = decode_body(json.dumps(posted).encode(), source=ZONEMTA, api_key=None, tenant=None)
+    assert rejected == []
+    async with services.sessions.begin() as session:
+        await write_group(session, decoded, dead)
+    await services.projections.catch_up()
+    m = await services.queues.metrics(now=now)
+    assert (m.messages_last_hour, m.messages_last_24h, m.messages_last_7d, m.delivery_rate) == (2, 2, 4, 1.0)
+    scoped = await services.queues.metrics(now=now, domain="example.com")
+    assert (scoped.messages_last_hour, scoped.messages_last_7d, scoped.delivery_rate) == (1, 2, 1.0)
 
 
 async def test_without_sort_by_a_range_filter_sorts_by_its_own_column(services: Services) -> None:
