@@ -7,7 +7,7 @@ import http.server
 import json
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -120,20 +120,26 @@ async def register(client: httpx.AsyncClient, headers: dict[str, str], *names: s
 
 
 @contextlib.contextmanager
-def serving(kumod: FakeKumod) -> Iterator[str]:
-    """Serve ``kumod`` over real HTTP on a free local port (for tests that run mtactl as a separate process)."""
+def serving(kumod: Callable[[httpx.Request], httpx.Response]) -> Iterator[str]:
+    """Serve a stand-in MTA (``FakeKumod``, ``FakeZoneMta``) over real HTTP on a free local port (for tests that
+    run mtactl as a separate process)."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def _answer(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            request = httpx.Request(self.command, f"http://kumod{self.path}", content=self.rfile.read(length))
+            headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "authorization")}
+            request = httpx.Request(
+                self.command, f"http://mta{self.path}", headers=headers, content=self.rfile.read(length)
+            )
             response = kumod(request)
             self.send_response(response.status_code)
             self.send_header("Content-Length", str(len(response.content)))
+            if "content-type" in response.headers:
+                self.send_header("Content-Type", response.headers["content-type"])
             self.end_headers()
             self.wfile.write(response.content)
 
-        do_GET = do_POST = do_DELETE = _answer
+        do_GET = do_POST = do_PUT = do_DELETE = _answer
 
         def log_message(self, *_: Any) -> None:
             return None

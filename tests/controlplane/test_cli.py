@@ -28,6 +28,7 @@ from controlplane.services import Services
 from controlplane.settings import Settings
 from tests.conftest import POSTGRES_DSN
 from tests.fake_kumod import FakeKumod, serving
+from tests.fake_zonemta import FakeZoneMta
 from tests.pg_faults import PostgresProxy
 from tests.support import fixture_path, kumomta_fixture_counts, kumomta_records
 
@@ -205,6 +206,29 @@ def test_an_operation_that_fails_on_every_node_exits_1(tmp_path: Path) -> None:
         mtactl(tmp_path, "nodes", "add", "--name", "kumo-1", "--kind", "kumomta", "--url", url)
         failed = mtactl(tmp_path, "suspend", "--domain", "gmail.com", "--reason", "r")
     assert failed.returncode == 1 and "FAILED" in failed.stdout
+
+
+def test_a_zonemta_node_from_the_command_line_shows_its_queues_and_takes_what_it_can(tmp_path: Path) -> None:
+    zone = FakeZoneMta()
+    zone.add_message(["a@gmail.com", "b@gmail.com"], deferred=2)
+    zone.add_message("c@yahoo.com")
+    with serving(zone) as url:
+        added = mtactl(tmp_path, "nodes", "add", "--name", "zone-1", "--kind", "zonemta", "--url", url)
+        assert added.returncode == 0, added.stderr
+        summary = mtactl(tmp_path, "queue-summary", "--refresh")
+        assert summary.returncode == 0, summary.stderr
+        rows = {line.split()[0]: line for line in summary.stdout.splitlines()[1:] if line.strip()}
+        assert "zone-1=2" in rows["gmail.com"] and "zone-1=1" in rows["yahoo.com"]
+
+        refused = mtactl(tmp_path, "suspend", "--domain", "gmail.com", "--reason", "r")
+        assert refused.returncode != 0 and "no pause API" in refused.stderr
+
+        planned = mtactl(tmp_path, "cancel", "--domain", "gmail.com", "--reason", "bad import", "--dry-run")
+        assert "zone-1: would affect 2 message(s) in 1 queue(s)" in planned.stdout, planned.stdout
+        cancelled = mtactl(tmp_path, "cancel", "--domain", "gmail.com", "--reason", "bad import")
+        assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+        assert "zone-1: 2 message(s) in 1 queue(s) ok" in cancelled.stdout
+    assert [r.recipient for r in zone.rows] == ["c@yahoo.com"]
 
 
 def free_port() -> int:
