@@ -76,7 +76,8 @@ def target_of(request: OperationRequest) -> Target:
         raise InvalidInput(
             "`everything: true` targets every queue: give no other targeting field with it", field="everything"
         )
-    if request.message_ids and not target.is_empty():
+    if request.message_ids and target.fields() - {"tenant"}:
+        # (a tenant only narrows the messages named to that tenant's: a tenant-bound key's request always has one)
         raise InvalidInput("message_ids name the messages: give no queue target with them", field="message_ids")
     if target.is_empty() and suspension_id_of(request) is None and not request.message_ids:
         # An empty target means "every queue" to kumod; that is never what a missing field should mean.
@@ -224,7 +225,7 @@ class OperationService:
         refused = check(request, target, nodes)
         messages: tuple[MessageRef, ...] | None = None
         if request.message_ids:
-            messages, by_queue = await self._queues.messages_named(request.message_ids, tenant=tenant)
+            messages, by_queue = await self._queues.messages_named(request.message_ids, tenant=request.tenant)
             affected, queue_names = len(messages), sorted(by_queue)
         else:
             affected, queue_names = await self._queues.queued_in(target)

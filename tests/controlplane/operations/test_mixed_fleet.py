@@ -111,3 +111,24 @@ async def test_message_ids_reach_exactly_those_messages_on_the_nodes_that_take_t
             "/api/v1/operations", json=body | {"message_ids": ["no-such-message"]}, headers=headers
         )
         assert (unknown.status_code, unknown.json()["field"]) == (400, "message_ids")
+
+
+@respx.mock
+async def test_a_tenant_bound_key_reaches_only_its_tenants_messages(services: Services) -> None:
+    zone = FakeZoneMta()
+    respx.route(host="zone-1.test").mock(side_effect=zone)
+    ident = zone.add_message(["a@gmail.com"])
+    async with api(services.settings, secret_key=KEY) as client:
+        admin = await bearer(services, "fleet:manage", "queue:manage")
+        await add_zonemta(client, admin, "zone-1")
+        await client.post("/api/v1/nodes/sync", headers=admin)
+        bound = await bearer(services, "queue:manage", tenant="acme")
+        body = {"operation": "purge", "reason": "one", "message_ids": [str(recipient_uuid(ident, "a@gmail.com"))]}
+        refused = await client.post("/api/v1/operations", json=body, headers=bound)
+        assert (refused.status_code, refused.json()["field"]) == (400, "message_ids")  # not its tenant's message
+        by_domain = await client.post(
+            "/api/v1/operations", json={"operation": "cancel", "reason": "x", "domain": "gmail.com"}, headers=bound
+        )
+        assert by_domain.status_code == 200 and by_domain.json()["nodes"][0]["result"]["affected_messages"] == 0
+    assert [r.recipient for r in zone.rows] == ["a@gmail.com"]
+    assert [m for m, _, _, _ in zone.requests if m in ("DELETE", "PUT")] == []
