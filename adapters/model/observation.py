@@ -28,6 +28,9 @@ from adapters.model.lifecycle import TERMINAL_STATUSES
 from adapters.model.queue import BounceType, MessageQueueItem, MessageQueueStatus, SmtpResponse
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The metadata key under which an observation keeps its message's id at the MTA, where that differs from the
+# Message-ID header (``message_id``) and per-message operations need it (ZoneMTA's queue id).
+MTA_MESSAGE_ID = "mta_message_id"
 
 
 class MessageObservation(msgspec.Struct, kw_only=True):

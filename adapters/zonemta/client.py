@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -21,6 +22,7 @@ from adapters.base import (
     Capabilities,
     MessageRef,
     MtaAdapter,
+    MtaBadAnswer,
     MtaError,
     MtaRefused,
     NodeHealth,
@@ -37,12 +39,14 @@ from adapters.base import (
 from adapters.http import DEFAULT_TIMEOUT_SECONDS, NodeAuth, NodeHttp
 from adapters.model import QueueOperationType as Op
 from adapters.model import normalize_address
-from adapters.model.observation import MessageObservation
+from adapters.model.observation import MTA_MESSAGE_ID, MessageObservation
 from adapters.model.queue import MessageQueueStatus
 from adapters.zonemta.mapping import recipient_uuid
 
 # ZoneMTA caps a page of /queued at 1000 rows (api-server.js).
 PAGE_SIZE = 1000
+# A listing longer than this many pages (about 10M rows) is taken for a node that never ends its answer.
+MAX_PAGES = 10_000
 # Changes are sent to this many rows at once: a large cancel is not one request at a time, nor a flood.
 CONCURRENT_CHANGES = 8
 
@@ -119,8 +123,13 @@ class DeliveryRow(msgspec.Struct):
 
 
 class MessageInfo(msgspec.Struct):
-    meta: dict[str, Any]
+    meta: dict[str, Any] | bool | None  # false when the stored message body is gone (getInfo)
     messages: list[DeliveryRow]
+
+
+class RowChange(msgspec.Struct, frozen=True):
+    changed: bool  # verified by reading the row back
+    failure: str | None = None  # why a row that should have changed did not
 
 
 def row_domain(recipient: str) -> str:
@@ -146,6 +155,7 @@ class ZoneMtaClient(MtaAdapter):
         self.node = self._api.node
         self._now = now or (lambda: datetime.now(UTC))
         self._listed: list[QueuedRow] | None = None  # one listing per use of the adapter (a sync reads it twice)
+        self._read_at = datetime.now(UTC)
 
     async def close(self) -> None:
         await self._api.close()
@@ -161,11 +171,13 @@ class ZoneMtaClient(MtaAdapter):
         return NodeHealth(reachable=True, checked_at=now)
 
     async def zones(self) -> list[str]:
-        return [z.name for z in self._api.decode(await self._api.request("GET", "/zones"), list[_Zone])]
+        """Every zone, disabled ones too: a disabled zone still holds rows (ZoneMTA lists it only when asked)."""
+        response = await self._api.request("GET", "/zones", params={"includeDisabled": "true"})
+        return [z.name for z in self._api.decode(response, list[_Zone])]
 
     async def counters(self, zone: str) -> tuple[int, int]:
         """(due, deferred) rows of one zone, as ZoneMTA counts them."""
-        answer = self._api.decode(await self._api.request("GET", f"/counter/zone/{zone}"), _Counters)
+        answer = self._api.decode(await self._api.request("GET", f"/counter/zone/{_segment(zone)}"), _Counters)
         return answer.active.rows, answer.deferred.rows
 
     async def queued_rows(self, zone: str, kind: str) -> list[QueuedRow]:
@@ -177,19 +189,21 @@ class ZoneMtaClient(MtaAdapter):
         sync sees it."""
         seen: dict[tuple[str, str], QueuedRow] = {}
         start = 0
-        while True:
+        for _ in range(MAX_PAGES):
             params = {"start": str(start), "pageSize": str(PAGE_SIZE), "sort": "id", "order": "asc"}
-            response = await self._api.request("GET", f"/queued/{kind}/{zone}", params=params)
+            response = await self._api.request("GET", f"/queued/{kind}/{_segment(zone)}", params=params)
             page = self._api.decode(response, _Listed).rows
             for row in page:
                 seen.setdefault((row.id, row.recipient), row)
             if len(page) < PAGE_SIZE:
                 return list(seen.values())
             start += PAGE_SIZE - 1
+        raise MtaBadAnswer(f"{self.node}: zone {zone} lists more than {MAX_PAGES} pages of {kind} rows", node=self.node)
 
     async def listed(self) -> list[QueuedRow]:
         """Every row the node holds, in every zone (read once per adapter use)."""
         if self._listed is None:
+            self._read_at = self._now()  # what the listing says is true as of when it began, not when it ended
             zones = await self.zones()
             pages = await asyncio.gather(*(self.queued_rows(z, k) for z in zones for k in ("queued", "deferred")))
             unique: dict[tuple[str, str], QueuedRow] = {}
@@ -214,8 +228,8 @@ class ZoneMtaClient(MtaAdapter):
 
     async def queued_messages(self) -> list[MessageObservation]:
         """The rows as the mirror's observations: due rows ``ready``, future ones ``deferred``, as of now."""
-        now = self._now()
-        return [observation(row, now) for row in await self.listed()]
+        listed = await self.listed()
+        return [observation(row, self._read_at) for row in listed]
 
     async def message(self, queue_id: str) -> MessageInfo | None:
         """``GET /message/:id``; None when ZoneMTA does not hold it."""
@@ -256,24 +270,33 @@ class ZoneMtaClient(MtaAdapter):
         change = self._retry_row if op is Op.retry else self._delete_row
         limit = asyncio.Semaphore(CONCURRENT_CHANGES)
 
-        async def one(queue_id: str, recipient: str) -> str | None:
+        async def one(queue_id: str, recipient: str) -> RowChange:
             async with limit:
-                return await change(queue_id, recipient)
+                try:
+                    return await change(queue_id, recipient)
+                except MtaError as exc:  # this row's fault, not the others': reported with it
+                    return RowChange(changed=False, failure=f"{queue_id} {recipient}: {exc.message}")
 
-        failures = [f for f in await asyncio.gather(*(one(i, r) for i, r in rows)) if f]
-        done = len(rows) - len(failures)
+        results = await asyncio.gather(*(one(i, r) for i, r in rows))
+        failures = [r.failure for r in results if r.failure]
         note = None
         if failures:
             shown = "; ".join(failures[:5]) + (f"; and {len(failures) - 5} more" if len(failures) > 5 else "")
             note = f"{len(failures)} of {len(rows)} not changed: {shown}"
-        return OperationDone(affected=done, note=note)
+        return OperationDone(affected=sum(r.changed for r in results), note=note)
 
     async def _rows_of(self, messages: Iterable[MessageRef]) -> list[tuple[str, str]]:
         """The named messages this node holds (others are on another node, or gone)."""
         wanted: dict[str, set[str]] = {}
         for ref in messages:
             wanted.setdefault(ref.mta_message_id, set()).add(ref.recipient.lower())
-        infos = await asyncio.gather(*(self.message(queue_id) for queue_id in wanted))
+        limit = asyncio.Semaphore(CONCURRENT_CHANGES)
+
+        async def read(queue_id: str) -> MessageInfo | None:
+            async with limit:
+                return await self.message(queue_id)
+
+        infos = await asyncio.gather(*(read(queue_id) for queue_id in wanted))
         return [
             (queue_id, row.recipient)
             for queue_id, info in zip(wanted, infos, strict=True)
@@ -286,26 +309,30 @@ class ZoneMtaClient(MtaAdapter):
         info = await self.message(queue_id)
         return next((r for r in (info.messages if info else []) if r.recipient == recipient), None)
 
-    async def _delete_row(self, queue_id: str, recipient: str) -> str | None:
-        """Delete one recipient's row; the reason when it is still there afterwards (None: gone)."""
+    async def _delete_row(self, queue_id: str, recipient: str) -> RowChange:
+        """Delete one recipient's row; counted only when it was there, unlocked, and is gone afterwards."""
         row = await self._delivery(queue_id, recipient)
         if row is None:
-            return None  # gone already (delivered meanwhile): nothing to do, nothing claimed
+            return RowChange(changed=False)  # gone already (delivered meanwhile): nothing done, nothing claimed
+        if row.lock:
+            return RowChange(changed=False, failure=f"{queue_id}.{row.seq} is locked by a delivery in progress")
         await self._api.request("DELETE", f"/message/{_segment(queue_id)}/{_segment(row.seq)}")
         after = await self._delivery(queue_id, recipient)
         if after is None:
-            return None
-        return f"{queue_id}.{row.seq} is {'locked by a delivery in progress' if after.lock else 'still queued'}"
+            return RowChange(changed=True)
+        why = "locked by a delivery in progress" if after.lock else "still queued"
+        return RowChange(changed=False, failure=f"{queue_id}.{row.seq} is {why}")
 
-    async def _retry_row(self, queue_id: str, recipient: str) -> str | None:
+    async def _retry_row(self, queue_id: str, recipient: str) -> RowChange:
+        """Make one deferred row due now; counted only when it was deferred and is due afterwards."""
         row = await self._delivery(queue_id, recipient)
-        if row is None:
-            return None
+        if row is None or row.status != "DEFERRED":
+            return RowChange(changed=False)  # gone, or due already: nothing to bring forward
         await self._api.request("PUT", f"/message/{_segment(queue_id)}/{_segment(row.seq)}")
         after = await self._delivery(queue_id, recipient)
-        if after is None or after.status != "DEFERRED":
-            return None  # due now, or already delivered
-        return f"{queue_id}.{row.seq} is still deferred"
+        if after is not None and after.status == "DEFERRED":
+            return RowChange(changed=False, failure=f"{queue_id}.{row.seq} is still deferred")
+        return RowChange(changed=after is not None)
 
     async def retry(self, target: Target, *, reason: str) -> None:
         await self.perform(OperationCall(operation=Op.retry, target=target, reason=reason))
@@ -340,8 +367,9 @@ def _selected(target: Target, row: QueuedRow) -> bool:
 
 
 def _segment(value: str) -> str:
-    """A path segment: ids and seqs are hex, but nothing else may change the path."""
-    return httpx.URL("/" + value).raw_path.decode().lstrip("/").replace("/", "%2F")
+    """One path segment, every reserved character escaped: ids and seqs are hex, but nothing in them may change
+    the path, start a query or a fragment, or reach another message."""
+    return quote(value, safe="")
 
 
 def observation(row: QueuedRow, now: datetime) -> MessageObservation:
@@ -360,5 +388,5 @@ def observation(row: QueuedRow, now: datetime) -> MessageObservation:
         num_attempts=row.deferred,
         created_at=row.created,
         pool_name=row.zone,
-        metadata={"zone": row.zone},
+        metadata={MTA_MESSAGE_ID: row.id, "zone": row.zone},
     )

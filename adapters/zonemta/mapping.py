@@ -26,7 +26,7 @@ from adapters.model import (
     normalize_address,
     recipient_domain,
 )
-from adapters.model.observation import MessageObservation
+from adapters.model.observation import MTA_MESSAGE_ID, MessageObservation
 from adapters.zonemta.events import HTTP_BOUNCE, Entry
 
 S = MessageQueueStatus
@@ -184,7 +184,11 @@ def observe(entry: Entry) -> MessageObservation | None:
     domain = recipient_domain(entry.recipient)
     attempt = entry.kind in ATTEMPT_KINDS
     failure = entry.kind in FAILURE_KINDS or status is SUPPRESSED
-    metadata = {key: value for key, value in (("zonemta_seq", entry.seq), ("zone", entry.zone)) if value is not None}
+    metadata = {
+        key: value
+        for key, value in ((MTA_MESSAGE_ID, entry.id), ("zonemta_seq", entry.seq), ("zone", entry.zone))
+        if value is not None
+    }
     return MessageObservation(
         id=message_uuid(entry),
         message_id=_message_id(entry),

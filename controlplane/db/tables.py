@@ -241,7 +241,10 @@ class NodeMessageRow(Base):
 
     node_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     message_uuid: Mapped[uuid.UUID] = mapped_column(Uuid)
-    seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    seen_at: Mapped[datetime] = mapped_column(UtcDateTime)  # first listed
+    # The first listing that lacked it; a second listing without it marks it gone (one can miss a row: offset
+    # paging over a queue that changes meanwhile).
+    missing_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     __table_args__ = (PrimaryKeyConstraint("node_id", "message_uuid", name="pk_node_messages"),)
 

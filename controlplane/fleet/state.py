@@ -13,7 +13,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar, cast
 
 import msgspec
@@ -46,8 +46,8 @@ log = logging.getLogger("mtactl.fleet")
 NodeSnapshot = tuple[QueueCounts, list[Suspension], list[StandingBounce], list[MessageObservation] | None]
 
 # A message a node listed and lists no more has left its queue. When no event says how (delivered, bounced or
-# deleted all remove ZoneMTA's row), the mirror marks it with this reason, as of when it was last seen listed:
-# any event from after that moment, arriving later, still wins (the later terminal outcome does).
+# deleted all remove ZoneMTA's row), the mirror marks it with this reason, dated before the message was created:
+# any event that says how it ended, arriving later, still wins (the later terminal outcome does).
 VANISHED = "left the node's queue unobserved: no event said whether it was delivered, bounced or deleted"
 
 
@@ -132,7 +132,7 @@ class FleetStateService:
                     async with session.begin_nested():  # what one node sent cannot fail the others' sync
                         await _replace(session, row.id, snapshot, read_at, recorded[row.id])
                         if snapshot[3] is not None:
-                            await mirror_listing(session, row.id, snapshot[3], last_seen=stored.last_synced_at)
+                            await mirror_listing(session, row.id, snapshot[3])
                 except DBAPIError as exc:
                     log.warning("storing what node %s holds failed: %s", row.name, exc.orig)
                     stored.sync_error = f"mtactl could not store what the node reported: {exc.orig}"[:2000]
@@ -365,52 +365,71 @@ async def _set_state(
         )
 
 
-async def mirror_listing(
-    session: AsyncSession, node_id: uuid.UUID, listed: list[MessageObservation], *, last_seen: datetime | None
-) -> None:
+async def mirror_listing(session: AsyncSession, node_id: uuid.UUID, listed: list[MessageObservation]) -> None:
     """Bring the mirror in line with what a node listed: messages it lacks are added, queued ones whose state
-    changed (due, deferred, attempts) are updated, and those the node listed at its last sync (``last_seen``)
-    and lists no more are marked gone (``VANISHED``) unless an event already said how they ended. A listing
-    only ever moves a message still in the queue: what the events said of a finished one stands."""
+    changed (due, deferred, attempts) are updated unless an event said something newer, and those the node listed
+    before and lacks in two listings in a row are marked gone (``VANISHED``). A listing only ever moves a message
+    still in the queue: what the events said of a finished one stands.
+
+    One listing can miss a row that is still there (ZoneMTA pages by offset over a queue that changes meanwhile),
+    hence two. A gone mark is dated just before the message was created, so any event that says how it really
+    ended, arriving later, replaces it (between final outcomes the later one wins)."""
     c = MessageRow
+    n = NodeMessageRow
     current = {o.id: o for o in listed}
-    previous = set(
-        (await session.scalars(select(NodeMessageRow.message_uuid).where(NodeMessageRow.node_id == node_id))).all()
-    )
-    stored: dict[uuid.UUID, tuple[str, int]] = {}
+    previous = {
+        row.message_uuid: row.missing_since
+        for row in await session.execute(select(n.message_uuid, n.missing_since).where(n.node_id == node_id))
+    }
+    stored: dict[uuid.UUID, tuple[str, int, datetime | None]] = {}
     ids = list(current)
     for start in range(0, len(ids), 500):  # bounded IN lists (SQLite's parameter limit)
-        rows = await session.execute(select(c.id, c.status, c.num_attempts).where(c.id.in_(ids[start : start + 500])))
-        stored.update((row_id, (status, attempts)) for row_id, status, attempts in rows)
+        rows = await session.execute(
+            select(c.id, c.status, c.num_attempts, c.status_at).where(c.id.in_(ids[start : start + 500]))
+        )
+        stored.update((row_id, (status, attempts, at)) for row_id, status, attempts, at in rows)
     await apply_observations(session, [o for o in listed if o.id not in stored])
     now = datetime.now(UTC)
     for o in listed:
-        status, attempts = stored.get(o.id, (None, 0))
-        if status in IN_QUEUE and (status != o.status.value or attempts < o.num_attempts):
+        status, attempts, at = stored.get(o.id, (None, 0, None))
+        newer_event = at is not None and at > o.status_at
+        if status in IN_QUEUE and not newer_event and (status != o.status.value or attempts < o.num_attempts):
             await session.execute(
                 update(c)
                 .where(c.id == o.id, c.status.in_(IN_QUEUE))
                 .values(status=o.status.value, status_at=o.status_at, num_attempts=o.num_attempts, updated_at=now)
                 .execution_options(synchronize_session=False)
             )
-    gone = sorted(previous - current.keys())
+    lacking = previous.keys() - current.keys()
+    gone = sorted(i for i in lacking if previous[i] is not None)
+    first_missed = sorted(i for i in lacking if previous[i] is None)
+    back = sorted(i for i in current.keys() & previous.keys() if previous[i] is not None)
+    for ids_, missing_since in ((first_missed, now), (back, None)):
+        for start in range(0, len(ids_), 500):
+            await session.execute(
+                update(n)
+                .where(n.node_id == node_id, n.message_uuid.in_(ids_[start : start + 500]))
+                .values(missing_since=missing_since)
+                .execution_options(synchronize_session=False)
+            )
     for start in range(0, len(gone), 500):
         batch = gone[start : start + 500]
-        await session.execute(
-            update(c)
-            .where(c.id.in_(batch), c.status.in_(IN_QUEUE))
-            .values(
-                status=MessageQueueStatus.cancelled.value,
-                status_at=last_seen or now,
-                failure_at=last_seen or now,
-                last_bounce_reason=VANISHED,
-                updated_at=now,
+        created = await session.execute(select(c.id, c.created_at).where(c.id.in_(batch), c.status.in_(IN_QUEUE)))
+        for row_id, created_at in created:
+            before = created_at - timedelta(milliseconds=1)
+            await session.execute(
+                update(c)
+                .where(c.id == row_id, c.status.in_(IN_QUEUE))
+                .values(
+                    status=MessageQueueStatus.cancelled.value,
+                    status_at=before,
+                    failure_at=before,
+                    last_bounce_reason=VANISHED,
+                    updated_at=now,
+                )
+                .execution_options(synchronize_session=False)
             )
-            .execution_options(synchronize_session=False)
-        )
-        await session.execute(
-            delete(NodeMessageRow).where(NodeMessageRow.node_id == node_id, NodeMessageRow.message_uuid.in_(batch))
-        )
-    new = [{"node_id": node_id, "message_uuid": i, "seen_at": now} for i in current.keys() - previous]
+        await session.execute(delete(n).where(n.node_id == node_id, n.message_uuid.in_(batch)))
+    new = [{"node_id": node_id, "message_uuid": i, "seen_at": now} for i in current.keys() - previous.keys()]
     if new:
-        await session.execute(insert(NodeMessageRow), new)
+        await session.execute(insert(n), new)

@@ -224,8 +224,11 @@ class OperationService:
         nodes = await self._fleet.select(request.nodes)
         refused = check(request, target, nodes)
         messages: tuple[MessageRef, ...] | None = None
+        message_uuids: list[uuid.UUID] | None = None
         if request.message_ids:
-            messages, by_queue = await self._queues.messages_named(request.message_ids, tenant=request.tenant)
+            messages, by_queue, message_uuids = await self._queues.messages_named(
+                request.message_ids, tenant=request.tenant
+            )
             affected, queue_names = len(messages), sorted(by_queue)
         else:
             affected, queue_names = await self._queues.queued_in(target)
@@ -246,7 +249,7 @@ class OperationService:
                 else _outcome(n, request, _matching(target, synced[n.id]), errors=[], at=now, note=_sync_note(n))
                 for n in nodes
             ]
-            planned_nodes = [await self._with_messages(o, target, messages) for o in planned_nodes]
+            planned_nodes = [await self._with_messages(o, target, message_uuids) for o in planned_nodes]
         row = OperationRow(
             id=uuid.uuid4(),
             created_at=now,
@@ -284,13 +287,13 @@ class OperationService:
         return await self.get(row.id)
 
     async def _with_messages(
-        self, outcome: NodeOutcome, target: Target, messages: tuple[MessageRef, ...] | None
+        self, outcome: NodeOutcome, target: Target, message_uuids: list[uuid.UUID] | None
     ) -> NodeOutcome:
         """A dry run's outcome for a node that lists its queue, with the messages it would act on as it last listed
         them (the rows of ``node_messages`` the target selects); other nodes' outcomes as they are."""
         if outcome.result.errors:
             return outcome
-        found = await self._queues.listed_on(outcome.node_id, target, messages, limit=PLANNED_SHOWN)
+        found = await self._queues.listed_on(outcome.node_id, target, message_uuids, limit=PLANNED_SHOWN)
         if found is None:
             return outcome
         shown, total = found
@@ -453,7 +456,14 @@ class OperationService:
             stored.finished_at = datetime.now(UTC)
             stored.result = result | msgspec.to_builtins({"total": total, "nodes": outcomes})
             await record_effects(session, request, target, outcomes)
-            if request.operation is Op.purge and not errors and not request.nodes and not request.message_ids:
+            verified_all = not any(o.note for o in outcomes)  # a node that left rows says so in its note
+            if (
+                request.operation is Op.purge
+                and not errors
+                and verified_all
+                and not request.nodes
+                and not request.message_ids
+            ):
                 # No record will tell the mirror (suppress_logging): every node purged the target, so say it here.
                 await record_purge(session, target, note=f"purged by operation {row.id}: {request.reason}")
             if request.operation in (Op.suspend, Op.resume):  # only these change what the nodes hold suspended

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -9,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, Table, and_, func, select, text, tuple_
+from sqlalchemy import ColumnElement, Table, and_, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.base import MessageRef, Target
@@ -25,6 +26,7 @@ from adapters.model import (
     QueueState,
     assume_utc,
 )
+from adapters.model.observation import MTA_MESSAGE_ID
 from adapters.sources import DELIVERED_TYPES, RECEIVED_TYPES
 from controlplane.db.effects import targeted
 from controlplane.db.engine import query_cancelled
@@ -179,67 +181,65 @@ class QueueQueryService:
 
     async def messages_named(
         self, message_ids: list[str], *, tenant: str | None = None
-    ) -> tuple[tuple[MessageRef, ...], dict[str, int]]:
-        """The messages a per-message operation names, as their MTAs know them, and how many per queue. An id is
-        a mirrored message's ``id`` or an MTA's message id (every recipient of it); with ``tenant``, only that
-        tenant's messages are found. An id that finds no queued message is refused, naming it."""
+    ) -> tuple[tuple[MessageRef, ...], dict[str, int], list[uuid.UUID]]:
+        """The queued messages a per-message operation names, as their MTAs know them (the MTA's own id where the
+        mirror keeps one, ``MTA_MESSAGE_ID``), how many per queue, and their mirrored ids. An id is a mirrored
+        message's ``id`` or a Message-ID (every recipient of it); with ``tenant``, only that tenant's messages are
+        found. An id that finds no queued message is refused, naming it."""
         c = COLUMNS
-        uuids: list[uuid.UUID] = []
-        names: list[str] = []
-        for value in dict.fromkeys(message_ids):
-            try:
-                uuids.append(uuid.UUID(value))
-            except ValueError:
-                names.append(value)
-        found: dict[tuple[str, str], str] = {}
+        wanted = list(dict.fromkeys(message_ids))
+        by_uuid: dict[uuid.UUID, str] = {}
+        for value in wanted:
+            with contextlib.suppress(ValueError):  # not a uuid: a Message-ID
+                by_uuid[uuid.UUID(value)] = value
+        found: dict[uuid.UUID, tuple[MessageRef, str]] = {}
         matched: set[str] = set()
         async with self._sessions() as session:
-            for column, values in ((c.id, uuids), (c.message_id, names)):
+            for column, values in ((c.id, list(by_uuid)), (c.message_id, wanted)):
                 for start in range(0, len(values), 500):  # bounded IN lists (SQLite's parameter limit)
-                    statement = select(c.id, c.message_id, c.recipient, c.queue_name).where(
+                    statement = select(c.id, c.message_id, c.recipient, c.queue_name, c.metadata).where(
                         column.in_(values[start : start + 500]), c.status.in_(IN_QUEUE)
                     )
                     if tenant is not None:
                         statement = statement.where(c.tenant_id == tenant)
-                    for row_id, message_id, recipient, queue_name in (await session.execute(statement)).all():
-                        found[(message_id, recipient)] = queue_name
-                        matched.update((str(row_id), message_id))
-        unknown = [value for value in dict.fromkeys(message_ids) if value not in matched]
+                    for row_id, message_id, recipient, queue_name, metadata in await session.execute(statement):
+                        mta_id = (metadata or {}).get(MTA_MESSAGE_ID) if isinstance(metadata, dict) else None
+                        found[row_id] = (MessageRef(str(mta_id or message_id), recipient), queue_name)
+                        matched.update((by_uuid.get(row_id, ""), message_id))
+        unknown = [value for value in wanted if value not in matched]
         if unknown:
             shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
             raise InvalidInput(f"no queued message {shown} (as mirrored)", field="message_ids")
         per_queue: dict[str, int] = defaultdict(int)
-        for queue_name in found.values():
+        for _, queue_name in found.values():
             per_queue[queue_name] += 1
-        refs = tuple(MessageRef(message_id, recipient) for message_id, recipient in sorted(found))
-        return refs, dict(per_queue)
+        refs = tuple(sorted({ref for ref, _ in found.values()}, key=lambda r: (r.mta_message_id, r.recipient)))
+        return refs, dict(per_queue), sorted(found)
 
     async def listed_on(
-        self, node_id: uuid.UUID, target: Target, messages: tuple[MessageRef, ...] | None, *, limit: int
+        self, node_id: uuid.UUID, target: Target, message_uuids: list[uuid.UUID] | None, *, limit: int
     ) -> tuple[list[PlannedMessage], int] | None:
-        """The queued messages a node listed at its last sync (``node_messages``) that the target (or the messages
-        named) selects: the first ``limit`` and how many in all; None for a node that does not list its queue."""
+        """The queued messages a node listed at its last sync (``node_messages``) that the target (or the mirrored
+        messages named) selects: the first ``limit`` and how many in all; None for a node that does not list its
+        queue."""
         c = COLUMNS
+        n = NodeMessageRow
         async with self._sessions() as session:
-            if not await session.scalar(
-                select(NodeMessageRow.node_id).where(NodeMessageRow.node_id == node_id).limit(1)
-            ):
+            if not await session.scalar(select(n.node_id).where(n.node_id == node_id).limit(1)):
                 return None
-            where: list[ColumnElement[bool]] = [NodeMessageRow.node_id == node_id]
-            if messages is None:
-                where += targeted(target)
+            joined = select(c.id, c.recipient, c.status).join(n, n.message_uuid == c.id).where(n.node_id == node_id)
+            if message_uuids is None:
+                statement = joined.where(*targeted(target))
+                total = await session.scalar(select(func.count()).select_from(statement.subquery()))
+                rows = list((await session.execute(statement.order_by(c.recipient).limit(limit))).all())
             else:
-                where += [
-                    c.status.in_(IN_QUEUE),
-                    tuple_(c.message_id, c.recipient).in_([(m.mta_message_id, m.recipient) for m in messages]),
-                ]
-            joined = (
-                select(c.id, c.recipient, c.status)
-                .join(NodeMessageRow, NodeMessageRow.message_uuid == c.id)
-                .where(*where)
-            )
-            total = await session.scalar(select(func.count()).select_from(joined.subquery()))
-            rows = (await session.execute(joined.order_by(c.recipient).limit(limit))).all()
+                rows, total = [], 0
+                for start in range(0, len(message_uuids), 500):  # bounded IN lists
+                    batch = message_uuids[start : start + 500]
+                    found = (await session.execute(joined.where(c.id.in_(batch), c.status.in_(IN_QUEUE)))).all()
+                    total += len(found)
+                    rows += found
+                rows = sorted(rows, key=lambda r: r.recipient)[:limit]
         return [PlannedMessage(id=i, recipient=r, status=s) for i, r, s in rows], int(total or 0)
 
     async def list_queues(self, *, tenant_id: str | None = None) -> QueueList:

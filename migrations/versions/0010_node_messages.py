@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("node_id", sa.Uuid(), nullable=False),
         sa.Column("message_uuid", sa.Uuid(), nullable=False),
         sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("missing_since", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("node_id", "message_uuid", name="pk_node_messages"),
     )
 

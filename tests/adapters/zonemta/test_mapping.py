@@ -93,7 +93,7 @@ def test_the_http_bounce_is_the_rejection_of_the_same_message() -> None:
         only("log_entry_rejected")
     )
     assert observation.smtp_response is not None and observation.smtp_response.enhanced_code == "5.1.1"
-    assert observation.metadata == {"zonemta_seq": "003"}
+    assert observation.metadata == {"mta_message_id": "18b0879811a00009b7", "zonemta_seq": "003"}
 
 
 def test_the_statuses_are_of_zonemta_s_own_actions() -> None:
@@ -121,7 +121,8 @@ def test_a_deferral_counts_its_attempts_and_says_when_the_next_is() -> None:
     assert observation.num_attempts == 5 and observation.next_attempt_at == datetime(
         2026, 11, 23, 7, 21, 12, 733000, tzinfo=UTC
     )
-    assert observation.pool_name == "default" and observation.metadata == {"zonemta_seq": "001", "zone": "default"}
+    assert observation.pool_name == "default"
+    assert observation.metadata == {"mta_message_id": "18b0879811a00009a2", "zonemta_seq": "001", "zone": "default"}
     assert observation.last_bounce_reason is not None and observation.last_bounce_reason.startswith("421 RP-001")
 
 
