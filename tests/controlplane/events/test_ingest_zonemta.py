@@ -94,7 +94,11 @@ async def test_every_fixture_in_one_batch_is_accepted_and_mirrored(services: Ser
         assert (reply["code"], reply["enhanced_code"], reply["message"]) == (250, "2.0.0", "Ok: queued as 4XyZ1k2L3m")
         assert when(reply["timestamp"]) == datetime(2023, 10, 7, 4, 51, 2, 554000, tzinfo=UTC)  # the queue id's
         assert delivered["headers"]["Subject"] == "November update" and delivered["size_bytes"] == 5790
-        assert delivered["metadata"] == {"zonemta_seq": "002", "zone": "default"}
+        assert delivered["metadata"] == {
+            "mta_message_id": "18b0879811a00009a2",
+            "zonemta_seq": "002",
+            "zone": "default",
+        }
         assert delivered["queue_name"] == delivered["domain"] == "example.com"
         # Without `_mtactl.at` every entry is placed at its queue id's time: between in-queue states of one instant
         # the merge's tie rule decides (ready over deferred), the same on both backends and in any order.
