@@ -7,12 +7,13 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, put
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
 
 from controlplane.auth.guard import requires
 from controlplane.auth.schema import Principal, Scope
 from controlplane.auth.tenancy import FLEET
 from controlplane.capacity.schema import CapacityEstimate, CapacityReport, Source, SourceList, SourceSpec
+from controlplane.capacity.service import NAME_PATTERN
 from controlplane.services import Services
 
 AnyRequest = Request[Principal, Any, Any]
@@ -30,7 +31,11 @@ class SourcesController(Controller):
 
     @put("/{name:str}", summary="Set an egress source's daily limit and sending window (created if new)")
     async def put_source(
-        self, request: AnyRequest, services: NamedDependency[Services], name: FromPath[str], data: JSONBody[SourceSpec]
+        self,
+        request: AnyRequest,
+        services: NamedDependency[Services],
+        name: Annotated[str, PathParameter(pattern=NAME_PATTERN, description="the egress source (KumoMTA) or zone")],
+        data: JSONBody[SourceSpec],
     ) -> Source:
         return await services.capacity.put(name, data, actor=request.user.actor)
 

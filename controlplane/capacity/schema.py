@@ -11,7 +11,9 @@ from msgspec import Meta
 SourceName = Annotated[
     str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$", description="the egress source (KumoMTA) or zone")
 ]
-Clock = Annotated[str, Meta(pattern=r"^[0-9]{2}:[0-9]{2}$", description="local time of day, HH:MM", examples=["08:00"])]
+Clock = Annotated[
+    str, Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="local time of day, HH:MM", examples=["08:00"])
+]
 Names = Annotated[list[Annotated[str, Meta(min_length=1, max_length=200)]], Meta(max_length=100)]
 
 
@@ -19,9 +21,10 @@ class SendingWindow(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Local hours the source may send in, within one day (the limit resets at local midnight)."""
 
     start: Clock = "00:00"
-    end: Annotated[str, Meta(pattern=r"^[0-9]{2}:[0-9]{2}$", description="HH:MM after start; 24:00 is midnight")] = (
-        "24:00"
-    )
+    end: Annotated[
+        str,
+        Meta(pattern=r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$", description="HH:MM, after start (24:00: midnight)"),
+    ] = "24:00"
     timezone: Annotated[str, Meta(min_length=1, max_length=64, description="IANA time zone")] = "UTC"
 
 
