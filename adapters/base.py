@@ -228,6 +228,9 @@ class Capabilities(msgspec.Struct, kw_only=True, frozen=True):
     refused: dict[QueueOperationType, str]
     per_message_refusal: str = "this MTA has no per-message operations; target queues instead"
     lists_messages: bool = False  # ``queued_messages`` reads every queued message (the mirror can be synced)
+    # Whether the MTA can hold an egress source's traffic (``hold_egress_path``), or why not.
+    holds_egress: bool = False
+    egress_hold_refusal: str = "this MTA cannot hold an egress source's traffic"
 
     def support(self, operation: QueueOperationType, *, per_message: bool = False) -> OperationSupport:
         """How this MTA takes ``operation`` (per message, or by queue); ``UnsupportedOperation`` naming the
@@ -330,6 +333,15 @@ class MtaAdapter(abc.ABC):
     @abc.abstractmethod
     async def perform(self, call: OperationCall) -> OperationDone:
         """Carry out one operation on this node, in this MTA's own requests (its operation mapping)."""
+
+    def egress_paths(self, source: str, ready_queues: Iterable[str]) -> list[str]:
+        """The egress paths (ready queues, as ``queue_counts`` names them) that carry ``source``'s traffic."""
+        return []
+
+    async def hold_egress_path(self, path: str, *, reason: str, duration: str | None = None) -> str:
+        """Hold one egress path (by the MTA's own means) for ``duration``; returns the hold's id, which
+        ``resume`` lifts and ``list_suspensions`` lists (as ``ready_queue``)."""
+        raise UnsupportedOperation(f"{self.kind} cannot hold an egress path")
 
     async def queued_messages(self) -> list[MessageObservation] | None:
         """Every message the node holds, as ``MessageObservation``s, when the MTA can list them (None: it

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from controlplane.auth.controller import ApiKeysController
 from controlplane.auth.guard import PUBLIC_PATHS, ApiKeyAuthentication
 from controlplane.auth.tenancy import check_tenancy, provide_tenant, provide_tenant_filter, tenancy_guard
+from controlplane.capacity.controller import CapacityController, SourcesController
 from controlplane.errors import EXCEPTION_HANDLERS
 from controlplane.events.controller import EventsController, MessageEventsController, ingest_router
 from controlplane.fleet.controller import BouncesController, NodesController, SuspensionsController
@@ -96,6 +97,8 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> Litestar:
         BouncesController,
         OperationsController,
         TelemetryController,
+        SourcesController,
+        CapacityController,
     ]
     if settings.enable_email_queue_model:
         route_handlers += [MessagesController, MetricsController]

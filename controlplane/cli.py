@@ -15,6 +15,7 @@ import msgspec
 
 from adapters.shippers import SHIP_COMMANDS
 from controlplane.auth.schema import Scope
+from controlplane.capacity.schema import SourceSpec
 from controlplane.db.engine import database_unavailable
 from controlplane.errors import MtactlError
 from controlplane.projections.service import BACKLOG_CAP
@@ -642,6 +643,115 @@ class _progress:
     def __exit__(self, *_: object) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+@main.group()
+def sources() -> None:
+    """Egress sources' daily limits and sending windows (KumoMTA egress sources, ZoneMTA zones)."""
+
+
+@sources.command("set")
+@click.argument("name")
+@click.option("--daily-limit", type=click.IntRange(min=0), required=True, help="Deliveries per local day")
+@click.option("--window", default="00:00-24:00", show_default=True, help="Local sending hours, HH:MM-HH:MM")
+@click.option("--timezone", default="UTC", show_default=True, help="IANA time zone, e.g. Europe/Berlin")
+@click.option("--node", "nodes", multiple=True, help="Hold it on these nodes only (id, name or label=value)")
+@click.option("--tenant", "tenants", multiple=True, help="Tenants sending through it (for estimates)")
+@click.option("--pool", "pools", multiple=True, help="Pools whose queued messages it carries (default: its name)")
+def sources_set(
+    name: str,
+    daily_limit: int,
+    window: str,
+    timezone: str,
+    nodes: tuple[str, ...],
+    tenants: tuple[str, ...],
+    pools: tuple[str, ...],
+) -> None:
+    """Create or change a source: mtactl holds its traffic outside the window and past the limit."""
+    start, dash, end = window.partition("-")
+    if not dash:
+        raise click.BadParameter("HH:MM-HH:MM, e.g. 08:00-20:00", param_hint="--window")
+    try:
+        spec = msgspec.convert(
+            {
+                "daily_limit": daily_limit,
+                "window": {"start": start, "end": end, "timezone": timezone},
+                "nodes": list(nodes) or None,
+                "tenants": list(tenants) or None,
+                "pools": list(pools) or None,
+            },
+            SourceSpec,
+        )
+    except msgspec.ValidationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--window") from None
+    found = with_services(lambda s: s.capacity.put(name, spec, actor=_actor()))
+    w = found.window
+    click.echo(f"{found.name}: {found.daily_limit}/day, {w.start}-{w.end} {w.timezone}")
+
+
+@sources.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def sources_list(as_json: bool) -> None:
+    """Every source with its limit and window."""
+    found = with_services(lambda s: s.capacity.all())
+    if as_json:
+        click.echo(msgspec.json.encode(found).decode())
+        return
+    for s in found.data:
+        nodes = ",".join(s.nodes) or "every node"
+        click.echo(f"{s.name}  {s.daily_limit}/day  {s.window.start}-{s.window.end} {s.window.timezone}  {nodes}")
+
+
+@sources.command("remove")
+@click.argument("name")
+def sources_remove(name: str) -> None:
+    """Forget a source (its holds are released by the next enforcement pass)."""
+    gone = with_services(lambda s: s.capacity.delete(name, actor=_actor()))
+    click.echo(f"removed {gone.name}")
+
+
+@main.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def capacity(context: click.Context, as_json: bool) -> None:
+    """Per source: used and remaining today, its window, holds and messages at risk of expiring."""
+    if context.invoked_subcommand is not None:
+        return
+    report = with_services(lambda s: s.capacity.capacity())
+    if as_json:
+        click.echo(msgspec.json.encode(report).decode())
+        return
+    click.echo(f"{'SOURCE':<24} {'LIMIT':>9} {'USED':>9} {'LEFT':>9}  {'WINDOW':<7} NEXT OPENS (UTC)   STATE")
+    for c in report.data:
+        state = "held" if c.holding else "sending"
+        if c.holding and not c.held:
+            state = "should be held (nothing held yet)"
+        window = "open" if c.window_open else "closed"
+        opens = f"{c.next_window_opens_at:%Y-%m-%d %H:%M}"
+        click.echo(
+            f"{c.name:<24} {c.daily_limit:>9} {c.used_today:>9} {c.remaining_today:>9}  {window:<7} {opens}   {state}"
+        )
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
+@capacity.command("estimate")
+@click.argument("messages", type=click.IntRange(min=1))
+@click.option("--tenant", default=None, help="Only the sources open to this tenant")
+@click.option("--json", "as_json", is_flag=True)
+def capacity_estimate(messages: int, tenant: str | None, as_json: bool) -> None:
+    """When MESSAGES would be sent, by seed 002's rule (most remaining capacity first)."""
+    found = with_services(lambda s: s.capacity.estimate(messages, tenant=tenant))
+    if as_json:
+        click.echo(msgspec.json.encode(found).decode())
+        return
+    if found.sending_days is None:
+        click.echo("no source has a daily limit above 0: these messages would never be sent")
+        return
+    finishes = f"{found.finishes_at:%Y-%m-%d %H:%M} UTC" if found.finishes_at else "-"
+    click.echo(f"{found.messages} messages over {found.sending_days} day(s), done by {finishes}")
+    for day in found.per_day:
+        click.echo(f"  {day.date}  {day.messages}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from adapters.http import NodeNetworks
 from controlplane.audit.service import AuditLog
 from controlplane.auth.service import ApiKeyService, VerifiedKeys
+from controlplane.capacity.service import CapacityService
 from controlplane.db.engine import (
     SchemaGate,
     connection_problem,
@@ -58,6 +60,7 @@ class Services:
     operations: OperationService
     gate: SchemaGate
     projections: ProjectionService
+    capacity: CapacityService
 
     @classmethod
     async def start(cls, settings: Settings, *, migrate: bool = True, wait_for_database: bool = False) -> Services:
@@ -108,6 +111,9 @@ class Services:
             operations=OperationService(sessions, audit, fleet, queues, redis_url=settings.redis_url),
             gate=gate,
             projections=projections,
+            capacity=CapacityService(
+                sessions, audit, fleet, max_message_age=timedelta(seconds=settings.message_max_age_seconds)
+            ),
         )
 
     async def migrate_when_available(

@@ -57,6 +57,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Longest a message listing may run on Postgres before it is stopped and answered 400 query_too_broad (with
     # what to narrow), so one broad query cannot tie up the database.
     listing_timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    # How often sending windows and daily limits are enforced (sources held and released at the MTAs).
+    capacity_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    # A queued message's maximum age when the mirror has no expires_at for it (KumoMTA's default max_age: 7 days),
+    # for the warning that held messages would expire.
+    message_max_age_seconds: Annotated[float, msgspec.Meta(gt=0)] = 7 * 86400.0
 
     def __post_init__(self) -> None:
         try:

@@ -31,6 +31,8 @@ from controlplane.db.tables import (
     NodeRow,
     OperationRow,
     ProjectionCheckpointRow,
+    SourceHoldRow,
+    SourceRow,
 )
 from controlplane.services import Services
 from controlplane.settings import Settings
@@ -101,6 +103,8 @@ async def _empty(services: Services) -> None:
             NodeQueuesRow,
             NodeHoldRow,
             EventRollupRow,
+            SourceRow,
+            SourceHoldRow,
             ProjectionCheckpointRow,
             MessageCountRow,  # after the messages: their trigger leaves rows of zero behind
         ):

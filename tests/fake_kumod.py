@@ -68,6 +68,15 @@ class FakeKumod:
             return httpx.Response(200)
         if route == ("GET", "/api/admin/suspend-ready-q/v1"):
             return httpx.Response(200, json=list(self.ready_suspensions.values()))
+        if route == ("POST", "/api/admin/suspend-ready-q/v1"):
+            ident = str(uuid.uuid4())
+            self.ready_suspensions[ident] = {
+                "id": ident,
+                "name": body["name"],
+                "reason": body["reason"],
+                "duration": body.get("duration", "5m"),
+            }
+            return httpx.Response(200, json={"id": ident})
         if route == ("DELETE", "/api/admin/suspend-ready-q/v1"):
             self.ready_suspensions.pop(body["id"], None)
             return httpx.Response(200)

@@ -7,6 +7,7 @@ requests are decoded by kumod with ``deny_unknown_fields``, so only its known fi
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -116,6 +117,7 @@ KUMOMTA_CAPABILITIES = Capabilities(
     },
     refused={Op.set_priority: "set_priority: KumoMTA has no message priority"},
     per_message_refusal=_QUEUES_ONLY,
+    holds_egress=True,
 )
 
 
@@ -217,6 +219,14 @@ class KumoMtaClient(MtaAdapter):
         body = {"name": name, "reason": reason, **({"duration": duration} if duration else {})}
         response = await self._request("POST", "/api/admin/suspend-ready-q/v1", json=body)
         return self._decode(response, _IdResponse).id
+
+    def egress_paths(self, source: str, ready_queues: Iterable[str]) -> list[str]:
+        # kumod names a ready queue "<egress source>-><site>@<protocol>" (ready_queue.rs): a source's paths are
+        # those named from it.
+        return sorted(q for q in ready_queues if q.startswith(f"{source}->"))
+
+    async def hold_egress_path(self, path: str, *, reason: str, duration: str | None = None) -> str:
+        return await self.suspend_ready_queue(path, reason=reason, duration=duration)
 
     async def resume(self, suspension_id: str) -> None:
         if suspension_id.startswith("tsa:"):

@@ -73,6 +73,8 @@ ZONEMTA_CAPABILITIES = Capabilities(
         Op.set_priority: "set_priority: ZoneMTA has no message priority",
     },
     lists_messages=True,
+    # Pausing a zone would need ZoneMTA's config and a restart; its API has no pause (zone-mta#287).
+    egress_hold_refusal="ZoneMTA has no pause API (zone-mta#287): a zone's traffic cannot be held",
 )
 
 

@@ -424,3 +424,37 @@ class EventRollupRow(Base):
     metric: Mapped[str] = mapped_column(String(40))
     minute: Mapped[datetime] = mapped_column(UtcDateTime)
     events: Mapped[int] = mapped_column(BigInteger)
+
+
+class SourceRow(Base):
+    """An egress source's daily limit and sending window (KumoMTA egress source, ZoneMTA zone)."""
+
+    __tablename__ = "sources"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    daily_limit: Mapped[int] = mapped_column(BigInteger)
+    window_start: Mapped[str] = mapped_column(String(5))
+    window_end: Mapped[str] = mapped_column(String(5))
+    timezone: Mapped[str] = mapped_column(String(64))
+    nodes: Mapped[list[str]] = mapped_column(JsonDocument)  # node refs it is held on (empty: every node)
+    tenants: Mapped[list[str]] = mapped_column(JsonDocument)  # tenants sending through it (empty: every tenant)
+    pools: Mapped[list[str]] = mapped_column(JsonDocument)  # pools whose queued messages it carries
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class SourceHoldRow(Base):
+    """One egress path mtactl holds for a source on one node, with the MTA's id for the hold. ``lifted_at`` set:
+    someone else lifted it before ``held_until`` (an operator's resume), and mtactl leaves the path alone until
+    that hold would have ended."""
+
+    __tablename__ = "source_holds"
+    __table_args__ = (PrimaryKeyConstraint("source", "node_id", "path", name="pk_source_holds"),)
+
+    source: Mapped[str] = mapped_column(String(200))
+    node_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    path: Mapped[str] = mapped_column(String(500))
+    hold_id: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    held_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    held_until: Mapped[datetime] = mapped_column(UtcDateTime)
+    lifted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

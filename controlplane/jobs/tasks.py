@@ -64,9 +64,16 @@ async def sync_nodes(services: Services, runner: str) -> None:
     await record_run(services, "sync_nodes", runner)
 
 
+async def enforce_windows(services: Services, runner: str) -> None:
+    """Hold the egress sources outside their sending window or past their daily limit, release the others."""
+    await services.capacity.enforce()
+    await record_run(services, "enforce_windows", runner)
+
+
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob(name="heartbeat", run=heartbeat, interval=lambda s: s.heartbeat_interval_seconds),
     PeriodicJob(name="maintain_events", run=maintain_events, interval=lambda s: 3600.0),
     PeriodicJob(name="probe_nodes", run=probe_nodes, interval=lambda s: s.sync_interval_seconds),
     PeriodicJob(name="sync_nodes", run=sync_nodes, interval=lambda s: s.sync_interval_seconds),
+    PeriodicJob(name="enforce_windows", run=enforce_windows, interval=lambda s: s.capacity_interval_seconds),
 )
