@@ -57,6 +57,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Longest a message listing may run on Postgres before it is stopped and answered 400 query_too_broad (with
     # what to narrow), so one broad query cannot tie up the database.
     listing_timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    # How often the throttling rules are evaluated against the rollups (controlplane.policies).
+    policy_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    # How often domain health is scored, and over how many minutes of the rollups (controlplane.domains).
+    domain_score_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    domain_health_window_minutes: Annotated[int, msgspec.Meta(ge=1, le=10_080)] = 60
 
     def __post_init__(self) -> None:
         try:

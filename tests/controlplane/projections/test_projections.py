@@ -311,4 +311,4 @@ async def test_message_counts_equal_a_recount_of_the_mirror_whoever_writes_it(se
 
 def test_every_standard_projection_has_a_distinct_name() -> None:
     names = [p.name for p in standard_projections()]
-    assert sorted(names) == sorted(set(names)) == ["mirror", "rollups"]
+    assert sorted(names) == sorted(set(names)) == ["mirror", "policy_matches", "rollups"]
