@@ -267,7 +267,8 @@ async def test_the_lag_shows_in_detailed_health_and_in_prometheus_metrics(servic
     assert statuses["mirror"].lag_seconds >= 0
     async with api(services.settings) as client:  # this client catches the projections up before reading
         health = (await client.get("/api/v1/health/detailed")).json()
-        assert {p["name"]: p["events_behind"] for p in health["projections"]} == {"mirror": 0, "rollups": 0}
+        behind = {p["name"]: p["events_behind"] for p in health["projections"]}
+        assert behind == {"mirror": 0, "rollups": 0, "policy_matches": 0}
         reader = await bearer(services, "analytics:read")
         scraped = await client.get("/metrics", headers=reader)
         assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
