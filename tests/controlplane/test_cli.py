@@ -390,7 +390,7 @@ def test_projections_status_shows_the_lag_and_rebuild_replays_the_log(tmp_path: 
     unknown = mtactl(tmp_path, "projections", "rebuild", "mirrors")
     assert (
         unknown.returncode == 2
-        and "no projection 'mirrors'; there are mirror, rollups, policy_matches" in unknown.stderr
+        and "no projection 'mirrors'; there are mirror, policy_matches, rollups" in unknown.stderr
     )
     assert messages > 0
 
