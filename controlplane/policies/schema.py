@@ -37,8 +37,10 @@ class Mode(enum.StrEnum):
 Name = Annotated[str, Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 Pattern = Annotated[str, Meta(min_length=1, max_length=200)]
 Threshold = Annotated[float, Meta(ge=0, le=1_000_000_000)]
-Window = Annotated[str, Meta(min_length=1, max_length=50, examples=["10m"])]
-HoldFor = Annotated[str, Meta(min_length=1, max_length=50, examples=["1h"])]
+# humantime as kumod reads it ("10m", "1h 30m"); the range (and a total above zero) is checked in words.
+_HUMANTIME = r"^\s*[0-9]+\s*[A-Za-z]+(\s*[0-9]+\s*[A-Za-z]+)*\s*$"
+Window = Annotated[str, Meta(min_length=1, max_length=50, pattern=_HUMANTIME, examples=["10m"])]
+HoldFor = Annotated[str, Meta(min_length=1, max_length=50, pattern=_HUMANTIME, examples=["1h"])]
 MinEvents = Annotated[int, Meta(ge=1, le=1_000_000_000)]
 Match = dict[Annotated[str, Meta(min_length=1, max_length=20)], Annotated[str, Meta(min_length=1, max_length=320)]]
 

@@ -234,7 +234,12 @@ class PolicyService:
         statement = select(d).order_by(d.decided_at.desc(), d.id)
         async with self._sessions() as session:
             if policy is not None:
-                statement = statement.where(d.policy_id == (await self._find(session, policy)).id)
+                # A filter: an id is taken as it is (a deleted rule's decisions stay listed), a name looked up.
+                try:
+                    wanted = uuid.UUID(policy)
+                except ValueError:
+                    wanted = (await self._find(session, policy)).id
+                statement = statement.where(d.policy_id == wanted)
             if open_only:
                 statement = statement.where(d.lifted_at.is_(None))
             rows = (await session.scalars(statement.offset(offset).limit(limit + 1))).all()
