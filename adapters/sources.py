@@ -19,8 +19,20 @@ EVENT_SOURCES: dict[str, EventSource] = {
 # What every source logs when a message is received (queued) and delivered: the metrics' time windows count these.
 RECEIVED_TYPES: tuple[str, ...] = tuple(kind for source in EVENT_SOURCES.values() for kind in source.received_types)
 DELIVERED_TYPES: tuple[str, ...] = tuple(kind for source in EVENT_SOURCES.values() for kind in source.delivered_types)
+# The outcomes domain health and the throttling rules weigh (``EventSource.bounced_types``…).
+BOUNCED_TYPES: tuple[str, ...] = tuple(kind for source in EVENT_SOURCES.values() for kind in source.bounced_types)
+DEFERRED_TYPES: tuple[str, ...] = tuple(kind for source in EVENT_SOURCES.values() for kind in source.deferred_types)
+COMPLAINT_TYPES: tuple[str, ...] = tuple(kind for source in EVENT_SOURCES.values() for kind in source.complaint_types)
 
-__all__ = ["DELIVERED_TYPES", "EVENT_SOURCES", "RECEIVED_TYPES", "RecordType", "event_source"]
+__all__ = [
+    "BOUNCED_TYPES",
+    "COMPLAINT_TYPES",
+    "DEFERRED_TYPES",
+    "EVENT_SOURCES",
+    "RECEIVED_TYPES",
+    "RecordType",
+    "event_source",
+]
 
 if TYPE_CHECKING:
     from adapters.kumomta.events import RecordType

@@ -25,6 +25,7 @@ from controlplane.auth.controller import ApiKeysController
 from controlplane.auth.guard import PUBLIC_PATHS, ApiKeyAuthentication
 from controlplane.auth.tenancy import check_tenancy, provide_tenant, provide_tenant_filter, tenancy_guard
 from controlplane.capacity.controller import CapacityController, SourcesController
+from controlplane.domains.controller import DomainsController
 from controlplane.errors import EXCEPTION_HANDLERS
 from controlplane.events.controller import EventsController, MessageEventsController, ingest_router
 from controlplane.fleet.controller import BouncesController, NodesController, SuspensionsController
@@ -33,6 +34,7 @@ from controlplane.instants import TYPE_DECODERS
 from controlplane.jobs.runner import JobRunner, job_runner_for
 from controlplane.openapi import install_contract
 from controlplane.operations.controller import OperationsController
+from controlplane.policies.controller import PoliciesController
 from controlplane.protocol import check_api_input, cors_config, full_allow_on_options
 from controlplane.queues.controller import (
     LegacyMetricsController,
@@ -99,6 +101,8 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> Litestar:
         TelemetryController,
         SourcesController,
         CapacityController,
+        DomainsController,
+        PoliciesController,
     ]
     if settings.enable_email_queue_model:
         route_handlers += [MessagesController, MetricsController]

@@ -613,6 +613,124 @@ def projections_rebuild(name: str) -> None:
 
 
 @main.group()
+def policies() -> None:
+    """Throttling rules: list, add, switch between observe and enforce, and what they decided."""
+
+
+def _policy_line(p: Any) -> str:
+    what = f"{p.metric.value} {'~/' + p.pattern + '/ ' if p.pattern else ''}>= {p.threshold:g} over {p.window}"
+    narrowed = ",".join(f"{k}={v}" for k, v in (p.match or {}).items()) or "every value"
+    return f"{p.name:<24} {p.mode.value:<8} {p.scope.value}:{narrowed}  {what}  -> {p.action.value} {p.duration}"
+
+
+@policies.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def policies_list(as_json: bool) -> None:
+    """Every rule, by name."""
+    listed = with_services(lambda s: s.policies.list_all())
+    if as_json:
+        click.echo(msgspec.json.encode(listed).decode())
+        return
+    for p in listed.data:
+        click.echo(_policy_line(p))
+
+
+@policies.command("add")
+@click.argument("name")
+@click.option("--metric", type=click.Choice(["bounce_rate", "deferral_rate", "response_match"]), required=True)
+@click.option("--threshold", type=float, required=True, help="a rate (0.3) or, for response_match, a count")
+@click.option("--window", default="10m", show_default=True)
+@click.option("--min-events", default=20, show_default=True, type=int)
+@click.option("--scope", type=click.Choice(["domain", "tenant", "campaign", "egress_source", "node"]), required=True)
+@click.option("--match", "match", default=None, help="narrow to one value of the scope: domain=gmail.com")
+@click.option("--pattern", default=None, help="response_match: a regular expression searched in the response")
+@click.option("--duration", default="1h", show_default=True)
+@click.option("--enforce", is_flag=True, help="act at once (default: observe, recording what it would do)")
+def policies_add(
+    name: str,
+    metric: str,
+    threshold: float,
+    window: str,
+    min_events: int,
+    scope: str,
+    match: str | None,
+    pattern: str | None,
+    duration: str,
+    enforce: bool,
+) -> None:
+    """Add rule NAME (in observe mode unless --enforce)."""
+    from controlplane.policies.schema import PolicyInput
+
+    narrowed = None
+    if match is not None:
+        key, sep, value = match.partition("=")
+        if not sep:
+            raise click.BadParameter("give KEY=VALUE, e.g. domain=gmail.com", param_hint="--match")
+        narrowed = {key: value}
+    try:
+        data = msgspec.convert(
+            {
+                "name": name,
+                "metric": metric,
+                "threshold": threshold,
+                "window": window,
+                "min_events": min_events,
+                "scope": scope,
+                "match": narrowed,
+                "pattern": pattern,
+                "duration": duration,
+                "mode": "enforce" if enforce else "observe",
+            },
+            PolicyInput,
+        )
+    except msgspec.ValidationError as exc:
+        raise click.UsageError(str(exc)) from None
+    created = with_services(lambda s: s.policies.create(data, actor=_actor()))
+    click.echo(_policy_line(created))
+
+
+def _set_mode(name: str, mode: str) -> None:
+    from controlplane.policies.schema import Mode, PolicyPatch
+
+    changed = with_services(lambda s: s.policies.update(name, PolicyPatch(mode=Mode(mode)), actor=_actor()))
+    click.echo(_policy_line(changed))
+
+
+@policies.command("observe")
+@click.argument("name")
+def policies_observe(name: str) -> None:
+    """Let rule NAME only record what it would do."""
+    _set_mode(name, "observe")
+
+
+@policies.command("enforce")
+@click.argument("name")
+def policies_enforce(name: str) -> None:
+    """Let rule NAME act: suspend through the operations path (audited, actor policy:NAME)."""
+    _set_mode(name, "enforce")
+
+
+@policies.command("decisions")
+@click.option("--policy", default=None, help="only this rule's (name or id)")
+@click.option("--active", is_flag=True, help="only those not lifted yet")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 500))
+@click.option("--json", "as_json", is_flag=True)
+def policies_decisions(policy: str | None, active: bool, limit: int, as_json: bool) -> None:
+    """What the rules decided, newest first."""
+    found = with_services(lambda s: s.policies.decisions(policy=policy, open_only=active, limit=limit))
+    if as_json:
+        click.echo(msgspec.json.encode(found).decode())
+        return
+    for d in found.data:
+        lifted = f"lifted {d.lifted_at:%Y-%m-%d %H:%M} by {d.lifted_by}" if d.lifted_at else f"until {d.until:%H:%M}"
+        acted = f"operation {d.operation_id}" if d.operation_id else (d.note or "")
+        click.echo(
+            f"{d.decided_at:%Y-%m-%d %H:%M:%S}  {d.policy_name:<20} {d.mode.value:<8} {d.action.value} "
+            f"{d.scope.value}:{d.scope_value}  {d.metric_value:g} ({d.events} events)  {lifted}  {acted}"
+        )
+
+
+@main.group()
 def ship() -> None:
     """Ship an MTA's own log files to mtactl (run on the MTA's host)."""
 

@@ -25,11 +25,13 @@ from controlplane.db.engine import (
     upgrade_database,
 )
 from controlplane.db.partitions import ensure_partitions
+from controlplane.domains.service import DomainHealthService
 from controlplane.events.service import EventQueryService, IngestPipeline
 from controlplane.fleet.secrets import SecretBox
 from controlplane.fleet.service import FleetService
 from controlplane.fleet.state import FleetStateService
 from controlplane.operations.service import OperationService
+from controlplane.policies.service import PolicyService
 from controlplane.projections import standard_projections
 from controlplane.projections.service import ProjectionService
 from controlplane.queues.service import QueueQueryService
@@ -61,6 +63,8 @@ class Services:
     gate: SchemaGate
     projections: ProjectionService
     capacity: CapacityService
+    domains: DomainHealthService
+    policies: PolicyService
 
     @classmethod
     async def start(cls, settings: Settings, *, migrate: bool = True, wait_for_database: bool = False) -> Services:
@@ -97,6 +101,7 @@ class Services:
             1 if settings.is_sqlite else settings.ingest_writers,
         )
         ingest.on_append.append(projections.wake)
+        operations = OperationService(sessions, audit, fleet, queues, redis_url=settings.redis_url)
         return cls(
             settings=settings,
             engine=engine,
@@ -108,12 +113,14 @@ class Services:
             ingest=ingest,
             fleet=fleet,
             fleet_state=FleetStateService(sessions, audit, fleet),
-            operations=OperationService(sessions, audit, fleet, queues, redis_url=settings.redis_url),
+            operations=operations,
             gate=gate,
             projections=projections,
             capacity=CapacityService(
                 sessions, audit, fleet, max_message_age=timedelta(seconds=settings.message_max_age_seconds)
             ),
+            domains=DomainHealthService(sessions, window_minutes=settings.domain_health_window_minutes),
+            policies=PolicyService(sessions, audit, operations),
         )
 
     async def migrate_when_available(

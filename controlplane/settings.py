@@ -62,6 +62,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # A queued message's maximum age when the mirror has no expires_at for it (KumoMTA's default max_age: 7 days),
     # for the warning that held messages would expire.
     message_max_age_seconds: Annotated[float, msgspec.Meta(gt=0)] = 7 * 86400.0
+    # How often the throttling rules are evaluated against the rollups (controlplane.policies).
+    policy_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    # How often domain health is scored, and over how many minutes of the rollups (controlplane.domains).
+    domain_score_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    domain_health_window_minutes: Annotated[int, msgspec.Meta(ge=1, le=10_080)] = 60
 
     def __post_init__(self) -> None:
         try:

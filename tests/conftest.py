@@ -21,6 +21,7 @@ from controlplane.db.tables import (
     ApiKeyRow,
     AuditRow,
     DeadLetterRow,
+    DomainScoreRow,
     EventRollupRow,
     EventRow,
     JobHeartbeatRow,
@@ -30,6 +31,9 @@ from controlplane.db.tables import (
     NodeQueuesRow,
     NodeRow,
     OperationRow,
+    PolicyDecisionRow,
+    PolicyMatchRow,
+    PolicyRow,
     ProjectionCheckpointRow,
     SourceHoldRow,
     SourceRow,
@@ -107,6 +111,10 @@ async def _empty(services: Services) -> None:
             SourceHoldRow,
             ProjectionCheckpointRow,
             MessageCountRow,  # after the messages: their trigger leaves rows of zero behind
+            DomainScoreRow,
+            PolicyRow,
+            PolicyDecisionRow,
+            PolicyMatchRow,
         ):
             await session.execute(delete(table))
     services.keys._cache.clear()

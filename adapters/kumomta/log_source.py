@@ -81,6 +81,10 @@ class KumoLogSource:
     record_types: tuple[str, ...] = tuple(t.value for t in RecordType)
     received_types: tuple[str, ...] = ("Reception",)
     delivered_types: tuple[str, ...] = ("Delivery",)
+    # OOB: the receiver bounced it after accepting it. AdminBounce is an operator's verdict, not the receiver's.
+    bounced_types: tuple[str, ...] = ("Bounce", "OOB")
+    deferred_types: tuple[str, ...] = ("TransientFailure",)
+    complaint_types: tuple[str, ...] = ("Feedback",)
     record_schema = RECORD_SCHEMA
     form_schema: dict[str, Any] | None = None
 

@@ -69,6 +69,11 @@ class EventSource(Protocol):
     # The record types saying a message was received (queued) and delivered: the metrics' windows count them.
     received_types: tuple[str, ...]
     delivered_types: tuple[str, ...]
+    # The delivery attempts' outcomes domain health and the throttling rules weigh: refused for good by the
+    # receiver, deferred by it, and complaints about a delivered message (each counted once per attempt).
+    bounced_types: tuple[str, ...]
+    deferred_types: tuple[str, ...]
+    complaint_types: tuple[str, ...]
     record_schema: dict[str, Any]  # JSON Schema of one record, for the API description
     # JSON Schema of the one record an application/x-www-form-urlencoded body holds, for a source that takes
     # such bodies too (ZoneMTA's core/http-bounce posts one); None: JSON bodies only.

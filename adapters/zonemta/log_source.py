@@ -120,6 +120,10 @@ class ZoneLogSource:
     record_types: tuple[str, ...] = tuple(a.value for a in Action)
     received_types: tuple[str, ...] = ("QUEUED",)
     delivered_types: tuple[str, ...] = ("ACCEPTED",)
+    # Not HTTP_BOUNCE: core/http-bounce reports the same rejection a REJECTED entry logs, and would count it twice.
+    bounced_types: tuple[str, ...] = ("REJECTED",)
+    deferred_types: tuple[str, ...] = ("DEFERRED",)
+    complaint_types: tuple[str, ...] = ()  # ZoneMTA receives no feedback reports
     record_schema = RECORD_SCHEMA
     form_schema: dict[str, Any] | None = FORM_SCHEMA
 

@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     ColumnElement,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -347,6 +348,7 @@ class JobHeartbeatRow(Base):
     runner: Mapped[str] = mapped_column(String(50))
     last_run_at: Mapped[datetime] = mapped_column(UtcDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+    last_duration_ms: Mapped[float | None] = mapped_column(Float)  # of the last run, failed or not
 
 
 class EventLogClockRow(Base):
@@ -458,3 +460,92 @@ class SourceHoldRow(Base):
     held_at: Mapped[datetime] = mapped_column(UtcDateTime)
     held_until: Mapped[datetime] = mapped_column(UtcDateTime)
     lifted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class DomainScoreRow(Base):
+    """The health of one recipient domain over the scoring window, fleet-wide (``tenant`` '') or for one tenant's
+    mail to it. Written whole by the ``score_domains`` job from the rollups (controlplane.domains)."""
+
+    __tablename__ = "domain_scores"
+    __table_args__ = (
+        PrimaryKeyConstraint("tenant", "domain", name="pk_domain_scores"),
+        Index("ix_domain_scores_score", "tenant", "score", "domain"),
+    )
+
+    tenant: Mapped[str] = mapped_column(String(100))
+    domain: Mapped[str] = mapped_column(String(320))
+    score: Mapped[float] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(BigInteger)
+    delivered: Mapped[int] = mapped_column(BigInteger)
+    bounced: Mapped[int] = mapped_column(BigInteger)
+    deferred: Mapped[int] = mapped_column(BigInteger)
+    complaints: Mapped[int] = mapped_column(BigInteger)
+    average_delivery_time: Mapped[float] = mapped_column(Float)
+    last_successful_delivery: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    computed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class PolicyRow(Base):
+    """A throttling rule (controlplane.policies): when ``metric`` for a value of ``scope`` crosses ``threshold``
+    over ``window``, ``action`` for ``duration``; ``mode`` observe only records it."""
+
+    __tablename__ = "policies"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    metric: Mapped[str] = mapped_column(String(20))
+    pattern: Mapped[str | None] = mapped_column(Text)
+    threshold: Mapped[float] = mapped_column(Float)
+    window: Mapped[str] = mapped_column(String(50))
+    min_events: Mapped[int] = mapped_column(Integer)
+    scope: Mapped[str] = mapped_column(String(20))
+    match: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
+    action: Mapped[str] = mapped_column(String(20))
+    duration: Mapped[str] = mapped_column(String(50))
+    mode: Mapped[str] = mapped_column(String(10))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class PolicyDecisionRow(Base):
+    """One rule tripping for one value of its scope, what it did (or in observe mode would have done), and when it
+    was lifted and by whom (``lifted_by``: ``policy`` at the end of the duration, ``operator`` when someone else
+    lifted the suspension first)."""
+
+    __tablename__ = "policy_decisions"
+    __table_args__ = (
+        Index("ix_policy_decisions_open", "policy_id", "scope_value", "decided_at"),
+        Index("ix_policy_decisions_decided_at", "decided_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    policy_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    policy_name: Mapped[str] = mapped_column(String(100))
+    scope: Mapped[str] = mapped_column(String(20))
+    scope_value: Mapped[str] = mapped_column(String(320))
+    action: Mapped[str] = mapped_column(String(20))
+    mode: Mapped[str] = mapped_column(String(10))
+    metric_value: Mapped[float] = mapped_column(Float)
+    events: Mapped[int] = mapped_column(BigInteger)
+    decided_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    until: Mapped[datetime] = mapped_column(UtcDateTime)
+    operation_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # [[node id, suspension id], ...]: what the operation created, to lift exactly that and nothing else
+    holds: Mapped[list[Any] | None] = mapped_column(JsonDocument)
+    note: Mapped[str | None] = mapped_column(Text)
+    lifted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    lifted_by: Mapped[str | None] = mapped_column(String(20))
+    lift_operation_ids: Mapped[list[Any] | None] = mapped_column(JsonDocument)
+
+
+class PolicyMatchRow(Base):
+    """Per minute, the events whose response matched a ``response_match`` rule's pattern, per value of its scope.
+    Kept by the ``policy_matches`` projection."""
+
+    __tablename__ = "policy_matches"
+    __table_args__ = (PrimaryKeyConstraint("policy_id", "scope_value", "minute", name="pk_policy_matches"),)
+
+    policy_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    scope_value: Mapped[str] = mapped_column(String(320))
+    minute: Mapped[datetime] = mapped_column(UtcDateTime)
+    events: Mapped[int] = mapped_column(BigInteger)

@@ -47,6 +47,7 @@ class JobHealth(msgspec.Struct, kw_only=True):
     last_run_at: datetime | None
     last_error: str | None
     status: str
+    last_duration_ms: float | None = None  # how long its last run took
 
 
 class DetailedHealth(msgspec.Struct, kw_only=True):
@@ -163,6 +164,7 @@ async def _jobs(services: NamedDependency[Services]) -> list[JobHealth]:
                 last_run_at=row.last_run_at if row else None,
                 last_error=row.last_error if row else None,
                 status=status,
+                last_duration_ms=row.last_duration_ms if row else None,
             )
         )
     return report

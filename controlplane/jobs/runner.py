@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -90,14 +91,41 @@ class RedisWorkerJobs(JobRunner):
 
 
 async def _guarded(job: PeriodicJob, services: Services, runner: str) -> None:
+    started = time.perf_counter()
     try:
         await job.run(services, runner)
     except Exception as exc:  # one failing run must not stop the schedule
         log.exception("job %s failed", job.name)
-        try:
-            await record_run(services, job.name, runner, error=f"{type(exc).__name__}: {exc}")
-        except Exception:
-            log.exception("could not record the failure of job %s", job.name)
+        error: str | None = f"{type(exc).__name__}: {exc}"
+    else:
+        error = None
+    elapsed = round((time.perf_counter() - started) * 1000, 3)
+    try:
+        await record_run(services, job.name, runner, error=error, duration_ms=elapsed)
+    except Exception:
+        log.exception("could not record the run of job %s", job.name)
+
+
+LEASE_PREFIX = "mtactl:job-lease"
+RUN_LEASE_SECONDS = 900  # as long as saq lets a job run (its timeout below)
+
+
+async def leased(redis: Redis, job: PeriodicJob, interval: float, owner: str) -> bool:
+    """Whether this worker may run ``job`` now: once per interval slot across every worker, and never beside a run
+    still going. saq makes a cron job unique while it is queued, but each worker's scheduler enqueues it again once
+    the last run is done, and the start-up run comes on top: without this, two workers ran some slots twice."""
+    slot = int(time.time() // interval)
+    if not await redis.set(
+        f"{LEASE_PREFIX}:{job.name}:slot:{slot}", owner, nx=True, ex=max(1, math.ceil(2 * interval))
+    ):
+        return False
+    return bool(await redis.set(f"{LEASE_PREFIX}:{job.name}:running", owner, nx=True, ex=RUN_LEASE_SECONDS))
+
+
+async def release(redis: Redis, job: PeriodicJob, owner: str) -> None:
+    key = f"{LEASE_PREFIX}:{job.name}:running"
+    if (await redis.get(key)) == owner.encode():  # only our own: a lease that ran out may be another's now
+        await redis.delete(key)
 
 
 def cron_every(seconds: float) -> str:
@@ -122,9 +150,17 @@ async def run_worker(services: Services, *, burst: bool = False) -> None:
         raise RuntimeError("MTACTL_REDIS_URL is not set: without Redis, jobs run inside `mtactl serve`")
     queue = Queue.from_url(settings.redis_url, name="mtactl")
 
+    leases = Redis.from_url(settings.redis_url)
+    owner = uuid.uuid4().hex
+
     def saq_task(job: PeriodicJob) -> Any:
         async def task(ctx: dict[str, Any]) -> None:
-            await _guarded(job, services, "saq")
+            if not await leased(leases, job, job.interval(settings), owner):
+                return  # another worker runs this slot
+            try:
+                await _guarded(job, services, "saq")
+            finally:
+                await release(leases, job, owner)
 
         task.__name__ = job.name
         task.__qualname__ = job.name
@@ -163,4 +199,5 @@ async def run_worker(services: Services, *, burst: bool = False) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await projections
         await queue.disconnect()
+        await leases.aclose()
         await asyncio.sleep(0)

@@ -22,18 +22,21 @@ class PeriodicJob:
     interval: Callable[[Settings], float]
 
 
-async def record_run(services: Services, name: str, runner: str, error: str | None = None) -> None:
+async def record_run(
+    services: Services, name: str, runner: str, error: str | None = None, duration_ms: float | None = None
+) -> None:
     """Upsert the job's heartbeat row. One statement: a select-then-insert raced when two runs of a job started
-    at once (a saq worker's start-up run beside its cron run) and failed one of them on the key."""
+    at once (a saq worker's start-up run beside its cron run) and failed one of them on the key. The runner
+    (``jobs.runner._guarded``) records every run with its duration; a job may record itself too."""
     now = datetime.now(UTC)
-    values = {"name": name, "runner": runner, "last_run_at": now, "last_error": error}
+    values = {"name": name, "runner": runner, "last_run_at": now, "last_error": error, "last_duration_ms": duration_ms}
     async with services.sessions.begin() as session:
         insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
         statement = insert(JobHeartbeatRow).values(values)
         await session.execute(
             statement.on_conflict_do_update(
                 index_elements=[JobHeartbeatRow.name],
-                set_={"runner": runner, "last_run_at": now, "last_error": error},
+                set_={"runner": runner, "last_run_at": now, "last_error": error, "last_duration_ms": duration_ms},
             )
         )
 
@@ -70,10 +73,22 @@ async def enforce_windows(services: Services, runner: str) -> None:
     await record_run(services, "enforce_windows", runner)
 
 
+async def score_domains(services: Services, runner: str) -> None:
+    """Domain health from the rollups' last window, for GET /api/v1/domains and the queue metrics."""
+    await services.domains.score()
+
+
+async def evaluate_policies(services: Services, runner: str) -> None:
+    """The throttling rules: lift what has run its course, then decide on what crosses a threshold now."""
+    await services.policies.evaluate()
+
+
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob(name="heartbeat", run=heartbeat, interval=lambda s: s.heartbeat_interval_seconds),
     PeriodicJob(name="maintain_events", run=maintain_events, interval=lambda s: 3600.0),
     PeriodicJob(name="probe_nodes", run=probe_nodes, interval=lambda s: s.sync_interval_seconds),
     PeriodicJob(name="sync_nodes", run=sync_nodes, interval=lambda s: s.sync_interval_seconds),
     PeriodicJob(name="enforce_windows", run=enforce_windows, interval=lambda s: s.capacity_interval_seconds),
+    PeriodicJob(name="score_domains", run=score_domains, interval=lambda s: s.domain_score_interval_seconds),
+    PeriodicJob(name="evaluate_policies", run=evaluate_policies, interval=lambda s: s.policy_interval_seconds),
 )

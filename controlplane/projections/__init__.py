@@ -3,6 +3,7 @@ policies, analytics and webhooks), each a ``Projection`` run by ``ProjectionServ
 
 from __future__ import annotations
 
+from controlplane.policies.projection import PolicyMatchProjection
 from controlplane.projections.base import Projection
 from controlplane.projections.mirror import MirrorProjection
 from controlplane.projections.rollups import RollupProjection
@@ -10,4 +11,4 @@ from controlplane.projections.rollups import RollupProjection
 
 def standard_projections() -> list[Projection]:
     """Every projection mtactl keeps, in the order a pass runs them."""
-    return [MirrorProjection(), RollupProjection()]
+    return [MirrorProjection(), RollupProjection(), PolicyMatchProjection()]

@@ -1,11 +1,12 @@
 """Per-minute counts of events (``event_rollups``), kept by a projection of the event log.
 
 Grain: one row per (dimension, value, metric, minute). Dimensions: ``all`` (value ''), ``source`` (the MTA kind),
-``domain`` (recipient domain), ``tenant``, ``campaign``, ``egress_source``, ``egress_pool``, ``node`` and
-``bounce_class`` (the MTA's own class). Metrics: the record type (``Reception``, ``Delivery``, ``Bounce``, …) and,
-for deliveries, the bucket of the time since reception (``delivery_le_<seconds>``, not cumulative). A batch is
-summed in memory and written as one upsert that adds to the stored counts, in the transaction that moves the
-checkpoint: the counts are exact however the projection is stopped and resumed.
+``domain`` (recipient domain), ``tenant``, ``campaign``, ``egress_source``, ``egress_pool``, ``node``,
+``bounce_class`` (the MTA's own class), and ``tenant_domain`` (value ``<tenant>/<domain>``: a tenant's own domain
+health; a domain never holds a slash, so the last one splits it). Metrics: the record type (``Reception``,
+``Delivery``, ``Bounce``, …) and, for deliveries, the bucket of the time since reception (``delivery_le_<seconds>``,
+not cumulative). A batch is summed in memory and written as one upsert that adds to the stored counts, in the
+transaction that moves the checkpoint: the counts are exact however the projection is stopped and resumed.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ DIMENSIONS = (
     "egress_pool",
     "node",
     "bounce_class",
+    "tenant_domain",
 )
 
 
@@ -86,8 +88,19 @@ class RollupProjection:
                 if facts.delivery_seconds is not None and math.isfinite(facts.delivery_seconds):
                     bucket = delivery_bucket(facts.delivery_seconds)
             minute = minute_of(event.position.event_at)
+            pair = f"{event.tenant_id}/{event.domain}" if event.tenant_id and event.domain else None
             profiles[
-                (minute, event.type, bucket, event.source, event.domain, event.tenant_id, event.campaign_id, *described)
+                (
+                    minute,
+                    event.type,
+                    bucket,
+                    event.source,
+                    event.domain,
+                    event.tenant_id,
+                    event.campaign_id,
+                    *described,
+                    pair,
+                )
             ] += 1
         counts: Counter[tuple[str, str, str, datetime]] = Counter()
         for (minute, kind, bucket, *values), n in profiles.items():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,7 +30,7 @@ from adapters.sources import DELIVERED_TYPES, RECEIVED_TYPES
 from controlplane.db.effects import targeted
 from controlplane.db.engine import query_cancelled
 from controlplane.db.messages import COLUMNS, IN_QUEUE, TABLE, filter_conditions, ordered_page, row_to_message
-from controlplane.db.tables import MessageCountRow, NodeHoldRow, NodeMessageRow, NodeQueuesRow, NodeRow
+from controlplane.db.tables import DomainScoreRow, MessageCountRow, NodeHoldRow, NodeMessageRow, NodeQueuesRow, NodeRow
 from controlplane.errors import InvalidInput, NotFound, QueryTooBroad
 from controlplane.fleet.state import hold_matches
 from controlplane.pagination import decode_cursor, encode_cursor
@@ -377,14 +376,7 @@ class QueueQueryService:
             queued = status.in_(IN_QUEUE)
             domains = (
                 await session.execute(
-                    select(
-                        n.domain,
-                        func.sum(n.messages),
-                        *(func.coalesce(func.sum(n.messages).filter(status == s.value), 0) for s in _HEALTH_STATUSES),
-                        func.coalesce(func.sum(n.messages).filter(queued), 0),
-                        func.coalesce(func.sum(n.delivery_ms).filter(status == _DELIVERED), 0),
-                        func.max(n.last_delivered_at),
-                    )
+                    select(n.domain, func.coalesce(func.sum(n.messages).filter(queued), 0))
                     .where(*scope, n.messages != 0)
                     .group_by(n.domain)
                 )
@@ -398,6 +390,7 @@ class QueueQueryService:
             ).all()
             oldest, newest = await _queued_age_bounds(session, tenant_id, campaign_id, domain)
             windows = await _windows(session, now, tenant_id=tenant_id, campaign_id=campaign_id, domain=domain)
+            health = await _domain_health(session, tenant_id, campaign_id, domain)
         by_status = dict.fromkeys(MessageQueueStatus, 0)
         by_bounce = dict.fromkeys(BounceType, 0)
         total = retries = retried = size = queued_messages = queued_created = delivered_messages = delivery_ms = 0
@@ -417,14 +410,7 @@ class QueueQueryService:
             if state is MessageQueueStatus.delivered:
                 delivered_messages += messages
                 delivery_ms += int(delivery)
-        per_domain: dict[str, _DomainTally] = {}
-        depth_by_domain: dict[str, int] = {}
-        for dom, messages, *outcomes, queued_here, delivered_ms, last in domains:
-            tally = per_domain[dom] = _DomainTally(messages=int(messages), delivery_ms=int(delivered_ms))
-            for state, count in zip(_HEALTH_STATUSES, outcomes, strict=True):
-                tally.by_status[state] = int(count)
-            tally.last_delivered = last
-            depth_by_domain[dom] = int(queued_here)
+        depth_by_domain = {dom: int(queued_here) for dom, queued_here in domains}
         depth_by_campaign = {campaign: int(messages) for campaign, messages in campaigns}
         received_hour, received_day, received_week, delivered_hour = windows
         return QueueMetrics(
@@ -440,7 +426,7 @@ class QueueQueryService:
             retry_rate=_percent(retried, total),
             bounce_rate=_percent(by_status[MessageQueueStatus.bounced], total),
             bounces_by_type=by_bounce,
-            domain_health_scores=_domain_health(per_domain),
+            domain_health_scores=health,
             messages_last_hour=received_hour,
             messages_last_24h=received_day,
             messages_last_7d=received_week,
@@ -448,24 +434,6 @@ class QueueQueryService:
             oldest_message_age=(now - oldest).total_seconds() if oldest else 0.0,
             newest_message_age=(now - newest).total_seconds() if newest else 0.0,
         )
-
-
-# The outcomes a domain's health score weighs.
-_HEALTH_STATUSES = (
-    MessageQueueStatus.delivered,
-    MessageQueueStatus.bounced,
-    MessageQueueStatus.expired,
-    MessageQueueStatus.deferred,
-)
-_DELIVERED = MessageQueueStatus.delivered.value
-
-
-@dataclass
-class _DomainTally:
-    messages: int = 0
-    by_status: dict[MessageQueueStatus, int] = field(default_factory=lambda: dict.fromkeys(MessageQueueStatus, 0))
-    delivery_ms: int = 0
-    last_delivered: datetime | None = None
 
 
 def _top(counts: dict[str, int]) -> dict[str, int]:
@@ -572,25 +540,25 @@ def _percent(part: int, whole: int) -> float:
     return round(100.0 * part / whole, 4) if whole else 0.0
 
 
-def _domain_health(per_domain: dict[str, _DomainTally]) -> dict[str, DomainHealthScore]:
-    """Per-domain outcome scores for the busiest domains.
-
-    score = 100 * (1 - (bounced + expired + deferred/2) / (delivered + bounced + expired + deferred)): a domain that
-    takes everything scores 100, one that refuses everything scores 0, deferrals count half.
-    """
-    status = MessageQueueStatus
-    busiest = sorted(per_domain.items(), key=lambda kv: (-kv[1].messages, kv[0]))[:TOP_BREAKDOWN]
-    scores: dict[str, DomainHealthScore] = {}
-    for domain, tally in busiest:
-        ok, bounced = tally.by_status[status.delivered], tally.by_status[status.bounced]
-        expired, deferred = tally.by_status[status.expired], tally.by_status[status.deferred]
-        outcomes = ok + bounced + expired + deferred
-        penalty = (bounced + expired + 0.5 * deferred) / outcomes if outcomes else 0.0
-        scores[domain] = DomainHealthScore(
-            domain=domain,
-            score=round(100.0 * (1.0 - penalty), 2),
-            bounce_rate=_percent(bounced, outcomes),
-            average_delivery_time=tally.delivery_ms / ok / 1000.0 if ok else 0.0,
-            last_successful_delivery=tally.last_delivered,
+async def _domain_health(
+    session: AsyncSession, tenant_id: str | None, campaign_id: str | None, domain: str | None
+) -> dict[str, DomainHealthScore]:
+    """The busiest domains' scores as the ``score_domains`` job last wrote them (controlplane.domains): fleet-wide,
+    or a tenant's own mail to each domain. The rollups score no campaign by domain: a campaign's metrics have none."""
+    if campaign_id is not None:
+        return {}
+    c = DomainScoreRow
+    statement = select(c).where(c.tenant == (tenant_id or ""))
+    if domain is not None:
+        statement = statement.where(c.domain == domain.lower())
+    rows = (await session.scalars(statement.order_by(c.attempts.desc(), c.domain).limit(TOP_BREAKDOWN))).all()
+    return {
+        r.domain: DomainHealthScore(
+            domain=r.domain,
+            score=r.score,
+            bounce_rate=_percent(r.bounced, r.attempts),
+            average_delivery_time=r.average_delivery_time,
+            last_successful_delivery=r.last_successful_delivery,
         )
-    return scores
+        for r in rows
+    }

@@ -300,9 +300,8 @@ async def test_metrics_count_what_is_stored(services: Services) -> None:
     assert m.oldest_message_age == pytest.approx(10 * 86400, abs=1)
     assert m.newest_message_age == pytest.approx(2 * 86400, abs=1)
     assert m.average_queue_time == pytest.approx(6 * 86400, abs=1)
-    gmail = m.domain_health_scores["gmail.com"]
-    assert gmail.score == 50.0 and gmail.bounce_rate == 50.0
-    assert m.domain_health_scores["yahoo.com"].score == 50.0  # one deferral counts half
+    # Domain health is scored from the event rollups by its job (tests/controlplane/domains), not from the mirror.
+    assert m.domain_health_scores == {}
     scoped = await services.queues.metrics(domain="gmail.com", now=now)
     assert scoped.total_messages == 2 and scoped.queue_depth == 0
 

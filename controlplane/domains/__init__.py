@@ -1,0 +1,1 @@
+"""Recipient domain reputation from the event rollups."""

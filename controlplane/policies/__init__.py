@@ -1,0 +1,1 @@
+"""Throttling rules over the event rollups, and their decisions."""
