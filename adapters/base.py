@@ -228,6 +228,9 @@ class Capabilities(msgspec.Struct, kw_only=True, frozen=True):
     refused: dict[QueueOperationType, str]
     per_message_refusal: str = "this MTA has no per-message operations; target queues instead"
     lists_messages: bool = False  # ``queued_messages`` reads every queued message (the mirror can be synced)
+    # ``suppress``/``unsuppress`` put an address on the MTA's own suppression list and take it off (ZoneMTA's
+    # /suppressionlist); False: the MTA has none reachable over its API (KumoMTA: a policy snippet enforces it)
+    suppression_list: bool = False
 
     def support(self, operation: QueueOperationType, *, per_message: bool = False) -> OperationSupport:
         """How this MTA takes ``operation`` (per message, or by queue); ``UnsupportedOperation`` naming the
@@ -330,6 +333,18 @@ class MtaAdapter(abc.ABC):
     @abc.abstractmethod
     async def perform(self, call: OperationCall) -> OperationDone:
         """Carry out one operation on this node, in this MTA's own requests (its operation mapping)."""
+
+    async def suppression_entries(self) -> dict[str, str]:
+        """The addresses on the MTA's own suppression list, each with the MTA's id for its entry."""
+        raise UnsupportedOperation(f"{self.kind} has no suppression list reachable over its API")
+
+    async def suppress(self, address: str) -> str:
+        """Put ``address`` on the MTA's own suppression list; returns the MTA's id for the entry (to lift it)."""
+        raise UnsupportedOperation(f"{self.kind} has no suppression list reachable over its API")
+
+    async def unsuppress(self, reference: str) -> None:
+        """Take the entry ``suppress`` returned off the MTA's suppression list (gone already: nothing to do)."""
+        raise UnsupportedOperation(f"{self.kind} has no suppression list reachable over its API")
 
     async def queued_messages(self) -> list[MessageObservation] | None:
         """Every message the node holds, as ``MessageObservation``s, when the MTA can list them (None: it

@@ -42,6 +42,7 @@ from controlplane.queues.controller import (
 )
 from controlplane.services import Services
 from controlplane.settings import Settings
+from controlplane.suppressions.controller import SuppressionsController
 from controlplane.telemetry.controller import TelemetryController
 
 
@@ -96,6 +97,7 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> Litestar:
         BouncesController,
         OperationsController,
         TelemetryController,
+        SuppressionsController,
     ]
     if settings.enable_email_queue_model:
         route_handlers += [MessagesController, MetricsController]

@@ -32,6 +32,7 @@ from controlplane.projections import standard_projections
 from controlplane.projections.service import ProjectionService
 from controlplane.queues.service import QueueQueryService
 from controlplane.settings import Settings
+from controlplane.suppressions.service import SuppressionService
 
 log = logging.getLogger("mtactl")
 MIGRATION_RETRY_SECONDS = (0.25, 0.5, 1.0)  # a refused connect costs nothing: notice the return soon
@@ -58,6 +59,7 @@ class Services:
     operations: OperationService
     gate: SchemaGate
     projections: ProjectionService
+    suppressions: SuppressionService
 
     @classmethod
     async def start(cls, settings: Settings, *, migrate: bool = True, wait_for_database: bool = False) -> Services:
@@ -85,7 +87,7 @@ class Services:
         box = SecretBox(settings.secret_key) if settings.secret_key else None
         fleet = FleetService(sessions, audit, box, NodeNetworks.parse(settings.node_networks))
         queues = QueueQueryService(sessions, listing_timeout_ms=settings.listing_timeout_ms)
-        projections = ProjectionService(sessions, standard_projections())
+        projections = ProjectionService(sessions, standard_projections(settings))
         ingest = IngestPipeline(
             sessions,
             Path(settings.spool_dir),
@@ -94,6 +96,7 @@ class Services:
             1 if settings.is_sqlite else settings.ingest_writers,
         )
         ingest.on_append.append(projections.wake)
+        operations = OperationService(sessions, audit, fleet, queues, redis_url=settings.redis_url)
         return cls(
             settings=settings,
             engine=engine,
@@ -105,9 +108,10 @@ class Services:
             ingest=ingest,
             fleet=fleet,
             fleet_state=FleetStateService(sessions, audit, fleet),
-            operations=OperationService(sessions, audit, fleet, queues, redis_url=settings.redis_url),
+            operations=operations,
             gate=gate,
             projections=projections,
+            suppressions=SuppressionService(sessions, audit, fleet, operations, settings),
         )
 
     async def migrate_when_available(

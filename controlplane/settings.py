@@ -57,6 +57,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Longest a message listing may run on Postgres before it is stopped and answered 400 query_too_broad (with
     # what to narrow), so one broad query cannot tie up the database.
     listing_timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    # Suppressions: how long an automatic soft-bounce entry lasts, and how many soft bounces of one address within
+    # the window make one; how often expiry, enforcement at the MTAs and the ZoneMTA lists' reconciliation run.
+    soft_bounce_suppress_days: Annotated[float, msgspec.Meta(gt=0, le=3650)] = 7.0
+    soft_bounce_threshold: Annotated[int, msgspec.Meta(ge=1)] = 3
+    soft_bounce_window_hours: Annotated[float, msgspec.Meta(gt=0, le=8760)] = 72.0
+    suppression_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 30.0
 
     def __post_init__(self) -> None:
         try:

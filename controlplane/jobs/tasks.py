@@ -64,9 +64,18 @@ async def sync_nodes(services: Services, runner: str) -> None:
     await record_run(services, "sync_nodes", runner)
 
 
+async def enforce_suppressions(services: Services, runner: str) -> None:
+    """Expire suppression entries, enforce new automatic ones, and keep the MTAs' own lists in step."""
+    await services.suppressions.run_pass()
+    await record_run(services, "enforce_suppressions", runner)
+
+
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob(name="heartbeat", run=heartbeat, interval=lambda s: s.heartbeat_interval_seconds),
     PeriodicJob(name="maintain_events", run=maintain_events, interval=lambda s: 3600.0),
     PeriodicJob(name="probe_nodes", run=probe_nodes, interval=lambda s: s.sync_interval_seconds),
     PeriodicJob(name="sync_nodes", run=sync_nodes, interval=lambda s: s.sync_interval_seconds),
+    PeriodicJob(
+        name="enforce_suppressions", run=enforce_suppressions, interval=lambda s: s.suppression_interval_seconds
+    ),
 )

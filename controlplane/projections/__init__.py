@@ -6,8 +6,10 @@ from __future__ import annotations
 from controlplane.projections.base import Projection
 from controlplane.projections.mirror import MirrorProjection
 from controlplane.projections.rollups import RollupProjection
+from controlplane.projections.suppressions import SuppressionProjection
+from controlplane.settings import Settings
 
 
-def standard_projections() -> list[Projection]:
-    """Every projection mtactl keeps, in the order a pass runs them."""
-    return [MirrorProjection(), RollupProjection()]
+def standard_projections(settings: Settings | None = None) -> list[Projection]:
+    """Every projection mtactl keeps, in the order a pass runs them (``settings``: their thresholds)."""
+    return [MirrorProjection(), RollupProjection(), SuppressionProjection(settings)]

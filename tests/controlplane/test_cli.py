@@ -376,6 +376,7 @@ def test_projections_status_shows_the_lag_and_rebuild_replays_the_log(tmp_path: 
     assert {p["name"]: (p["applied"], p["events_behind"]) for p in behind} == {
         "mirror": (0, events),
         "rollups": (0, events),
+        "suppressions": (0, events),
     }
     rebuilt = mtactl(tmp_path, "projections", "rebuild", "mirror")
     assert rebuilt.returncode == 0 and f"mirror rebuilt from {events} events" in rebuilt.stderr
@@ -387,7 +388,9 @@ def test_projections_status_shows_the_lag_and_rebuild_replays_the_log(tmp_path: 
         str(events),
     ]
     unknown = mtactl(tmp_path, "projections", "rebuild", "mirrors")
-    assert unknown.returncode == 2 and "no projection 'mirrors'; there are mirror, rollups" in unknown.stderr
+    assert (
+        unknown.returncode == 2 and "no projection 'mirrors'; there are mirror, rollups, suppressions" in unknown.stderr
+    )
     assert messages > 0
 
 
