@@ -31,6 +31,9 @@ from controlplane.db.tables import (
     NodeRow,
     OperationRow,
     ProjectionCheckpointRow,
+    SoftBounceRow,
+    SuppressionPushRow,
+    SuppressionRow,
 )
 from controlplane.services import Services
 from controlplane.settings import Settings
@@ -102,6 +105,9 @@ async def _empty(services: Services) -> None:
             NodeHoldRow,
             EventRollupRow,
             ProjectionCheckpointRow,
+            SuppressionRow,
+            SuppressionPushRow,
+            SoftBounceRow,
             MessageCountRow,  # after the messages: their trigger leaves rows of zero behind
         ):
             await session.execute(delete(table))

@@ -71,17 +71,19 @@ class ExportOperation(Operation):
             content["text/plain"] = OpenAPIMediaType(schema=TEXT)
 
 
+MANAGE = [requires(Scope.suppression_manage)]
 Tenant = Annotated[str | None, QueryParameter(min_length=1, max_length=100)]
 
 
 class SuppressionsController(Controller):
     path = "/api/v1/suppressions"
     tags = ["suppressions"]
-    guards = [requires(Scope.suppression_manage)]
+    # Guards per route: a controller's guard would also bind the export, which the MTAs' keys read too.
     opt = SCOPED
 
     @post(
         "/",
+        guards=MANAGE,
         summary="Suppress an address (globally, or for a tenant)",
         description="201 with the entry and what enforcing it did: queued messages cancelled where the MTA can "
         "cancel one message (`cancel_operation_id`), the others listed (`held_messages`), the nodes whose own "
@@ -97,7 +99,7 @@ class SuppressionsController(Controller):
     ) -> SuppressionDetail:
         return await services.suppressions.add(data, actor=request.user.actor, tenant=tenant)
 
-    @get("/", summary="Entries in force, newest first (cursor-paged)")
+    @get("/", guards=MANAGE, summary="Entries in force, newest first (cursor-paged)")
     async def list_entries(
         self,
         services: NamedDependency[Services],
@@ -132,6 +134,7 @@ class SuppressionsController(Controller):
 
     @delete(
         "/",
+        guards=MANAGE,
         summary="Lift an address's entry (by ?email=, in the scope of ?tenant_id=, else the global one)",
         status_code=200,
     )
@@ -145,7 +148,7 @@ class SuppressionsController(Controller):
     ) -> SuppressionRemoval:
         return await services.suppressions.remove(email, actor=request.user.actor, tenant=tenant, tenant_id=tenant_id)
 
-    @get("/stats", summary="Entries in force: in all, by reason, global and per tenant")
+    @get("/stats", guards=MANAGE, summary="Entries in force: in all, by reason, global and per tenant")
     async def stats(
         self,
         services: NamedDependency[Services],
@@ -179,6 +182,7 @@ class SuppressionsController(Controller):
 
     @post(
         "/import",
+        guards=MANAGE,
         summary="Import entries from CSV: good rows kept, bad rows reported by row number and field",
         description="An address already in force in the same scope is left as it is: importing a file twice adds "
         "nothing the second time.",
@@ -195,7 +199,7 @@ class SuppressionsController(Controller):
             raise InvalidInput("the CSV is not UTF-8", field="body") from None
         return await services.suppressions.import_csv(text, actor=request.user.actor, tenant=tenant)
 
-    @get("/{email:str}", summary="An address's entry in force (404: not suppressed)")
+    @get("/{email:str}", guards=MANAGE, summary="An address's entry in force (404: not suppressed)")
     async def get_entry(
         self, services: NamedDependency[Services], tenant: NamedDependency[str | None], email: FromPath[str]
     ) -> SuppressionDetail:
@@ -203,6 +207,7 @@ class SuppressionsController(Controller):
 
     @delete(
         "/{email:str}",
+        guards=MANAGE,
         summary="Lift an address's entry (in the scope of ?tenant_id=, else the global one)",
         status_code=200,
     )
