@@ -423,6 +423,12 @@ class EventRollupRow(Base):
     events: Mapped[int] = mapped_column(BigInteger)
 
 
+# An address is at most 64 + 1 + 255 characters as given; lower-casing its domain can lengthen it (U+0130 becomes
+# two characters), so the columns leave room for that.
+EMAIL_WIDTH = 640
+DOMAIN_WIDTH = 520
+
+
 class SuppressionRow(Base):
     """One suppression-list entry: an address mtactl's fleet must not send to, globally (``tenant_id`` None) or
     for one tenant. ``scope_key`` is the tenant or '' (a key column cannot be NULL), so an address has one entry
@@ -436,10 +442,10 @@ class SuppressionRow(Base):
         Index("ix_suppressions_expires", "expires_at"),
     )
 
-    email: Mapped[str] = mapped_column(String(320))
+    email: Mapped[str] = mapped_column(String(EMAIL_WIDTH))
     scope_key: Mapped[str] = mapped_column(String(100))
     tenant_id: Mapped[str | None] = mapped_column(String(100))
-    domain: Mapped[str] = mapped_column(String(255), index=True)
+    domain: Mapped[str] = mapped_column(String(DOMAIN_WIDTH), index=True)
     reason: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
@@ -463,7 +469,7 @@ class SuppressionPushRow(Base):
     __table_args__ = (PrimaryKeyConstraint("node_id", "email", name="pk_suppression_pushes"),)
 
     node_id: Mapped[uuid.UUID] = mapped_column(Uuid)
-    email: Mapped[str] = mapped_column(String(320))
+    email: Mapped[str] = mapped_column(String(EMAIL_WIDTH))
     reference: Mapped[str] = mapped_column(String(100))
     pushed_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
@@ -475,6 +481,6 @@ class SoftBounceRow(Base):
     __tablename__ = "suppression_soft_bounces"
     __table_args__ = (PrimaryKeyConstraint("email", "dedupe_key", name="pk_suppression_soft_bounces"),)
 
-    email: Mapped[str] = mapped_column(String(320))
+    email: Mapped[str] = mapped_column(String(EMAIL_WIDTH))
     dedupe_key: Mapped[bytes] = mapped_column(LargeBinary(16))
     event_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
@@ -16,7 +17,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from controlplane.auth.guard import requires
 from controlplane.auth.schema import Principal, Scope
 from controlplane.auth.tenancy import SCOPED
-from controlplane.errors import InvalidInput
+from controlplane.errors import ErrorBody, InvalidInput
 from controlplane.instants import Instant
 from controlplane.services import Services
 from controlplane.suppressions.schema import (
@@ -33,6 +34,8 @@ from controlplane.suppressions.service import csv_of, kumomta_list
 
 AnyRequest = Request[Principal, Any, Any]
 TEXT = Schema(type=OpenAPIType.STRING)
+# No API input may hold a NUL (controlplane.protocol); the CSV body says so like every other string.
+TEXT_IN = Schema(type=OpenAPIType.STRING, pattern="^[^\\u0000]*$")
 
 
 class ScopeFilter(enum.StrEnum):
@@ -55,7 +58,7 @@ class ImportOperation(Operation):
             required=True,
             description="CSV: `email,reason,tenant_id,created_at,expires_at,source_event_id` (the export's "
             "columns; all but email optional, a header line optional)",
-            content={"text/csv": OpenAPIMediaType(schema=TEXT), "text/plain": OpenAPIMediaType(schema=TEXT)},
+            content={"text/csv": OpenAPIMediaType(schema=TEXT_IN), "text/plain": OpenAPIMediaType(schema=TEXT_IN)},
         )
 
 
@@ -136,6 +139,7 @@ class SuppressionsController(Controller):
         "/",
         guards=MANAGE,
         summary="Lift an address's entry (by ?email=, in the scope of ?tenant_id=, else the global one)",
+        responses={404: ResponseSpec(data_container=ErrorBody, description="No entry in force in that scope")},
         status_code=200,
     )
     async def remove_by_query(
@@ -197,6 +201,8 @@ class SuppressionsController(Controller):
             text = body.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise InvalidInput("the CSV is not UTF-8", field="body") from None
+        if "\x00" in text:
+            raise InvalidInput("the CSV holds a NUL character", field="body")
         return await services.suppressions.import_csv(text, actor=request.user.actor, tenant=tenant)
 
     @get("/{email:str}", guards=MANAGE, summary="An address's entry in force (404: not suppressed)")

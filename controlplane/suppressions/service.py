@@ -166,17 +166,24 @@ class SuppressionService:
             )
         await self.enforce(email, scope or "")
         await self.reconcile(emails=[email])
-        return await self.get(email, tenant=tenant, scope=scope or "")
+        return await self.get(email, tenant=tenant, scope=scope or "", including=scope or "")
 
-    async def get(self, email: str, *, tenant: str | None = None, scope: str | None = None) -> SuppressionDetail:
+    async def get(
+        self, email: str, *, tenant: str | None = None, scope: str | None = None, including: str | None = None
+    ) -> SuppressionDetail:
+        """The address's entries in force the key sees (``including``: that scope's entry even if it has expired
+        already, for the answer to its creation)."""
         address = normalize_address(email)
         now = self.now()
+        applies = active(now)
+        if including is not None:
+            applies = or_(applies, and_(C.scope_key == including, C.removed_at.is_(None)))
         async with self._sessions() as session:
             rows = list(
                 (
                     await session.scalars(
                         select(SuppressionRow)
-                        .where(C.email == address, active(now), _visible(tenant))
+                        .where(C.email == address, applies, _visible(tenant))
                         .order_by(C.scope_key, C.created_at)
                     )
                 ).all()
@@ -358,11 +365,20 @@ class SuppressionService:
         header: list[str] | None = None
         count = 0
         email_rule = re.compile(EMAIL_RULE)
-        for number, fields in enumerate(reader, start=1):
+        number = 0
+        while True:
+            number += 1
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:  # e.g. a field beyond the csv module's size limit: that row only
+                rejected.append(RejectedRow(row=number, field="row", message=f"not CSV: {exc}"))
+                continue
             count = number
             if not fields or not any(f.strip() for f in fields):
                 continue
-            if number == 1 and fields[0].strip().lower() == "email":
+            if number == 1 and fields and fields[0].strip().lower() == "email":
                 header = [f.strip().lower() for f in fields]
                 continue
             names = header or list(CSV_FIELDS)
@@ -558,57 +574,61 @@ class SuppressionService:
             pushed: dict[uuid.UUID, dict[str, str]] = {}
             for push in (await session.scalars(pushed_query)).all():
                 pushed.setdefault(push.node_id, {})[push.email] = push.reference
-        errors: dict[str, str] = {}
-        for node in nodes:
-            have = pushed.get(node.id, {})
-            missing = sorted(wanted - set(have))[:PUSHES_PER_PASS]
-            stale = sorted(set(have) - wanted)
-            if not missing and not stale:
-                continue
+        outcomes = await asyncio.gather(
+            *(self._reconcile_node(node, wanted, pushed.get(node.id, {})) for node in nodes)
+        )
+        return {name: error for name, error in outcomes if error is not None}
 
-            async def work(
-                adapter: MtaAdapter, have: dict[str, str] = have, missing: list[str] = missing, stale: list[str] = stale
-            ) -> tuple[dict[str, str], list[str]]:
-                listed = await adapter.suppression_entries() if missing else {}
-                limit = asyncio.Semaphore(CONCURRENT_PUSHES)
+    async def _reconcile_node(self, node: NodeRow, wanted: set[str], have: dict[str, str]) -> tuple[str, str | None]:
+        """One node's list brought in step; (its name, its error or None). Nodes are reconciled concurrently: one
+        that does not answer costs its retries once, not once per node."""
+        now = self.now()
+        missing = sorted(wanted - set(have))[:PUSHES_PER_PASS]
+        stale = sorted(set(have) - wanted)
+        if not missing and not stale:
+            return node.name, None
 
-                async def push(address: str) -> tuple[str, str]:
-                    async with limit:
-                        return address, listed.get(address.lower()) or await adapter.suppress(address)
+        async def work(adapter: MtaAdapter) -> tuple[dict[str, str], list[str]]:
+            listed = await adapter.suppression_entries() if missing else {}
+            limit = asyncio.Semaphore(CONCURRENT_PUSHES)
 
-                async def lift(address: str) -> str:
-                    async with limit:
-                        await adapter.unsuppress(have[address])
-                        return address
+            async def push(address: str) -> tuple[str, str]:
+                async with limit:
+                    # an address already on the node's list is adopted, not listed twice
+                    return address, listed.get(address.lower()) or await adapter.suppress(address)
 
-                added = dict(await asyncio.gather(*(push(e) for e in missing)))
-                lifted = list(await asyncio.gather(*(lift(e) for e in stale)))
-                return added, lifted
+            async def lift(address: str) -> str:
+                async with limit:
+                    await adapter.unsuppress(have[address])
+                    return address
 
-            outcome = await self._fleet.with_adapter(node, work)
-            if isinstance(outcome, NodeFault):
-                errors[node.name] = outcome.reason
-                log.warning("suppression list of %s not reconciled: %s", node.name, outcome.reason)
-                continue
-            added, lifted = outcome
-            async with self._sessions.begin() as session:
-                for email, reference in added.items():
-                    session.add(SuppressionPushRow(node_id=node.id, email=email, reference=reference, pushed_at=now))
-                if lifted:
-                    await session.execute(
-                        delete(SuppressionPushRow).where(
-                            SuppressionPushRow.node_id == node.id, SuppressionPushRow.email.in_(lifted)
-                        )
+            added = dict(await asyncio.gather(*(push(e) for e in missing)))
+            lifted = list(await asyncio.gather(*(lift(e) for e in stale)))
+            return added, lifted
+
+        outcome = await self._fleet.with_adapter(node, work)
+        if isinstance(outcome, NodeFault):
+            log.warning("suppression list of %s not reconciled: %s", node.name, outcome.reason)
+            return node.name, outcome.reason
+        added, lifted = outcome
+        async with self._sessions.begin() as session:
+            for email, reference in added.items():
+                session.add(SuppressionPushRow(node_id=node.id, email=email, reference=reference, pushed_at=now))
+            if lifted:
+                await session.execute(
+                    delete(SuppressionPushRow).where(
+                        SuppressionPushRow.node_id == node.id, SuppressionPushRow.email.in_(lifted)
                     )
-            if added or lifted:
-                await self._audit.record(
-                    actor=ENFORCER,
-                    action="suppression.push",
-                    success=True,
-                    target=node.name,
-                    detail={"added": sorted(added)[:100], "lifted": lifted[:100]},
                 )
-        return errors
+            await self._audit.record(
+                actor=ENFORCER,
+                action="suppression.push",
+                success=True,
+                target=node.name,
+                detail={"added": sorted(added)[:100], "lifted": lifted[:100]},
+                session=session,
+            )
+        return node.name, None
 
     async def run_pass(self) -> None:
         """The periodic job: expiry, enforcement of new automatic entries, the MTAs' lists."""

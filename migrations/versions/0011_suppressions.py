@@ -23,10 +23,10 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "suppressions",
-        sa.Column("email", sa.String(320), nullable=False),
+        sa.Column("email", sa.String(640), nullable=False),
         sa.Column("scope_key", sa.String(100), nullable=False),
         sa.Column("tenant_id", sa.String(100), nullable=True),
-        sa.Column("domain", sa.String(255), nullable=False),
+        sa.Column("domain", sa.String(520), nullable=False),
         sa.Column("reason", sa.String(20), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
@@ -46,14 +46,14 @@ def upgrade() -> None:
     op.create_table(
         "suppression_pushes",
         sa.Column("node_id", sa.Uuid(), nullable=False),
-        sa.Column("email", sa.String(320), nullable=False),
+        sa.Column("email", sa.String(640), nullable=False),
         sa.Column("reference", sa.String(100), nullable=False),
         sa.Column("pushed_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("node_id", "email", name="pk_suppression_pushes"),
     )
     op.create_table(
         "suppression_soft_bounces",
-        sa.Column("email", sa.String(320), nullable=False),
+        sa.Column("email", sa.String(640), nullable=False),
         sa.Column("dedupe_key", sa.LargeBinary(16), nullable=False),
         sa.Column("event_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("email", "dedupe_key", name="pk_suppression_soft_bounces"),

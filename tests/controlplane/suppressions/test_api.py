@@ -73,9 +73,15 @@ async def test_a_soft_bounce_entry_expires_by_default_and_expired_entries_stop_a
         app_services = client.app.state.services
         app_services.suppressions.now = services.suppressions.now
         assert (await client.get(f"{URL}/e@x.example", headers=headers)).status_code == 404
+        # an entry added already expired is answered as added, and applies to nothing
+        past = await client.post(
+            URL, json={"email": "p@x.example", "expires_at": "2000-01-01T00:00:00Z"}, headers=headers
+        )
+        assert past.status_code == 201 and past.json()["expires_at"].startswith("2000-01-01")
+        assert (await client.get(f"{URL}/p@x.example", headers=headers)).status_code == 404
         listed = [e["email"] for e in (await client.get(URL, headers=headers)).json()["data"]]
         assert listed == ["s@x.example"]
-        assert await services.suppressions.expire() == 1  # the job then drops it for good
+        assert await services.suppressions.expire() == 2  # the job then drops both for good
 
 
 async def test_a_tenant_bound_key_manages_its_tenant_and_reads_global_entries(services: Services) -> None:
@@ -172,6 +178,12 @@ async def test_an_import_keeps_good_rows_reports_bad_ones_and_adds_nothing_twice
         assert lines[0].startswith("#") and sorted(lines[1:]) == ["one@x.example\t\t", "three@x.example\tacme\t"]
         binary = await client.post(f"{URL}/import", content=b"\xff\xfe", headers=headers)
         assert (binary.status_code, binary.json()["field"]) == (400, "body")
+        nul = await client.post(f"{URL}/import", content=b"a@b.example\x00,manual", headers=headers)
+        assert (nul.status_code, nul.json()["field"]) == (400, "body")
+        huge = await client.post(
+            f"{URL}/import", content=f'x@y.example,"{"z" * 200_000}"\nok@y.example', headers=headers
+        )
+        assert [(r["row"], r["field"]) for r in huge.json()["rejected"]] == [(1, "row")] and huge.json()["added"] == 1
 
 
 async def test_the_mtas_ingest_key_may_read_the_export_and_nothing_else(services: Services) -> None:
