@@ -231,6 +231,9 @@ class Capabilities(msgspec.Struct, kw_only=True, frozen=True):
     # Whether the MTA can hold an egress source's traffic (``hold_egress_path``), or why not.
     holds_egress: bool = False
     egress_hold_refusal: str = "this MTA cannot hold an egress source's traffic"
+    # ``suppress``/``unsuppress`` put an address on the MTA's own suppression list and take it off (ZoneMTA's
+    # /suppressionlist); False: the MTA has none reachable over its API (KumoMTA: a policy snippet enforces it)
+    suppression_list: bool = False
 
     def support(self, operation: QueueOperationType, *, per_message: bool = False) -> OperationSupport:
         """How this MTA takes ``operation`` (per message, or by queue); ``UnsupportedOperation`` naming the
@@ -342,6 +345,18 @@ class MtaAdapter(abc.ABC):
         """Hold one egress path (by the MTA's own means) for ``duration``; returns the hold's id, which
         ``resume`` lifts and ``list_suspensions`` lists (as ``ready_queue``)."""
         raise UnsupportedOperation(f"{self.kind} cannot hold an egress path")
+
+    async def suppression_entries(self) -> dict[str, str]:
+        """The addresses on the MTA's own suppression list, each with the MTA's id for its entry."""
+        raise UnsupportedOperation(f"{self.kind} has no suppression list reachable over its API")
+
+    async def suppress(self, address: str) -> str:
+        """Put ``address`` on the MTA's own suppression list; returns the MTA's id for the entry (to lift it)."""
+        raise UnsupportedOperation(f"{self.kind} has no suppression list reachable over its API")
+
+    async def unsuppress(self, reference: str) -> None:
+        """Take the entry ``suppress`` returned off the MTA's suppression list (gone already: nothing to do)."""
+        raise UnsupportedOperation(f"{self.kind} has no suppression list reachable over its API")
 
     async def queued_messages(self) -> list[MessageObservation] | None:
         """Every message the node holds, as ``MessageObservation``s, when the MTA can list them (None: it

@@ -45,6 +45,7 @@ from controlplane.queues.controller import (
 )
 from controlplane.services import Services
 from controlplane.settings import Settings
+from controlplane.suppressions.controller import SuppressionsController
 from controlplane.telemetry.controller import TelemetryController
 
 
@@ -103,6 +104,7 @@ def create_app(settings: Settings, *, run_jobs: bool = True) -> Litestar:
         CapacityController,
         DomainsController,
         PoliciesController,
+        SuppressionsController,
     ]
     if settings.enable_email_queue_model:
         route_handlers += [MessagesController, MetricsController]

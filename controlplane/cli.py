@@ -21,6 +21,8 @@ from controlplane.errors import MtactlError
 from controlplane.projections.service import BACKLOG_CAP
 from controlplane.services import Services
 from controlplane.settings import Settings, SettingsError
+from controlplane.suppressions.schema import SuppressionCreate, SuppressionReason
+from controlplane.suppressions.service import csv_of, kumomta_list
 
 T = TypeVar("T")
 
@@ -870,6 +872,133 @@ def capacity_estimate(messages: int, tenant: str | None, as_json: bool) -> None:
     click.echo(f"{found.messages} messages over {found.sending_days} day(s), done by {finishes}")
     for day in found.per_day:
         click.echo(f"  {day.date}  {day.messages}")
+
+
+@main.group()
+def suppressions() -> None:
+    """The suppression list (see "Suppressions" in the README)."""
+
+
+def _suppression_line(entry: Any) -> str:
+    expires = entry.expires_at.isoformat() if entry.expires_at else "never"
+    return f"{entry.email}  {entry.reason.value}  tenant={entry.tenant_id or '-'}  expires={expires}"
+
+
+@suppressions.command("list")
+@click.option("--reason", type=click.Choice([r.value for r in SuppressionReason]), default=None)
+@click.option("--tenant", default=None, help="Only this tenant's entries")
+@click.option("--search", default=None, help="Part of the address")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def suppressions_list(reason: str | None, tenant: str | None, search: str | None, limit: int, as_json: bool) -> None:
+    """Entries in force, newest first."""
+    page = with_services(
+        lambda s: s.suppressions.entries(
+            tenant=None,
+            tenant_id=tenant,
+            reason=SuppressionReason(reason) if reason else None,
+            search=search,
+            limit=limit,
+        )
+    )
+    if as_json:
+        click.echo(msgspec.json.encode(page.data).decode())
+        return
+    for entry in page.data:
+        click.echo(_suppression_line(entry))
+    if page.has_more:
+        click.echo(f"(more: raise --limit above {limit})", err=True)
+
+
+@suppressions.command("add")
+@click.argument("email")
+@click.option("--reason", type=click.Choice([r.value for r in SuppressionReason]), default="manual")
+@click.option("--tenant", default=None, help="For this tenant only (default: global)")
+@click.option("--expires", default=None, help="ISO-8601 date-time when it stops applying")
+@click.option("--note", default=None)
+def suppressions_add(email: str, reason: str, tenant: str | None, expires: str | None, note: str | None) -> None:
+    """Suppress EMAIL (and enforce it: ZoneMTA lists, queued messages cancelled or held)."""
+    try:
+        data = msgspec.convert(
+            {"email": email, "reason": reason, "tenant_id": tenant, "expires_at": expires, "note": note},
+            SuppressionCreate,
+        )
+    except msgspec.ValidationError as exc:
+        raise click.BadParameter(str(exc)) from None
+    detail = with_services(lambda s: s.suppressions.add(data, actor=_actor()))
+    click.echo(_suppression_line(detail))
+    if detail.cancel_operation_id:
+        click.echo(f"queued messages cancelled by operation {detail.cancel_operation_id}")
+    for held in detail.held_messages:
+        click.echo(f"held (queued on an MTA that cannot cancel one message): {held}")
+    if detail.pushed_to:
+        click.echo(f"on the suppression list of: {', '.join(detail.pushed_to)}")
+
+
+@suppressions.command("remove")
+@click.argument("email")
+@click.option("--tenant", default=None, help="The tenant's entry (default: the global one)")
+def suppressions_remove(email: str, tenant: str | None) -> None:
+    """Lift EMAIL's entry; prints the held messages it released."""
+    removal = with_services(lambda s: s.suppressions.remove(email, actor=_actor(), tenant_id=tenant))
+    for entry in removal.removed:
+        click.echo(f"removed {_suppression_line(entry)}")
+    for released in removal.released_messages:
+        click.echo(f"released {released}")
+
+
+@suppressions.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def suppressions_import(file: Path) -> None:
+    """Import FILE (CSV: the export's columns, all but email optional). Exit 2 when some rows were rejected."""
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise click.ClickException(f"{file} is not UTF-8") from None
+    lines = text.count("\n") + 1
+
+    async def run(services: Services) -> Any:
+        with click.progressbar(length=lines, label="importing", file=sys.stderr) as bar:
+            done = 0
+
+            def advance(rows: int) -> None:
+                nonlocal done
+                bar.update(rows - done)
+                done = rows
+
+            return await services.suppressions.import_csv(text, actor=_actor(), progress=advance)
+
+    report = with_services(run)
+    click.echo(
+        f"{report.rows} rows: {report.added} added, {report.already_present} already present, "
+        f"{len(report.rejected)} rejected"
+    )
+    for row in report.rejected:
+        click.echo(f"row {row.row}: {row.field}: {row.message}", err=True)
+    if report.rejected:
+        sys.exit(2)
+
+
+@suppressions.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "form", type=click.Choice(["csv", "json", "kumomta"]), default="csv", show_default=True)
+@click.option("--tenant", default=None, help="Only this tenant's entries")
+def suppressions_export(file: Path, form: str, tenant: str | None) -> None:
+    """Write every entry in force to FILE ("-": stdout)."""
+    entries = with_services(lambda s: s.suppressions.export(tenant=None, tenant_id=tenant))
+    if form == "json":
+        chunks: list[str] = [msgspec.json.encode(entries).decode() + "\n"]
+    else:
+        chunks = list(csv_of(entries) if form == "csv" else kumomta_list(entries))
+    out = sys.stdout if str(file) == "-" else file.open("w", encoding="utf-8", newline="")
+    try:
+        with click.progressbar(chunks, label="exporting", file=sys.stderr) as bar:
+            for chunk in bar:
+                out.write(chunk)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    click.echo(f"{len(entries)} entries written", err=True)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from controlplane.projections import standard_projections
 from controlplane.projections.service import ProjectionService
 from controlplane.queues.service import QueueQueryService
 from controlplane.settings import Settings
+from controlplane.suppressions.service import SuppressionService
 
 log = logging.getLogger("mtactl")
 MIGRATION_RETRY_SECONDS = (0.25, 0.5, 1.0)  # a refused connect costs nothing: notice the return soon
@@ -65,6 +66,7 @@ class Services:
     capacity: CapacityService
     domains: DomainHealthService
     policies: PolicyService
+    suppressions: SuppressionService
 
     @classmethod
     async def start(cls, settings: Settings, *, migrate: bool = True, wait_for_database: bool = False) -> Services:
@@ -92,7 +94,7 @@ class Services:
         box = SecretBox(settings.secret_key) if settings.secret_key else None
         fleet = FleetService(sessions, audit, box, NodeNetworks.parse(settings.node_networks))
         queues = QueueQueryService(sessions, listing_timeout_ms=settings.listing_timeout_ms)
-        projections = ProjectionService(sessions, standard_projections())
+        projections = ProjectionService(sessions, standard_projections(settings))
         ingest = IngestPipeline(
             sessions,
             Path(settings.spool_dir),
@@ -121,6 +123,7 @@ class Services:
             ),
             domains=DomainHealthService(sessions, window_minutes=settings.domain_health_window_minutes),
             policies=PolicyService(sessions, audit, operations),
+            suppressions=SuppressionService(sessions, audit, fleet, operations, settings),
         )
 
     async def migrate_when_available(

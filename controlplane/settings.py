@@ -67,6 +67,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # How often domain health is scored, and over how many minutes of the rollups (controlplane.domains).
     domain_score_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     domain_health_window_minutes: Annotated[int, msgspec.Meta(ge=1, le=10_080)] = 60
+    # Suppressions: how long an automatic soft-bounce entry lasts, and how many soft bounces of one address within
+    # the window make one; how often expiry, enforcement at the MTAs and the ZoneMTA lists' reconciliation run.
+    soft_bounce_suppress_days: Annotated[float, msgspec.Meta(gt=0, le=3650)] = 7.0
+    soft_bounce_threshold: Annotated[int, msgspec.Meta(ge=1)] = 3
+    soft_bounce_window_hours: Annotated[float, msgspec.Meta(gt=0, le=8760)] = 72.0
+    suppression_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 30.0
 
     def __post_init__(self) -> None:
         try:

@@ -35,8 +35,11 @@ from controlplane.db.tables import (
     PolicyMatchRow,
     PolicyRow,
     ProjectionCheckpointRow,
+    SoftBounceRow,
     SourceHoldRow,
     SourceRow,
+    SuppressionPushRow,
+    SuppressionRow,
 )
 from controlplane.services import Services
 from controlplane.settings import Settings
@@ -110,6 +113,9 @@ async def _empty(services: Services) -> None:
             SourceRow,
             SourceHoldRow,
             ProjectionCheckpointRow,
+            SuppressionRow,
+            SuppressionPushRow,
+            SoftBounceRow,
             MessageCountRow,  # after the messages: their trigger leaves rows of zero behind
             DomainScoreRow,
             PolicyRow,

@@ -16,7 +16,7 @@ import msgspec
 
 from adapters.kumomta.events import KumoLogRecord, RecordType, record_decoder
 from adapters.kumomta.mapping import admit, dedupe_key, observe
-from adapters.model import recipient_domain
+from adapters.model import normalize_address, recipient_domain
 from adapters.model.events import EventFacts, LogEvent
 from adapters.model.observation import check_against_model
 from adapters.model.records import check_nesting, escape_nul, split_body
@@ -131,6 +131,7 @@ class KumoLogSource:
         delivery = None
         if record.type == "Delivery":
             delivery = max(0.0, (record.occurred_at() - record.created_at()).total_seconds())
+        complained, feedback_type, complaint_tenant = complaint(record)
         return EventFacts(
             observation=observation,
             egress_source=record.egress_source or None,
@@ -138,7 +139,34 @@ class KumoLogSource:
             node=record.nodeid or None,
             bounce_class=record.bounce_classification or None,
             delivery_seconds=delivery,
+            complaint_recipients=complained,
+            feedback_type=feedback_type,
+            complaint_tenant=complaint_tenant,
         )
+
+
+def complaint(record: KumoLogRecord) -> tuple[tuple[str, ...], str | None, str | None]:
+    """A Feedback record's complaint: the addresses reported (the ARF report's Original-Rcpt-To, which kumod's
+    parser names ``original_rcpto_to``, else the recipient kumod's X-KumoRef trace names), the feedback type, and
+    the tenant of the reported message (from the trace, else the record's meta). Nothing for other records: the
+    record's own recipient is the feedback mailbox, not the complainer."""
+    report = record.feedback_report
+    if record.type != "Feedback" or not isinstance(report, dict):
+        return (), None, None
+    trace = report.get("supplemental_trace")
+    trace = trace if isinstance(trace, dict) else {}
+    listed = report.get("original_rcpto_to") or report.get("original_rcpt_to") or []
+    if isinstance(listed, str):
+        listed = [listed]
+    addresses = [a.strip().strip("<>").strip() for a in listed if isinstance(a, str)]
+    if not addresses and isinstance(trace.get("recipient"), str):
+        addresses = [trace["recipient"].strip()]
+    found = tuple(dict.fromkeys(normalize_address(a) for a in addresses if "@" in a))
+    kind = report.get("feedback_type")
+    tenant = trace.get("tenant") if isinstance(trace.get("tenant"), str) else None
+    if tenant is None and isinstance((record.meta or {}).get("tenant"), str):
+        tenant = (record.meta or {})["tenant"]
+    return found, kind if isinstance(kind, str) else None, tenant or None
 
 
 KUMOMTA = KumoLogSource()

@@ -58,6 +58,11 @@ class EventFacts(msgspec.Struct, kw_only=True):
     node: str | None = None
     bounce_class: str | None = None  # the MTA's own classification (KumoMTA: InvalidRecipient, …)
     delivery_seconds: float | None = None  # for a delivery: how long after reception
+    # A complaint (an ARF report, KumoMTA's Feedback record): the addresses complained about, the report's
+    # feedback type (``abuse``, ``fraud``, …) and the tenant of the message reported, when the report says
+    complaint_recipients: tuple[str, ...] = ()
+    feedback_type: str | None = None
+    complaint_tenant: str | None = None
 
 
 class EventSource(Protocol):

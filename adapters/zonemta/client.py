@@ -75,6 +75,7 @@ ZONEMTA_CAPABILITIES = Capabilities(
     lists_messages=True,
     # Pausing a zone would need ZoneMTA's config and a restart; its API has no pause (zone-mta#287).
     egress_hold_refusal="ZoneMTA has no pause API (zone-mta#287): a zone's traffic cannot be held",
+    suppression_list=True,
 )
 
 
@@ -122,6 +123,24 @@ class DeliveryRow(msgspec.Struct):
     status: str = "QUEUED"  # QUEUED | DEFERRED
     lock: dict[str, Any] | None = None
     deferred: dict[str, Any] | None = None
+
+
+class _SuppressedEntry(msgspec.Struct):
+    id: str
+    address: str | None = None
+    domain: str | None = None
+
+
+class _SuppressionList(msgspec.Struct):
+    suppressed: list[_SuppressedEntry]
+
+
+class _SuppressionChange(msgspec.Struct):
+    """ZoneMTA answers 200 whether or not it did anything: ``error`` says it did not."""
+
+    suppressed: _SuppressedEntry | None = None
+    deleted: str | None = None
+    error: str | None = None
 
 
 class MessageInfo(msgspec.Struct):
@@ -335,6 +354,28 @@ class ZoneMtaClient(MtaAdapter):
         if after is not None and after.status == "DEFERRED":
             return RowChange(changed=False, failure=f"{queue_id}.{row.seq} is still deferred")
         return RowChange(changed=after is not None)
+
+    async def suppression_entries(self) -> dict[str, str]:
+        """``GET /suppressionlist``: listed address -> ZoneMTA's id of its entry (domain entries left out)."""
+        listed = self._api.decode(await self._api.request("GET", "/suppressionlist"), _SuppressionList).suppressed
+        return {e.address: e.id for e in listed if e.address}
+
+    async def suppress(self, address: str) -> str:
+        """``POST /suppressionlist {address}``. ZoneMTA lower-cases the address and drops deliveries to it when
+        the queue hands them out (a DROP log entry). The caller reads ``suppression_entries`` first: ZoneMTA
+        would list an address pushed twice twice."""
+        response = await self._api.request("POST", "/suppressionlist", json={"address": address.strip().lower()})
+        answer = self._api.decode(response, _SuppressionChange)
+        if answer.error or answer.suppressed is None:
+            raise MtaRefused(f"{self.node}: suppressionlist: {answer.error or 'no entry made'}", status=200)
+        return answer.suppressed.id
+
+    async def unsuppress(self, reference: str) -> None:
+        """``DELETE /suppressionlist`` with ``id`` in a JSON body (``?id=`` never reaches ZoneMTA's handler)."""
+        response = await self._api.request("DELETE", "/suppressionlist", json={"id": reference})
+        answer = self._api.decode(response, _SuppressionChange)
+        if answer.error:
+            raise MtaRefused(f"{self.node}: suppressionlist: {answer.error}", status=200)
 
     async def retry(self, target: Target, *, reason: str) -> None:
         await self.perform(OperationCall(operation=Op.retry, target=target, reason=reason))

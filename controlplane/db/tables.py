@@ -549,3 +549,66 @@ class PolicyMatchRow(Base):
     scope_value: Mapped[str] = mapped_column(String(320))
     minute: Mapped[datetime] = mapped_column(UtcDateTime)
     events: Mapped[int] = mapped_column(BigInteger)
+
+
+# An address is at most 64 + 1 + 255 characters as given; lower-casing its domain can lengthen it (U+0130 becomes
+# two characters), so the columns leave room for that.
+EMAIL_WIDTH = 640
+DOMAIN_WIDTH = 520
+
+
+class SuppressionRow(Base):
+    """One suppression-list entry: an address mtactl's fleet must not send to, globally (``tenant_id`` None) or
+    for one tenant. ``scope_key`` is the tenant or '' (a key column cannot be NULL), so an address has one entry
+    per scope. ``enforced_at``: when its enforcement (the ZoneMTA push, the cancellation of queued messages) ran;
+    None for an entry the projection made that the ``enforce_suppressions`` job has not reached yet."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (
+        PrimaryKeyConstraint("email", "scope_key", name="pk_suppressions"),
+        Index("ix_suppressions_created", "created_at", "email", "scope_key"),
+        Index("ix_suppressions_expires", "expires_at"),
+    )
+
+    email: Mapped[str] = mapped_column(String(EMAIL_WIDTH))
+    scope_key: Mapped[str] = mapped_column(String(100))
+    tenant_id: Mapped[str | None] = mapped_column(String(100))
+    domain: Mapped[str] = mapped_column(String(DOMAIN_WIDTH), index=True)
+    reason: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    source_event_id: Mapped[str | None] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(200))
+    note: Mapped[str | None] = mapped_column(Text)
+    enforced_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    held_messages: Mapped[list[str] | None] = mapped_column(JsonDocument)
+    cancel_operation_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # A removed entry stays as a tombstone: a rebuild of the projection does not bring it back from the events
+    # that caused it, while an event after the removal suppresses the address again.
+    removed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    removed_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class SuppressionPushRow(Base):
+    """An address mtactl put on a node's own suppression list (ZoneMTA's ``/suppressionlist``), with the node's id
+    for it (needed to take it off again)."""
+
+    __tablename__ = "suppression_pushes"
+    __table_args__ = (PrimaryKeyConstraint("node_id", "email", name="pk_suppression_pushes"),)
+
+    node_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    email: Mapped[str] = mapped_column(String(EMAIL_WIDTH))
+    reference: Mapped[str] = mapped_column(String(100))
+    pushed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class SoftBounceRow(Base):
+    """Soft bounces per address, one row per event (keyed by its identity, so a replay adds nothing), kept while
+    they can still count towards the threshold of ``MTACTL_SOFT_BOUNCE_THRESHOLD`` within the window."""
+
+    __tablename__ = "suppression_soft_bounces"
+    __table_args__ = (PrimaryKeyConstraint("email", "dedupe_key", name="pk_suppression_soft_bounces"),)
+
+    email: Mapped[str] = mapped_column(String(EMAIL_WIDTH))
+    dedupe_key: Mapped[bytes] = mapped_column(LargeBinary(16))
+    event_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)

@@ -83,6 +83,12 @@ async def evaluate_policies(services: Services, runner: str) -> None:
     await services.policies.evaluate()
 
 
+async def enforce_suppressions(services: Services, runner: str) -> None:
+    """Expire suppression entries, enforce new automatic ones, and keep the MTAs' own lists in step."""
+    await services.suppressions.run_pass()
+    await record_run(services, "enforce_suppressions", runner)
+
+
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob(name="heartbeat", run=heartbeat, interval=lambda s: s.heartbeat_interval_seconds),
     PeriodicJob(name="maintain_events", run=maintain_events, interval=lambda s: 3600.0),
@@ -91,4 +97,7 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob(name="enforce_windows", run=enforce_windows, interval=lambda s: s.capacity_interval_seconds),
     PeriodicJob(name="score_domains", run=score_domains, interval=lambda s: s.domain_score_interval_seconds),
     PeriodicJob(name="evaluate_policies", run=evaluate_policies, interval=lambda s: s.policy_interval_seconds),
+    PeriodicJob(
+        name="enforce_suppressions", run=enforce_suppressions, interval=lambda s: s.suppression_interval_seconds
+    ),
 )

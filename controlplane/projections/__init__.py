@@ -7,8 +7,10 @@ from controlplane.policies.projection import PolicyMatchProjection
 from controlplane.projections.base import Projection
 from controlplane.projections.mirror import MirrorProjection
 from controlplane.projections.rollups import RollupProjection
+from controlplane.projections.suppressions import SuppressionProjection
+from controlplane.settings import Settings
 
 
-def standard_projections() -> list[Projection]:
-    """Every projection mtactl keeps, in the order a pass runs them."""
-    return [MirrorProjection(), RollupProjection(), PolicyMatchProjection()]
+def standard_projections(settings: Settings | None = None) -> list[Projection]:
+    """Every projection mtactl keeps, in the order a pass runs them (``settings``: their thresholds)."""
+    return [MirrorProjection(), RollupProjection(), PolicyMatchProjection(), SuppressionProjection(settings)]

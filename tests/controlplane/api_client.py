@@ -44,7 +44,7 @@ async def api(settings: Settings, **overrides: Any) -> AsyncIterator[AsyncTestCl
     engine = create_engine(settings)
     try:
         async with ReadingClient(app) as client:
-            client.projections = ProjectionService(session_factory(engine), standard_projections())
+            client.projections = ProjectionService(session_factory(engine), standard_projections(settings))
             yield client
     finally:
         await engine.dispose()

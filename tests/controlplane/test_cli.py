@@ -377,6 +377,7 @@ def test_projections_status_shows_the_lag_and_rebuild_replays_the_log(tmp_path: 
         "mirror": (0, events),
         "rollups": (0, events),
         "policy_matches": (0, events),
+        "suppressions": (0, events),
     }
     rebuilt = mtactl(tmp_path, "projections", "rebuild", "mirror")
     assert rebuilt.returncode == 0 and f"mirror rebuilt from {events} events" in rebuilt.stderr
@@ -390,7 +391,7 @@ def test_projections_status_shows_the_lag_and_rebuild_replays_the_log(tmp_path: 
     unknown = mtactl(tmp_path, "projections", "rebuild", "mirrors")
     assert (
         unknown.returncode == 2
-        and "no projection 'mirrors'; there are mirror, policy_matches, rollups" in unknown.stderr
+        and "no projection 'mirrors'; there are mirror, policy_matches, rollups, suppressions" in unknown.stderr
     )
     assert messages > 0
 

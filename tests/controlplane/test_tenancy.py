@@ -133,7 +133,9 @@ async def test_a_tenant_bound_key_never_reaches_another_tenants_data_on_any_rout
     respx.route(host="kumo-1.test").mock(side_effect=kumod)
     async with api(services.settings) as client:
         # Tenant B's world, made by an unbound operator key and B's own ingest.
-        operator = await bearer(services, "fleet:manage", "queue:manage", "email:read", "events:ingest")
+        operator = await bearer(
+            services, "fleet:manage", "queue:manage", "email:read", "events:ingest", "suppression:manage"
+        )
         [node_id] = await register(client, operator, "kumo-1")
         assert (await client.post("/api/v1/events/ingest/kumomta", json=[b_record()], headers=operator)).json()[
             "accepted"
@@ -145,6 +147,9 @@ async def test_a_tenant_bound_key_never_reaches_another_tenants_data_on_any_rout
             headers=operator,
         )
         [b_message] = (await client.get("/api/v1/messages?tenant_id=beta", headers=operator)).json()["data"]
+        # B's suppression of its own recipient: A must neither see it nor lift it
+        b_suppression = {"email": b_message["recipient"], "tenant_id": "beta", "reason": "complaint"}
+        assert (await client.post("/api/v1/suppressions", json=b_suppression, headers=operator)).status_code == 201
         b = {
             "message": b_message["id"],
             "recipient": b_message["recipient"],
@@ -186,6 +191,8 @@ async def test_a_tenant_bound_key_never_reaches_another_tenants_data_on_any_rout
         assert after["tenant_id"] == "beta" and after["status"] == b_message["status"]
         assert (await client.get(f"/api/v1/messages/{b['message']}/events", headers=operator)).json() == b_events
         assert b["hold"] in kumod.suspensions
+        kept = await client.get(f"/api/v1/suppressions/{b['recipient']}", headers=operator)
+        assert kept.status_code == 200 and kept.json()["tenant_id"] == "beta"
         for method, path, body in kumod.requests[changes_before:]:
             if method == "GET":
                 continue

@@ -268,7 +268,7 @@ async def test_the_lag_shows_in_detailed_health_and_in_prometheus_metrics(servic
     async with api(services.settings) as client:  # this client catches the projections up before reading
         health = (await client.get("/api/v1/health/detailed")).json()
         behind = {p["name"]: p["events_behind"] for p in health["projections"]}
-        assert behind == {"mirror": 0, "rollups": 0, "policy_matches": 0}
+        assert behind == {"mirror": 0, "rollups": 0, "policy_matches": 0, "suppressions": 0}
         reader = await bearer(services, "analytics:read")
         scraped = await client.get("/metrics", headers=reader)
         assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
@@ -312,4 +312,4 @@ async def test_message_counts_equal_a_recount_of_the_mirror_whoever_writes_it(se
 
 def test_every_standard_projection_has_a_distinct_name() -> None:
     names = [p.name for p in standard_projections()]
-    assert sorted(names) == sorted(set(names)) == ["mirror", "policy_matches", "rollups"]
+    assert sorted(names) == sorted(set(names)) == ["mirror", "policy_matches", "rollups", "suppressions"]
