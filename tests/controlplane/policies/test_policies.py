@@ -121,12 +121,13 @@ async def test_a_rule_watches_every_value_of_its_scope(services: Services, scope
 async def test_an_enforcing_rule_suspends_the_domain_at_kumod_and_lifts_it_after_its_duration(
     services: Services,
 ) -> None:
-    """The issue's "Done when": a burst of hard bounces for one domain, as KumoMTA records them, suspends the
-    domain at the stand-in kumod and lifts it after the duration; every step is in the API and the audit log."""
+    """The issue's "Done when": a burst of hard bounces for one domain, as KumoMTA records them, suppresses those
+    addresses, suspends the domain at the stand-in kumod and lifts it after the duration; every step is in the API
+    and the audit log."""
     kumod = FakeKumod({"spring:acme@gmail.com": 40, "acme@yahoo.com": 3})
     respx.route(host="kumo-1.test").mock(side_effect=kumod)
     async with api(services.settings) as client:
-        operator = await bearer(services, "fleet:manage", "queue:manage", "events:ingest")
+        operator = await bearer(services, "fleet:manage", "queue:manage", "events:ingest", "suppression:manage")
         await register(client, operator, "kumo-1")
         created = await client.post("/api/v1/policies", json=BOUNCES, headers=operator)
         assert created.status_code == 201, created.text
@@ -134,6 +135,9 @@ async def test_an_enforcing_rule_suspends_the_domain_at_kumod_and_lifts_it_after
         posted = await client.post("/api/v1/events/ingest/kumomta", json=burst, headers=operator)
         assert posted.json()["accepted"] == 30
         await services.projections.catch_up()
+        bounced = sorted(r["recipient"] for r in burst if r["type"] == "Bounce")
+        suppressed = (await client.get("/api/v1/suppressions?reason=hard_bounce&limit=100", headers=operator)).json()
+        assert sorted(e["email"] for e in suppressed["data"]) == bounced and len(bounced) == 25
 
         [decision] = await services.policies.evaluate(now=T0 + timedelta(minutes=1))
         assert decision.mode is Mode.enforce and decision.operation_id is not None
