@@ -604,11 +604,14 @@ class SuppressionPushRow(Base):
 
 class SoftBounceRow(Base):
     """Soft bounces per address, one row per event (keyed by its identity, so a replay adds nothing), kept while
-    they can still count towards the threshold of ``MTACTL_SOFT_BOUNCE_THRESHOLD`` within the window."""
+    they can still count towards the threshold of ``MTACTL_SOFT_BOUNCE_THRESHOLD`` within the window. Counted per
+    ``scope``: '' for what unbound keys (the MTAs) posted, else the tenant whose bound key posted it, so one
+    tenant's events never make another tenant's entry, nor a global one."""
 
     __tablename__ = "suppression_soft_bounces"
-    __table_args__ = (PrimaryKeyConstraint("email", "dedupe_key", name="pk_suppression_soft_bounces"),)
+    __table_args__ = (PrimaryKeyConstraint("scope", "email", "dedupe_key", name="pk_suppression_soft_bounces"),)
 
+    scope: Mapped[str] = mapped_column(String(100))
     email: Mapped[str] = mapped_column(String(EMAIL_WIDTH))
     dedupe_key: Mapped[bytes] = mapped_column(LargeBinary(16))
     event_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)

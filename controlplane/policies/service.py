@@ -13,6 +13,7 @@ One evaluation (``evaluate``):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import uuid
@@ -20,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy import delete, func, or_, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -28,7 +29,7 @@ from adapters.base import MtaError
 from adapters.model import QueueOperationType
 from adapters.sources import BOUNCED_TYPES, DEFERRED_TYPES, DELIVERED_TYPES
 from controlplane.audit.service import AuditLog
-from controlplane.db.tables import NodeHoldRow, PolicyDecisionRow, PolicyMatchRow, PolicyRow
+from controlplane.db.tables import NodeHoldRow, NodeRow, PolicyDecisionRow, PolicyMatchRow, PolicyRow
 from controlplane.errors import Conflict, InvalidInput, MtactlError, NotFound
 from controlplane.fleet.schema import HoldKind
 from controlplane.operations.duration import parse_duration
@@ -437,27 +438,42 @@ class PolicyService:
             stored = await session.get(PolicyDecisionRow, row.id)
         return _decision(stored or row)
 
+    async def _target(self, rule: PolicyRow, value: str) -> dict[str, Any]:
+        """What a decision suspends: its value's queues on every node, or for a node's rule everything on exactly
+        that node. A node is named by its mtactl name or id, never read as a label selector: the value comes from
+        what an MTA posted, and must not select other nodes."""
+        if rule.scope != PolicyScope.node.value:
+            return {rule.scope: value}
+        async with self._sessions() as session:
+            statement = select(NodeRow.id).where(NodeRow.name == value)
+            with contextlib.suppress(ValueError):
+                statement = select(NodeRow.id).where(or_(NodeRow.name == value, NodeRow.id == uuid.UUID(value)))
+            found = list((await session.scalars(statement)).all())
+        if len(found) != 1:
+            raise InvalidInput(f"no registered node is named {value[:100]!r} (by mtactl name or id)", field="node")
+        return {"everything": True, "nodes": [str(found[0])]}
+
     async def _enforce(self, rule: PolicyRow, row: PolicyDecisionRow, value: str, metric_value: float) -> None:
-        # A node's rule holds everything on that node; the others hold their value's queues on every node.
-        node = rule.scope == PolicyScope.node.value
-        target: dict[str, Any] = {"everything": True, "nodes": [value]} if node else {rule.scope: value}
-        request = msgspec.convert(
-            {
-                "operation": "suspend",
-                "reason": f"policy {rule.name}: {rule.metric} {metric_value:g} >= {rule.threshold:g} "
-                f"over {rule.window}",
-                "duration": rule.duration,
-                **target,
-            },
-            OperationRequest,
-        )
         holds: list[list[str]] = []
         note: str | None = None
         operation_id: uuid.UUID | None = None
         try:
+            target = await self._target(rule, value)
+            request = msgspec.convert(
+                {
+                    "operation": "suspend",
+                    "reason": f"policy {rule.name}: {rule.metric} {metric_value:g} >= {rule.threshold:g} "
+                    f"over {rule.window}",
+                    "duration": rule.duration,
+                    **target,
+                },
+                OperationRequest,
+            )
             record = await self._operations.submit(request, actor=f"policy:{rule.name}", wait=None, run_here=True)
         except (MtactlError, MtaError) as exc:
             note = f"not acted on: {getattr(exc, 'message', str(exc))}"
+        except msgspec.ValidationError as exc:  # a value no operation can name (too long for its field)
+            note = f"not acted on: {rule.scope} {value[:100]!r} cannot be targeted ({exc})"
         else:
             operation_id = record.id
             holds = [[str(o.node_id), o.reference] for o in record.nodes if o.result.success and o.reference]

@@ -3,7 +3,8 @@
 Grain: one row per (dimension, value, metric, minute). Dimensions: ``all`` (value ''), ``source`` (the MTA kind),
 ``domain`` (recipient domain), ``tenant``, ``campaign``, ``egress_source``, ``egress_pool``, ``node``,
 ``bounce_class`` (the MTA's own class), and ``tenant_domain`` (value ``<tenant>/<domain>``: a tenant's own domain
-health; a domain never holds a slash, so the last one splits it). Metrics: the record type (``Reception``,
+health; a domain never holds a slash, so the last one splits it). An event a tenant-bound key posted is counted in
+``tenant`` and ``tenant_domain`` only (``TENANT_DIMENSIONS``). Metrics: the record type (``Reception``,
 ``Delivery``, ``Bounce``, …) and, for deliveries, the bucket of the time since reception (``delivery_le_<seconds>``,
 not cumulative). A batch is summed in memory and written as one upsert that adds to the stored counts, in the
 transaction that moves the checkpoint: the counts are exact however the projection is stopped and resumed.
@@ -60,6 +61,12 @@ DIMENSIONS = (
 )
 
 
+# What an event posted by a tenant-bound key is counted in: its tenant's own dimensions only. The fleet-wide ones
+# (a domain, a campaign name, an egress source, a node) drive actions on every tenant's traffic (throttling rules,
+# daily limits), and one tenant's key must not be able to trip them for all; an MTA posts with an unbound key.
+TENANT_DIMENSIONS = frozenset({"tenant", "tenant_domain"})
+
+
 def delivery_bucket(seconds: float) -> str:
     for bound in DELIVERY_BUCKETS:
         if seconds <= bound:
@@ -91,6 +98,7 @@ class RollupProjection:
             pair = f"{event.tenant_id}/{event.domain}" if event.tenant_id and event.domain else None
             profiles[
                 (
+                    event.posted_by_tenant is not None,
                     minute,
                     event.type,
                     bucket,
@@ -103,10 +111,12 @@ class RollupProjection:
                 )
             ] += 1
         counts: Counter[tuple[str, str, str, datetime]] = Counter()
-        for (minute, kind, bucket, *values), n in profiles.items():
+        for (bound, minute, kind, bucket, *values), n in profiles.items():
             metrics = (kind, bucket) if bucket else (kind,)
             for dimension, value in zip(DIMENSIONS, ("", *values), strict=True):
                 if value is None or (value == "" and dimension != "all"):
+                    continue
+                if bound and dimension not in TENANT_DIMENSIONS:
                     continue
                 value = value[:VALUE_WIDTH]
                 for metric in metrics:

@@ -63,7 +63,7 @@ class SuppressionProjection:
     async def apply(self, session: AsyncSession, events: Sequence[LoggedEvent]) -> None:
         entries: list[dict[str, Any]] = []
         soft: list[dict[str, Any]] = []
-        soft_scope: dict[str, tuple[str | None, LoggedEvent]] = {}
+        soft_scope: dict[tuple[str, str], LoggedEvent] = {}
         for event in events:
             facts = facts_of(event)
             if facts is None:
@@ -88,8 +88,9 @@ class SuppressionProjection:
                 entries.append(_entry(observation.recipient, bound, SuppressionReason.hard_bounce, at, None, source))
             elif observation.bounce_classification is BounceType.soft and observation.status in _SOFT_STATUSES:
                 email = normalize_address(observation.recipient)
-                soft.append({"email": email, "dedupe_key": event.position.dedupe_key, "event_at": at})
-                soft_scope[email] = (bound, event)
+                scope = bound or ""
+                soft.append({"scope": scope, "email": email, "dedupe_key": event.position.dedupe_key, "event_at": at})
+                soft_scope[(scope, email)] = event
         if soft:
             entries += await self._past_threshold(session, soft, soft_scope)
         now = self.now()
@@ -99,34 +100,38 @@ class SuppressionProjection:
         self,
         session: AsyncSession,
         soft: list[dict[str, Any]],
-        scope: dict[str, tuple[str | None, LoggedEvent]],
+        scope: dict[tuple[str, str], LoggedEvent],
     ) -> list[dict[str, Any]]:
+        """Entries for the addresses whose soft bounces, counted per scope (who posted them), reach the
+        threshold within the window: a tenant's entry from its own key's events, a global one from the MTAs'."""
         insert: Any = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
         table = SoftBounceRow.__table__
-        unique = {(r["email"], r["dedupe_key"]): r for r in soft}
+        unique = {(r["scope"], r["email"], r["dedupe_key"]): r for r in soft}
         rows = [unique[k] for k in sorted(unique)]
         for start in range(0, len(rows), 1000):
             await session.execute(insert(table).values(rows[start : start + 1000]).on_conflict_do_nothing())
         entries = []
-        latest: dict[str, datetime] = {}
+        latest: dict[tuple[str, str], datetime] = {}
         for row in rows:
-            latest[row["email"]] = max(latest.get(row["email"], row["event_at"]), row["event_at"])
-        for email, last in sorted(latest.items()):
+            key = (row["scope"], row["email"])
+            latest[key] = max(latest.get(key, row["event_at"]), row["event_at"])
+        for (bound, email), last in sorted(latest.items()):
             count = await session.scalar(
                 select(func.count())
                 .select_from(SoftBounceRow)
                 .where(
+                    SoftBounceRow.scope == bound,
                     SoftBounceRow.email == email,
                     SoftBounceRow.event_at > last - self.window,
                     SoftBounceRow.event_at <= last,
                 )
             )
             if int(count or 0) >= self.threshold:
-                bound, event = scope[email]
+                event = scope[(bound, email)]
                 entries.append(
                     _entry(
                         email,
-                        bound,
+                        bound or None,
                         SuppressionReason.soft_bounce,
                         last,
                         last + self.soft_days,

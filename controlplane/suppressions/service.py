@@ -361,7 +361,7 @@ class SuppressionService:
         rejected: list[RejectedRow] = []
         rows: dict[tuple[str, str], dict[str, Any]] = {}
         now = self.now()
-        reader = csv.reader(io.StringIO(text))
+        reader = csv.reader(io.StringIO(text, newline=""))
         header: list[str] | None = None
         count = 0
         email_rule = re.compile(EMAIL_RULE)

@@ -53,10 +53,11 @@ def upgrade() -> None:
     )
     op.create_table(
         "suppression_soft_bounces",
+        sa.Column("scope", sa.String(100), nullable=False),
         sa.Column("email", sa.String(640), nullable=False),
         sa.Column("dedupe_key", sa.LargeBinary(16), nullable=False),
         sa.Column("event_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("email", "dedupe_key", name="pk_suppression_soft_bounces"),
+        sa.PrimaryKeyConstraint("scope", "email", "dedupe_key", name="pk_suppression_soft_bounces"),
     )
     op.create_index("ix_suppression_soft_bounces_event_at", "suppression_soft_bounces", ["event_at"])
 

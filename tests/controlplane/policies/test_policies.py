@@ -252,3 +252,36 @@ async def test_observe_and_enforce_switch_a_rule_by_name_and_delete_removes_it(s
         assert (await client.get("/api/v1/policies/gmail-bounces", headers=headers)).status_code == 404
         tenant_key = await bearer(services, "queue:manage", tenant="acme")
         assert (await client.get("/api/v1/policies", headers=tenant_key)).status_code == 403
+
+
+@respx.mock
+async def test_a_tenant_bound_keys_events_never_trip_a_rule_that_would_act_on_every_tenant(services: Services) -> None:
+    kumod = FakeKumod({"spring:acme@gmail.com": 40, "other:globex@gmail.com": 5})
+    respx.route(host="kumo-1.test").mock(side_effect=kumod)
+    async with api(services.settings) as client:
+        await register(client, await bearer(services, "fleet:manage"), "kumo-1")
+        await services.policies.create(rule(mode="enforce"), actor="test")
+        await services.policies.create(rule(name="nodes", scope="node", mode="enforce"), actor="test")
+        acme = await bearer(services, "events:ingest", tenant="acme")
+        burst = [dict(r, nodeid="kumo-1") for r in outcomes(T0, bounced=25)]
+        assert (await client.post("/api/v1/events/ingest/kumomta", json=burst, headers=acme)).status_code == 202
+        await services.projections.catch_up()
+        assert await services.policies.evaluate(now=T0 + timedelta(minutes=1)) == []
+    assert kumod.suspensions == {}  # globex's gmail.com queue, and the node, keep sending
+
+
+@respx.mock
+async def test_a_node_rule_names_exactly_one_node_and_never_a_label_selector(services: Services) -> None:
+    kumods = {name: FakeKumod({"acme@gmail.com": 5}) for name in ("kumo-1", "kumo-2")}
+    for name, kumod in kumods.items():
+        respx.route(host=f"{name}.test").mock(side_effect=kumod)
+    async with api(services.settings) as client:
+        operator = await bearer(services, "fleet:manage", "events:ingest")
+        await register(client, operator, "kumo-1", "kumo-2")  # both labelled region=eu
+        await services.policies.create(rule(scope="node", mode="enforce"), actor="test")
+        burst = [dict(r, nodeid="region=eu") for r in outcomes(T0, bounced=25)]
+        assert (await client.post("/api/v1/events/ingest/kumomta", json=burst, headers=operator)).status_code == 202
+        await services.projections.catch_up()
+        [decision] = await services.policies.evaluate(now=T0 + timedelta(minutes=1))
+    assert decision.operation_id is None and "no registered node is named 'region=eu'" in (decision.note or "")
+    assert all(k.suspensions == {} for k in kumods.values())

@@ -89,3 +89,28 @@ async def test_a_rebuild_writes_the_same_entries_and_keeps_an_operators_removal(
         await services.projections.rebuild("suppressions")
         after = (await client.get(URL, headers=headers)).json()["data"]
         assert [e["email"] for e in after] == ["no.such.user@gmail.com"]
+
+
+async def test_soft_bounces_count_per_poster_so_one_tenants_events_make_no_other_entry(services: Services) -> None:
+    async with api(services.settings, soft_bounce_threshold=3, soft_bounce_window_hours=5.0) as client:
+        mta = await bearer(services, "events:ingest", "suppression:manage")
+        acme = await bearer(services, "events:ingest", tenant="acme")
+        globex = await bearer(services, "events:ingest", tenant="globex")
+        await client.post(INGEST, json=[soft_failure(11), soft_failure(12)], headers=acme)
+        theirs = soft_failure(13) | {"queue": "globex@mailbox.example"}
+        await client.post(INGEST, json=[theirs], headers=globex)
+        assert (await client.get(f"{URL}/full@mailbox.example", headers=mta)).status_code == 404
+        await client.post(INGEST, json=[soft_failure(14)], headers=mta)  # the MTA's own: one, not three
+        assert (await client.get(f"{URL}/full@mailbox.example", headers=mta)).status_code == 404
+        await client.post(INGEST, json=[soft_failure(15)], headers=acme)  # acme's third within the window
+        entry = (await client.get(f"{URL}/full@mailbox.example", headers=mta)).json()
+        assert (entry["reason"], entry["tenant_id"]) == ("soft_bounce", "acme")
+
+
+async def test_a_csv_with_old_mac_line_ends_keeps_every_good_row(services: Services) -> None:
+    async with api(services.settings) as client:
+        headers = await bearer(services, "suppression:manage")
+        body = b"a@b.example,manual\rc@d.example,manual\r"
+        imported = await client.post(f"{URL}/import", content=body, headers=headers | {"content-type": "text/csv"})
+        assert imported.status_code == 200, imported.text
+        assert (await client.get(f"{URL}/c@d.example", headers=headers)).status_code == 200
