@@ -98,6 +98,10 @@ def _visible(tenant: str | None) -> Any:
     return or_(C.tenant_id == tenant, C.tenant_id.is_(None))
 
 
+# A push row's reference for an entry mtactl found on a node's list rather than made: never deleted by mtactl.
+ADOPTED = "adopted:"
+
+
 class SuppressionService:
     def __init__(
         self,
@@ -195,7 +199,7 @@ class SuppressionService:
                 await session.scalars(
                     select(NodeRow.name)
                     .join(SuppressionPushRow, SuppressionPushRow.node_id == NodeRow.id)
-                    .where(SuppressionPushRow.email == address)
+                    .where(SuppressionPushRow.email == address.lower())
                     .order_by(NodeRow.name)
                 )
             ).all()
@@ -568,9 +572,11 @@ class SuppressionService:
             wanted_query = select(C.email).where(active(now), C.tenant_id.is_(None))
             pushed_query = select(SuppressionPushRow)
             if only is not None:
-                wanted_query = wanted_query.where(C.email.in_(only))
-                pushed_query = pushed_query.where(SuppressionPushRow.email.in_(only))
-            wanted = set((await session.scalars(wanted_query)).all())
+                wanted_query = wanted_query.where(func.lower(C.email).in_([e.lower() for e in only]))
+                pushed_query = pushed_query.where(SuppressionPushRow.email.in_([e.lower() for e in only]))
+            # Keyed as the MTAs' lists key them: ZoneMTA lower-cases the whole address, so Bob@x and bob@x are
+            # one entry there, pushed once, and lifted only when neither is in force.
+            wanted = {email.lower() for email in (await session.scalars(wanted_query)).all()}
             pushed: dict[uuid.UUID, dict[str, str]] = {}
             for push in (await session.scalars(pushed_query)).all():
                 pushed.setdefault(push.node_id, {})[push.email] = push.reference
@@ -594,12 +600,15 @@ class SuppressionService:
 
             async def push(address: str) -> tuple[str, str]:
                 async with limit:
-                    # an address already on the node's list is adopted, not listed twice
-                    return address, listed.get(address.lower()) or await adapter.suppress(address)
+                    # An address already on the node's list (put there by someone else) is adopted, not listed
+                    # twice, and marked so: lifting mtactl's entry later leaves theirs on the list.
+                    found = listed.get(address)
+                    return address, ADOPTED + found if found else await adapter.suppress(address)
 
             async def lift(address: str) -> str:
                 async with limit:
-                    await adapter.unsuppress(have[address])
+                    if not have[address].startswith(ADOPTED):
+                        await adapter.unsuppress(have[address])
                     return address
 
             added = dict(await asyncio.gather(*(push(e) for e in missing)))

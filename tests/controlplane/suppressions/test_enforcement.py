@@ -108,3 +108,27 @@ async def test_an_expired_entry_is_lifted_at_zonemta_by_the_job_and_a_node_that_
         assert (await client.get(f"{URL}/brief@x.example", headers=operator)).status_code == 404
         await services.suppressions.run_pass()  # nothing more to do: nothing pushed twice
         assert listed(zone) == ["later@x.example"]
+
+
+@respx.mock
+async def test_zonemtas_list_keeps_an_address_while_any_spelling_of_it_is_suppressed_and_keeps_what_it_had(
+    services: Services,
+) -> None:
+    zone = FakeZoneMta()
+    respx.route(host="zone-1.test").mock(side_effect=zone)
+    zone.suppress(address="theirs@x.example")  # put there by the node's operator, not by mtactl
+    async with api(services.settings, secret_key=KEY) as client:
+        operator = await bearer(services, "fleet:manage", "suppression:manage")
+        body = {"name": "zone-1", "kind": "zonemta", "base_url": "http://zone-1.test:12080"}
+        await client.post("/api/v1/nodes", json=body, headers=operator)
+        for email in ("Bob@x.example", "bob@x.example", "theirs@x.example"):
+            added = await client.post(URL, json={"email": email, "reason": "manual"}, headers=operator)
+            assert added.status_code == 201, added.text
+        assert listed(zone) == ["bob@x.example", "theirs@x.example"]  # ZoneMTA keys its list in lower case
+        await client.delete(f"{URL}/Bob@x.example", headers=operator)
+        await services.suppressions.run_pass()
+        assert listed(zone) == ["bob@x.example", "theirs@x.example"]  # bob@x.example is still suppressed
+        await client.delete(f"{URL}/bob@x.example", headers=operator)
+        await client.delete(f"{URL}/theirs@x.example", headers=operator)
+        await services.suppressions.run_pass()
+    assert listed(zone) == ["theirs@x.example"]  # mtactl lifts what it put there, not the node's own entry
