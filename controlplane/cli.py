@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 import msgspec
 
+from adapters.base import MtaError
 from adapters.shippers import SHIP_COMMANDS
 from controlplane.auth.schema import Scope
 from controlplane.capacity.schema import SourceSpec
@@ -57,6 +58,9 @@ def with_services(work: Callable[[Services], Awaitable[T]]) -> T:
     except MtactlError as exc:
         where = f" ({exc.field})" if exc.field else ""
         raise click.ClickException(f"{exc.message}{where}") from None
+    except MtaError as exc:  # refused for what the MTAs can do (e.g. suspend on ZoneMTA only), before any is asked
+        field = getattr(exc, "field", None)
+        raise click.ClickException(exc.message + (f" ({field})" if field else "")) from None
     except Exception as exc:
         if not database_unavailable(exc):
             raise
@@ -727,8 +731,8 @@ def policies_decisions(policy: str | None, active: bool, limit: int, as_json: bo
         lifted = f"lifted {d.lifted_at:%Y-%m-%d %H:%M} by {d.lifted_by}" if d.lifted_at else f"until {d.until:%H:%M}"
         acted = f"operation {d.operation_id}" if d.operation_id else (d.note or "")
         click.echo(
-            f"{d.decided_at:%Y-%m-%d %H:%M:%S}  {d.policy_name:<20} {d.mode.value:<8} {d.action.value} "
-            f"{d.scope.value}:{d.scope_value}  {d.metric_value:g} ({d.events} events)  {lifted}  {acted}"
+            f"{d.decided_at:%Y-%m-%d %H:%M:%S}  {d.policy_name:<20} {d.mode!s:<8} {d.action} "
+            f"{d.scope}:{d.scope_value}  {d.metric_value:g} ({d.events} events)  {lifted}  {acted}"
         )
 
 

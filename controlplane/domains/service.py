@@ -96,7 +96,7 @@ class DomainHealthService:
             # for in every minute the rollups keep).
             before = {
                 (row.tenant, row.domain): row.last_successful_delivery
-                for row in (await session.execute(select(DomainScoreRow))).all()
+                for row in (await session.scalars(select(DomainScoreRow))).all()
             }
             tallies: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
             for dimension, value, metric, events, last in counted:

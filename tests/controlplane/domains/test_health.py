@@ -59,6 +59,16 @@ async def test_scores_come_from_the_window_of_the_rollups_fleet_wide_and_per_ten
     assert (await services.queues.metrics(tenant_id="acme")).domain_health_scores["gmail.com"].score == 60.0
 
 
+async def test_scoring_again_carries_the_last_success_over_and_keeps_scoring(services: Services) -> None:
+    await ingest(services, outcomes(NOW - timedelta(minutes=5), "gmail.com", "acme", delivered=6, bounced=4))
+    assert await services.domains.score(now=NOW) == 2
+    first = (await services.domains.get("gmail.com", tenant=None)).last_successful_delivery
+    later = NOW + timedelta(hours=2)  # the deliveries have left the window; the last success has not
+    await ingest(services, outcomes(later - timedelta(minutes=5), "gmail.com", "acme", bounced=2))
+    assert await services.domains.score(now=later) == 2
+    assert (await services.domains.get("gmail.com", tenant=None)).last_successful_delivery == first
+
+
 async def test_the_api_lists_domains_by_score_and_confines_a_tenant_key_to_its_own_mail(services: Services) -> None:
     await ingest(services, outcomes(NOW - timedelta(minutes=5), "gmail.com", "acme", delivered=6, bounced=4))
     await ingest(services, outcomes(NOW - timedelta(minutes=5), "yahoo.com", "beta", delivered=10))

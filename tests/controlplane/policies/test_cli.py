@@ -35,3 +35,42 @@ def test_a_bad_rule_is_refused_in_words_naming_the_field(tmp_path: Path) -> None
     assert refused.returncode == 1 and "(pattern)" in refused.stderr and "repeat" in refused.stderr
     unknown = mtactl(tmp_path, "policies", "enforce", "nothing-by-that-name")
     assert unknown.returncode == 1 and "no policy 'nothing-by-that-name'" in unknown.stderr
+
+
+def test_decisions_are_listed_one_line_each(tmp_path: Path) -> None:
+    import asyncio
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from controlplane.db.tables import PolicyDecisionRow
+    from controlplane.services import Services
+    from controlplane.settings import Settings
+
+    assert mtactl(tmp_path, "policies", "list").returncode == 0  # creates and migrates the database
+
+    async def decide() -> None:
+        services = await Services.start(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/cli.db"))
+        now = datetime.now(UTC)
+        async with services.sessions.begin() as session:
+            session.add(
+                PolicyDecisionRow(
+                    id=uuid.uuid4(),
+                    policy_id=uuid.uuid4(),
+                    policy_name="gmail-bounces",
+                    scope="domain",
+                    scope_value="gmail.com",
+                    action="suspend",
+                    mode="observe",
+                    metric_value=0.5,
+                    events=30,
+                    decided_at=now,
+                    until=now + timedelta(hours=1),
+                    note="observe mode: would suspend domain gmail.com for 1h",
+                )
+            )
+        await services.close()
+
+    asyncio.run(decide())
+    listed = mtactl(tmp_path, "policies", "decisions")
+    assert listed.returncode == 0, listed.stderr
+    assert "gmail-bounces" in listed.stdout and "observe" in listed.stdout and "domain:gmail.com" in listed.stdout
