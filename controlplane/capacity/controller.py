@@ -65,8 +65,10 @@ class CapacityController(Controller):
         self,
         services: NamedDependency[Services],
         messages: Annotated[int, QueryParameter(ge=1, le=1_000_000_000_000)],
-        tenant: Annotated[
-            str | None, QueryParameter(min_length=1, max_length=100, description="Only the sources open to it")
+        # Named apart from the app's `tenant` dependency (the caller's binding), which would take its place.
+        for_tenant: Annotated[
+            str | None,
+            QueryParameter(name="tenant", min_length=1, max_length=100, description="Only the sources open to it"),
         ] = None,
     ) -> CapacityEstimate:
-        return await services.capacity.estimate(messages, tenant=tenant)
+        return await services.capacity.estimate(messages, tenant=for_tenant)

@@ -173,6 +173,11 @@ async def test_sources_and_capacity_over_http(services: Services) -> None:
         found = (await client.get("/api/v1/capacity/estimate?messages=100000", headers=headers)).json()
         assert found["sending_days"] in (4, 5)  # 4 before today's window closes, 5 after
         assert sum(d["messages"] for d in found["per_day"]) == 100_000
+        await client.put("/api/v1/sources/ip-0", json=body | {"tenants": ["acme"]}, headers=headers)
+        acme = (await client.get("/api/v1/capacity/estimate?messages=10&tenant=acme", headers=headers)).json()
+        assert (acme["tenant"], acme["sources"]) == ("acme", 30)  # ip-0 is acme's; the 29 others are everyone's
+        nobody = (await client.get("/api/v1/capacity/estimate?messages=10&tenant=globex", headers=headers)).json()
+        assert (nobody["tenant"], nobody["sources"]) == ("globex", 29)
 
         bad = await client.put(
             "/api/v1/sources/ip-0", json=body | {"window": {"timezone": "Mars/Olympus"}}, headers=headers
