@@ -9,6 +9,7 @@ import msgspec
 from litestar import Litestar, Request
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import MutableScopeHeaders
+from litestar.openapi.spec import Parameter
 from litestar.routes import HTTPRoute
 from litestar.types import Message, Scope
 
@@ -66,6 +67,12 @@ async def check_api_input(request: Request[Any, Any, Any]) -> None:
     for name, value in request.query_params.multi_items():
         if NUL in name or NUL in value:
             raise InvalidInput(NUL_MESSAGE, field=name.replace(NUL, "\\u0000"))
+    if request.method == "GET" and request.query_params:
+        known = _query_parameters(request.app, request.scope.get("path_template") or "")
+        # A misspelt filter would otherwise be ignored and silently widen the result (a listing, an export).
+        unknown = sorted(name for name in request.query_params if known is not None and name not in known)
+        if unknown:
+            raise InvalidInput(f"unknown query parameter {unknown[0]!r}", field=unknown[0])
     for name, value in request.path_params.items():
         if isinstance(value, str) and NUL in value:
             raise InvalidInput(NUL_MESSAGE, field=name)
@@ -84,6 +91,28 @@ async def check_api_input(request: Request[Any, Any, Any]) -> None:
     where = _nul_in(document, "")
     if where is not None:
         raise InvalidInput(NUL_MESSAGE, field=where or "body")
+
+
+def _query_parameters(app: Litestar, template: str) -> frozenset[str] | None:
+    """The query parameters the API description gives a GET route (None: a route outside /api/v1, one it does
+    not describe, or one that takes none): what the OpenAPI contract says a client may send, read once per
+    route."""
+    cache: dict[str, frozenset[str] | None] = app.state.setdefault("query_parameters", {})
+    if template not in cache:
+        found: frozenset[str] | None = None
+        if template.startswith("/api/v1/"):
+            path = next(
+                (r.path_format for r in app.routes if isinstance(r, HTTPRoute) and template in (r.path, r.path_format)),
+                template,
+            )
+            operation = (app.openapi_schema.paths or {}).get(path)
+            if operation is not None and operation.get is not None:
+                described = operation.get.parameters or ()
+                query = [p.name for p in described if isinstance(p, Parameter) and p.param_in == "query"]
+                # A route that takes no query parameter has no result to widen: a probe's cache-buster is harmless.
+                found = frozenset(query) or None
+        cache[template] = found
+    return cache[template]
 
 
 NUL_MESSAGE = "NUL characters (\\u0000) are not accepted in API input"

@@ -147,3 +147,20 @@ async def test_a_malformed_id_in_the_path_is_a_400_naming_it(services: Services)
         ):
             answer = await client.get(path, headers=key)
             assert answer.status_code == 400 and answer.json()["field"] == field, (path, answer.json())
+
+
+async def test_every_listing_refuses_a_query_parameter_it_does_not_describe(services: Services) -> None:
+    """A misspelt filter must not be ignored: the result would silently widen (a listing, an export)."""
+    doc = await document(services)
+    checked = []
+    async with api(services.settings) as client:
+        admin = await bearer(services, "admin")
+        for path, method, op in operations(doc):
+            described = {p["name"] for p in op.get("parameters", []) if p["in"] == "query"}
+            if method != "get" or not path.startswith("/api/v1/") or "{" in path or not described:
+                continue
+            answer = await client.get(path, params={"no_such_filter": "1"}, headers=admin)
+            assert (answer.status_code, answer.json()["field"]) == (400, "no_such_filter"), (path, answer.text)
+            checked.append(path)
+        assert (await client.get("/api/v1/health", params={"_": "1"})).status_code == 200  # nothing to widen
+    assert {"/api/v1/messages", "/api/v1/suppressions", "/api/v1/domains", "/api/v1/events"} <= set(checked)
