@@ -10,6 +10,7 @@ in progress is skipped silently), so every change made here is read back before 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -38,7 +39,7 @@ from adapters.base import (
 )
 from adapters.http import DEFAULT_TIMEOUT_SECONDS, NodeAuth, NodeHttp
 from adapters.model import QueueOperationType as Op
-from adapters.model import normalize_address
+from adapters.model import normalize_address, recipient_domain
 from adapters.model.observation import MTA_MESSAGE_ID, MessageObservation
 from adapters.model.queue import MessageQueueStatus
 from adapters.zonemta.mapping import recipient_uuid
@@ -153,10 +154,6 @@ class RowChange(msgspec.Struct, frozen=True):
     failure: str | None = None  # why a row that should have changed did not
 
 
-def row_domain(recipient: str) -> str:
-    return recipient.rpartition("@")[2].lower()
-
-
 class ZoneMtaClient(MtaAdapter):
     kind = "zonemta"
 
@@ -176,6 +173,7 @@ class ZoneMtaClient(MtaAdapter):
         self.node = self._api.node
         self._now = now or (lambda: datetime.now(UTC))
         self._listed: list[QueuedRow] | None = None  # one listing per use of the adapter (a sync reads it twice)
+        self._zones: list[str] = []  # the zones that listing read
         self._read_at = datetime.now(UTC)
 
     async def close(self) -> None:
@@ -225,7 +223,7 @@ class ZoneMtaClient(MtaAdapter):
         """Every row the node holds, in every zone (read once per adapter use)."""
         if self._listed is None:
             self._read_at = self._now()  # what the listing says is true as of when it began, not when it ended
-            zones = await self.zones()
+            self._zones = zones = await self.zones()
             pages = await asyncio.gather(*(self.queued_rows(z, k) for z in zones for k in ("queued", "deferred")))
             unique: dict[tuple[str, str], QueuedRow] = {}
             for rows in pages:
@@ -237,14 +235,11 @@ class ZoneMtaClient(MtaAdapter):
     async def queue_counts(self) -> QueueCounts:
         """Per recipient domain (mtactl's queue for a ZoneMTA row) from the listing; per zone, the egress side,
         from ZoneMTA's own counters (due + deferred)."""
-        scheduled: dict[str, int] = {}
-        for row in await self.listed():
-            domain = row_domain(row.recipient)
-            scheduled[domain] = scheduled.get(domain, 0) + 1
-        zones = await self.zones()
+        scheduled = Counter(recipient_domain(row.recipient) for row in await self.listed())
+        zones = self._zones  # as the listing read them: one GET /zones per use, not two
         counts = await asyncio.gather(*(self.counters(z) for z in zones))
         return QueueCounts(
-            scheduled=scheduled, ready={z: due + later for z, (due, later) in zip(zones, counts, strict=True)}
+            scheduled=dict(scheduled), ready={z: due + later for z, (due, later) in zip(zones, counts, strict=True)}
         )
 
     async def queued_messages(self) -> list[MessageObservation]:
@@ -406,7 +401,7 @@ class ZoneMtaClient(MtaAdapter):
 
 def _selected(target: Target, row: QueuedRow) -> bool:
     """Whether ``target`` selects this row: by its queue (the recipient's domain), the model's rule."""
-    return queue_matches(target, row_domain(row.recipient))
+    return queue_matches(target, recipient_domain(row.recipient))
 
 
 def _segment(value: str) -> str:
@@ -418,7 +413,7 @@ def _segment(value: str) -> str:
 def observation(row: QueuedRow, now: datetime) -> MessageObservation:
     """What a listed row says of its message, now: due rows are ``ready``, future ones ``deferred``."""
     deferred = row.queued > now
-    domain = row_domain(row.recipient)
+    domain = recipient_domain(row.recipient)
     return MessageObservation(
         id=recipient_uuid(row.id, row.recipient),
         message_id=row.id,
