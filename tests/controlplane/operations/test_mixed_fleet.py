@@ -219,3 +219,22 @@ async def test_a_purge_that_left_a_locked_row_does_not_mark_it_gone(services: Se
             await client.get(f"/api/v1/messages/{recipient_uuid(locked, 'b@gmail.com')}", headers=headers)
         ).json()
         assert message["status"] == "ready"
+
+
+@respx.mock
+async def test_a_listing_moves_a_queued_message_between_due_and_deferred(services: Services) -> None:
+    zone = FakeZoneMta()
+    respx.route(host="zone-1.test").mock(side_effect=zone)
+    later = zone.add_message("a@gmail.com", deferred=2)
+    async with api(services.settings, secret_key=KEY) as client:
+        headers = await bearer(services, "fleet:manage", "email:read")
+        await add_zonemta(client, headers, "zone-1")
+        await synced_zone(client, headers)
+        message = f"/api/v1/messages/{recipient_uuid(later, 'a@gmail.com')}"
+        assert (await client.get(message, headers=headers)).json()["status"] == "deferred"
+        for row in zone.find(later):
+            row.queued = zone.now  # made due (a retry from ZoneMTA's own API)
+            row.deferred = {**(row.deferred or {}), "count": 3}
+        await synced_zone(client, headers)
+        now_due = (await client.get(message, headers=headers)).json()
+        assert (now_due["status"], now_due["num_attempts"]) == ("ready", 3), now_due
