@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,16 +9,8 @@ import pytest
 
 from controlplane.services import Services
 from tests.controlplane.api_client import api, bearer
+from tests.mta_plugins.lua import LUA, LUAC, PLUGIN_DIR
 from tests.support import shared_fixture
-
-PLUGIN_DIR = Path(__file__).resolve().parents[2] / "mta_plugins" / "kumomta"
-LUA = shutil.which("lua5.4") or shutil.which("lua")
-LUAC = shutil.which("luac5.4") or shutil.which("luac")
-
-if not (LUA and LUAC):
-    if os.environ.get("MTACTL_REQUIRE_LUA"):
-        raise RuntimeError("lua5.4 is required (apt-get install lua5.4)")
-    pytest.skip("no Lua interpreter here (apt-get install lua5.4); .ci/run installs it", allow_module_level=True)
 
 
 @pytest.mark.parametrize("script", ["mtactl_log_hook.lua", "test_mtactl_log_hook.lua"])
