@@ -78,16 +78,7 @@ class _Cursor(msgspec.Struct, array_like=True):
 
 
 def _entry(row: Any) -> Suppression:
-    return Suppression(
-        email=row.email,
-        reason=SuppressionReason(row.reason),
-        tenant_id=row.tenant_id,
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        source_event_id=row.source_event_id,
-        created_by=row.created_by,
-        note=row.note,
-    )
+    return msgspec.convert(row, Suppression, from_attributes=True)
 
 
 def _visible(tenant: str | None) -> Any:
