@@ -8,7 +8,8 @@ Appends the records to a fresh Postgres database's log (no service, no HTTP: wri
 the writers do), then, on the same log, side by side in one run:
 
 1. each projection alone (the mirror, then the rollups), each from the start of the log;
-2. both together in joint passes (one read of the log per pass, what ``mtactl serve`` runs).
+2. both together in joint passes (one read of the log per pass, the mirror's lane beside the rollups', what
+   ``mtactl serve`` runs).
 
 For each it prints events/s, and the CPU per event of this process (decoding, mapping, building statements) and
 of the Postgres backend serving it (read from /proc). The projections' tables are emptied between the runs.
@@ -56,16 +57,17 @@ async def reset(services: Services) -> None:
 
 async def timed(services: Services, names: list[str], joint: bool, events: int) -> str:
     runner = ProjectionService(services.sessions, standard_projections())
-    async with services.engine.connect() as connection:  # the pool keeps one connection: its backend is ours
-        pid = int((await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one())
-    server, own, wall = backend_cpu(pid), time.process_time(), time.perf_counter()
+    # The pool keeps two connections (a joint pass runs two lanes side by side): their backends are ours.
+    async with services.engine.connect() as first, services.engine.connect() as second:
+        pids = [int((await c.execute(text("SELECT pg_backend_pid()"))).scalar_one()) for c in (first, second)]
+    server, own, wall = sum(map(backend_cpu, pids)), time.process_time(), time.perf_counter()
     if joint:
         await runner.catch_up(names, wait_seconds=0)
     else:
         for name in names:
             while await runner.run_once(name):
                 pass
-    wall, own, server = time.perf_counter() - wall, time.process_time() - own, backend_cpu(pid) - server
+    wall, own, server = time.perf_counter() - wall, time.process_time() - own, sum(map(backend_cpu, pids)) - server
     per = 1e6 / events
     return (
         f"{events / wall:>9,.0f} events/s  ({wall:5.1f} s)   CPU per event: mtactl {own * per:5.1f} µs, "
@@ -79,8 +81,8 @@ async def run(args: argparse.Namespace) -> None:
     await admin.execute(f'CREATE DATABASE "{args.database}"')
     await admin.close()
     url = f"{args.postgres.replace('postgresql://', 'postgresql+asyncpg://')}/{args.database}"
-    # One pooled connection, so that the backend whose CPU is read is the one doing the work.
-    services = await Services.start(Settings(database_url=url, database_pool_size=1))
+    # Two pooled connections and no more, so that the backends whose CPU is read are the ones doing the work.
+    services = await Services.start(Settings(database_url=url, database_pool_size=2))
     projection_service.BATCH = args.batch
     try:
         print(f"appending {args.records:,} records (event time order) ...", flush=True)

@@ -104,13 +104,28 @@ def _after(position: LogPosition, below: int | None) -> list[Any]:
     return where
 
 
+# The read must walk ix_events_log in order (a merge of each day partition's index) and stop at ``limit``. Left to
+# itself the planner, which expects few rows past a checkpoint (the parent table of partitions has no statistics
+# unless analyzed by hand), chose a bitmap scan of *every* event past the checkpoint and a sort: a pass read its
+# 5,000 events in 87 ms with a 50,000-event backlog (43 MB sorted on disk) and slower as the backlog grew, against
+# 3 ms in index order (EXPLAIN ANALYZE, the same rows). These settings hold for the one statement.
+_INDEX_ORDER = ("enable_sort", "enable_bitmapscan")
+
+
 async def read_after(session: AsyncSession, position: LogPosition, limit: int) -> list[LoggedEvent]:
     """Up to ``limit`` events after ``position``, in log order, all below the horizon."""
     below = await horizon(session)
     statement = (
         select(*_COLUMNS).where(*_after(position, below)).order_by(_c.tx, _c.event_at, _c.dedupe_key).limit(limit)
     )
-    rows = (await session.execute(statement)).all()
+    if below is None:
+        rows = (await session.execute(statement)).all()
+    else:
+        for name in _INDEX_ORDER:
+            await session.execute(text(f"SET LOCAL {name} = off"))
+        rows = (await session.execute(statement)).all()
+        for name in _INDEX_ORDER:
+            await session.execute(text(f"SET LOCAL {name} TO DEFAULT"))
     return [
         LoggedEvent(
             position=LogPosition.of(r),

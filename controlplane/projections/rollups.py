@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, delete
+from sqlalchemy import Table, delete, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controlplane.db.events import insert_from_arrays
+from controlplane.db.engine import driver_connection
 from controlplane.db.tables import EventRollupRow
 from controlplane.projections.facts import facts_of
 from controlplane.projections.log import LoggedEvent
@@ -34,16 +34,21 @@ VALUE_WIDTH = 320
 CHUNK = 4000
 
 
-def _postgres_add() -> Any:
-    """One upsert of every count of a pass, adding to the stored counts."""
-    c = ROLLUPS.c
-    insert = insert_from_arrays(ROLLUPS, ["dimension", "value", "metric", "minute", "events"])
-    return insert.on_conflict_do_update(
-        index_elements=[c.dimension, c.value, c.metric, c.minute], set_={"events": c.events + insert.excluded.events}
-    )
-
-
-_POSTGRES_ADD = _postgres_add()
+# Postgres: a pass's counts are COPYed into a session-local stage and added by one INSERT ... SELECT ... ON
+# CONFLICT. A pass in event-time order holds ~3.5 counts per event (17,413 for 5,000 events, most of them
+# tenant/domain pairs and campaigns): as one array parameter per column their encoding was ~20 µs of this
+# process's CPU per event (asyncpg checks every element's type); COPY encodes the same rows for a fraction.
+STAGE_NAME = "rollup_stage"
+STAGE_COLUMNS = ("dimension", "value", "metric", "minute", "events")
+_CREATE_STAGE = (
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGE_NAME} "
+    "(dimension text, value text, metric text, minute timestamptz, events bigint) ON COMMIT DELETE ROWS"
+)
+_POSTGRES_ADD = (
+    f"INSERT INTO event_rollups AS r ({', '.join(STAGE_COLUMNS)}) "
+    f"SELECT {', '.join(STAGE_COLUMNS)} FROM {STAGE_NAME} ORDER BY dimension, value, metric, minute "
+    "ON CONFLICT (dimension, value, metric, minute) DO UPDATE SET events = r.events + excluded.events"
+)
 
 
 # The order of the values in a profile after its minute, record type and delivery bucket.
@@ -123,21 +128,19 @@ class RollupProjection:
                     counts[(dimension, value, metric, minute)] += n
         if not counts:
             return
-        keys = sorted(counts)  # one order for every writer's row locks
         if session.get_bind().dialect.name == "postgresql":
-            # One statement over one array per column: executemany ran one upsert per row, about half of this
-            # projection's Postgres time (bench/projections.py).
-            await session.execute(
-                _POSTGRES_ADD,
-                {
-                    "dimension": [k[0] for k in keys],
-                    "value": [k[1] for k in keys],
-                    "metric": [k[2] for k in keys],
-                    "minute": [k[3] for k in keys],
-                    "events": [counts[k] for k in keys],
-                },
+            await session.execute(text(_CREATE_STAGE))  # also begins the transaction on the server, as COPY needs
+            connection = await driver_connection(session)
+            await connection.copy_records_to_table(
+                STAGE_NAME, records=[(*key, n) for key, n in counts.items()], columns=STAGE_COLUMNS
             )
+            # The upsert takes the rows in key order (one order for every writer's row locks). The stage is
+            # emptied for the next add in this transaction (a rebuild adds once per batch); DELETE, not TRUNCATE,
+            # which would give the table a new file, and so a catalog update, every pass.
+            await session.execute(text(_POSTGRES_ADD))
+            await session.execute(text(f"DELETE FROM {STAGE_NAME}"))
             return
+        keys = sorted(counts)  # one order for every writer's row locks
         rows = [
             {"dimension": d, "value": v, "metric": m, "minute": at, "events": counts[(d, v, m, at)]}
             for d, v, m, at in keys

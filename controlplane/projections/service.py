@@ -34,7 +34,7 @@ from controlplane.db.engine import database_reason, database_unavailable
 from controlplane.db.events import insert_dead_letters
 from controlplane.db.tables import ProjectionCheckpointRow
 from controlplane.projections.base import Projection
-from controlplane.projections.log import START, LogPosition, backlog, log_size, read_after
+from controlplane.projections.log import START, LoggedEvent, LogPosition, backlog, log_size, read_after
 from controlplane.projections.schema import ProjectionStatus
 
 log = logging.getLogger("mtactl.projections")
@@ -47,6 +47,8 @@ IDLE_SECONDS = 1.0
 # run per request (kumod's hook posting one record at a time) it cost more CPU than the records themselves.
 GATHER_SECONDS = 0.2
 BACKLOG_CAP = 100_000  # a status call counts at most this many index entries per projection
+# Projections with a lane of their own in a pass (``ProjectionService.lanes``).
+SOLO_LANES = frozenset({"mirror"})
 
 
 class ProjectionLocked(Exception):
@@ -86,6 +88,9 @@ class ProjectionService:
         self.projections = {p.name: p for p in projections}
         self._wake = asyncio.Event()
         self._batch_size = {p.name: BATCH for p in projections}
+        # Lanes side by side need a writer each: Postgres has them; SQLite serializes write transactions.
+        bind = sessions.kw.get("bind")
+        self._concurrent = bind is not None and bind.dialect.name == "postgresql"
 
     def wake(self) -> None:
         self._wake.set()
@@ -209,42 +214,69 @@ class ProjectionService:
             )
             await self._move(session, name, position, event.position, 0)
 
+    def lanes(self, names: Sequence[str]) -> list[list[str]]:
+        """The named projections split into the lanes a pass applies side by side: each lane in its own
+        transaction, so that one lane's Python work runs while the database works on another's. The mirror, the
+        costliest (bench/projections.py: ~80 µs of Postgres CPU per event), has a lane of its own; the others
+        share one. SQLite has one writer at a time: there every projection shares one lane (one commit a pass)."""
+        chosen = sorted(set(names))  # one order for every runner's locks
+        if not self._concurrent:
+            return [chosen]
+        own = [[name] for name in chosen if name in SOLO_LANES]
+        rest = [name for name in chosen if name not in SOLO_LANES]
+        return own + ([rest] if rest else [])
+
     async def run_joint_once(self, names: Sequence[str]) -> int:
         """One pass for several projections over one read of the log: the events after the earliest of their
-        checkpoints are read once, each projection applies those after its own checkpoint (the decoded facts are
-        shared, ``facts.py``), and every checkpoint moves, all in one transaction. Projections another runner
-        holds are left out of the pass. A fault falls back to one pass per projection, which finds the event at
-        fault and steps over it. Returns how many events the pass read (0: caught up, or all held elsewhere)."""
+        checkpoints are read once, then each lane (``lanes``) applies, in its own transaction, what is past each
+        of its projections' own checkpoint and moves those checkpoints (the decoded facts are shared,
+        ``facts.py``). On Postgres the lanes run concurrently.
+        Projections another runner holds are left out of the pass. A lane's fault falls back to one pass per
+        projection of that lane, which finds the event at fault and steps over it. Returns how many events the
+        pass read (0: caught up, or all held elsewhere)."""
+        async with self._sessions() as session:
+            positions = [await self._read_checkpoint(session, name) for name in names]
+            start = min(positions, key=LogPosition.key)
+            events = await read_after(session, start, min(self._batch_size[name] for name in names))
+        if not events:
+            return 0
+        # Every lane runs to its end (a fault in one does not cut another off mid-pass), then a fault is raised:
+        # the database is away, nothing was stepped over, and the loop retries after a pause.
+        outcomes = await asyncio.gather(
+            *(self._run_lane(lane, events) for lane in self.lanes(names)), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return len(events) if any(outcomes) else 0
+
+    async def _run_lane(self, names: Sequence[str], events: Sequence[LoggedEvent]) -> bool:
+        """Apply ``events`` to a lane's projections in one transaction; False when another runner holds them all."""
         try:
             async with self._sessions.begin() as session:
                 held = []
-                for name in sorted(names):  # one order for every runner's locks
+                for name in names:
                     with contextlib.suppress(ProjectionLocked):
                         await self._lock(session, name)
                         held.append(name)
-                if not held:
-                    return 0
-                positions = {name: await self._checkpoint(session, name) for name in held}
-                start = min(positions.values(), key=LogPosition.key)
-                events = await read_after(session, start, min(self._batch_size[name] for name in held))
-                if not events:
-                    return 0
                 for name in held:
-                    after = positions[name].key()
-                    own = events if positions[name] == start else [e for e in events if e.position.key() > after]
+                    position = await self._checkpoint(session, name)
+                    after = position.key()
+                    # The events read follow the earliest checkpoint: this one may be further on.
+                    own = [e for e in events if e.position.key() > after]
                     if own:
                         await self.projections[name].apply(session, own)
-                        await self._move(session, name, positions[name], own[-1].position, len(own))
+                        await self._move(session, name, position, own[-1].position, len(own))
             for name in held:
                 self._grow(name)
-            return len(events)
+            return bool(held)
         except CheckpointMoved:
-            return 0
+            return False
         except Exception as exc:
             if database_unavailable(exc):
                 raise
             log.warning("projections %s: a joint pass failed (%s); one pass each", names, database_reason(exc))
-            return sum([await self.run_once(name) for name in names])
+            return any([await self.run_once(name) for name in names])
 
     async def catch_up(self, names: Sequence[str] | None = None, *, wait_seconds: float = 30.0) -> int:
         """Run passes until every (named) projection has applied the whole log as it stands. An event beyond the

@@ -152,15 +152,17 @@ class Crashing:
 
 async def test_a_projection_killed_mid_batch_resumes_without_loss_or_double_counting(services: Services) -> None:
     await append(services, traffic(30))
-    crashing = ProjectionService(services.sessions, [Crashing(RollupProjection(), 3), Crashing(MirrorProjection(), 2)])
-    crashes = 0
+    rollups, mirror = Crashing(RollupProjection(), 3), Crashing(MirrorProjection(), 2)
+    crashing = ProjectionService(services.sessions, [rollups, mirror])
+    interrupted = 0
     while True:
         try:
             await crashing.catch_up()
             break
         except ConnectionResetError:
-            crashes += 1
-    assert crashes == 5
+            interrupted += 1
+    assert rollups.crashes == mirror.crashes == 0  # every crash happened
+    assert 3 <= interrupted <= 5  # lanes side by side (Postgres) may both die in one pass
     assert await rollup_totals(services) == await recount(services)
     async with services.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(MessageRow)) == 30
