@@ -83,49 +83,51 @@ def minute_of(at: datetime) -> datetime:
     return at.replace(second=0, microsecond=0)
 
 
+def count_events(events: Sequence[LoggedEvent]) -> Counter[tuple[str, str, str, datetime]]:
+    """A batch's counts, by (dimension, value, metric, minute).
+
+    Each event becomes one row of its minute, its metric and its value in every dimension (in ``DIMENSIONS``
+    order; a delivery's time bucket is a second row with that metric); the rows are turned into columns and each
+    dimension is counted over its column by ``Counter`` in C. Counting each event into each of its dimensions one
+    by one cost ~14 µs of CPU per event (bench/projections.py); this ~4 µs."""
+    unbound: list[tuple[Any, ...]] = []
+    bound: list[tuple[Any, ...]] = []
+    for event in events:
+        facts = facts_of(event)
+        bucket = None
+        described: tuple[str | None, ...] = (None, None, None, None)
+        if facts is not None:
+            described = (facts.egress_source, facts.egress_pool, facts.node, facts.bounce_class)
+            if facts.delivery_seconds is not None and math.isfinite(facts.delivery_seconds):
+                bucket = delivery_bucket(facts.delivery_seconds)
+        minute = minute_of(event.position.event_at)
+        pair = f"{event.tenant_id}/{event.domain}" if event.tenant_id and event.domain else None
+        values = ("", event.source, event.domain, event.tenant_id, event.campaign_id, *described, pair)
+        rows = unbound if event.posted_by_tenant is None else bound
+        rows.append((minute, event.type, *values))
+        if bucket is not None:
+            rows.append((minute, bucket, *values))
+    counts: Counter[tuple[str, str, str, datetime]] = Counter()
+    for rows, dimensions in ((unbound, DIMENSIONS), (bound, TENANT_DIMENSIONS)):
+        if not rows:
+            continue
+        columns = list(zip(*rows, strict=True))
+        minutes, metrics = columns[0], columns[1]
+        for place, dimension in enumerate(DIMENSIONS, start=2):
+            if dimension not in dimensions:
+                continue
+            for (value, metric, minute), n in Counter(zip(columns[place], metrics, minutes, strict=True)).items():
+                if value is None or (value == "" and dimension != "all"):
+                    continue
+                counts[(dimension, value[:VALUE_WIDTH], metric, minute)] += n
+    return counts
+
+
 class RollupProjection:
     name = "rollups"
 
     async def apply(self, session: AsyncSession, events: Sequence[LoggedEvent]) -> None:
-        # Events first counted by everything they are counted by (few distinct combinations per pass), then each
-        # combination spread over its dimensions: one tuple per event instead of one counter update per dimension
-        # and metric of each event.
-        profiles: Counter[tuple[Any, ...]] = Counter()
-        for event in events:
-            facts = facts_of(event)
-            bucket = None
-            described: tuple[str | None, ...] = (None, None, None, None)
-            if facts is not None:
-                described = (facts.egress_source, facts.egress_pool, facts.node, facts.bounce_class)
-                if facts.delivery_seconds is not None and math.isfinite(facts.delivery_seconds):
-                    bucket = delivery_bucket(facts.delivery_seconds)
-            minute = minute_of(event.position.event_at)
-            pair = f"{event.tenant_id}/{event.domain}" if event.tenant_id and event.domain else None
-            profiles[
-                (
-                    event.posted_by_tenant is not None,
-                    minute,
-                    event.type,
-                    bucket,
-                    event.source,
-                    event.domain,
-                    event.tenant_id,
-                    event.campaign_id,
-                    *described,
-                    pair,
-                )
-            ] += 1
-        counts: Counter[tuple[str, str, str, datetime]] = Counter()
-        for (bound, minute, kind, bucket, *values), n in profiles.items():
-            metrics = (kind, bucket) if bucket else (kind,)
-            for dimension, value in zip(DIMENSIONS, ("", *values), strict=True):
-                if value is None or (value == "" and dimension != "all"):
-                    continue
-                if bound and dimension not in TENANT_DIMENSIONS:
-                    continue
-                value = value[:VALUE_WIDTH]
-                for metric in metrics:
-                    counts[(dimension, value, metric, minute)] += n
+        counts = count_events(events)
         if not counts:
             return
         if session.get_bind().dialect.name == "postgresql":
