@@ -52,32 +52,34 @@ async def upsert(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     insert: Any = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     keyed = {(r["email"], r["scope_key"]): r for r in sorted(rows, key=lambda r: r["created_at"], reverse=True)}
     ordered = [keyed[k] for k in sorted(keyed)]  # one order for every writer's row locks
+    # One statement compiled once, the rows sent in batches by the driver (executemany); a multi-row VALUES per
+    # chunk was compiled anew for every length.
+    statement = insert(TABLE)
+    new = statement.excluded
+    statement = statement.on_conflict_do_update(
+        index_elements=[C.email, C.scope_key],
+        set_={
+            name: getattr(new, name)
+            for name in (
+                "tenant_id",
+                "domain",
+                "reason",
+                "created_at",
+                "expires_at",
+                "source_event_id",
+                "created_by",
+                "note",
+                "enforced_at",
+                "held_messages",
+                "cancel_operation_id",
+                "removed_at",
+                "removed_by",
+            )
+        },
+        where=replaceable(new),
+    )
     for start in range(0, len(ordered), CHUNK):
-        statement = insert(TABLE).values(ordered[start : start + CHUNK])
-        new = statement.excluded
-        statement = statement.on_conflict_do_update(
-            index_elements=[C.email, C.scope_key],
-            set_={
-                name: getattr(new, name)
-                for name in (
-                    "tenant_id",
-                    "domain",
-                    "reason",
-                    "created_at",
-                    "expires_at",
-                    "source_event_id",
-                    "created_by",
-                    "note",
-                    "enforced_at",
-                    "held_messages",
-                    "cancel_operation_id",
-                    "removed_at",
-                    "removed_by",
-                )
-            },
-            where=replaceable(new),
-        )
-        await session.execute(statement)
+        await session.execute(statement, ordered[start : start + CHUNK])
 
 
 def entry_row(
