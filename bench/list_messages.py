@@ -10,6 +10,11 @@ real HTTP requests one after another. Then every single filter with every ``sort
 1 s listing time limit, with its page or 400 query_too_broad), and ``/queues`` and ``/metrics/queues``, which read
 the counters the mirror's triggers keep. Targets (issues #2 and #10): p95 < 50 ms for every single-filter query
 at 10M rows; every combination < 1 s; the summaries < 200 ms.
+
+``/queues`` is timed on its first page (100 queues, and 1000), on a deep page (the cursor of the middle queue), on
+a small tenant's first page and a big tenant's middle page, and walked whole (every page of 1000, as
+``mtactl queue-summary`` does). ``--nodes N`` adds N node documents of 2,000 queues each (names from the
+counters), as a fleet's sync writes them, which every page reads too (0, the default, removes them).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import local_part  # the same realistic recipients as the ingestion bench
 
 from adapters.model import QueueSortField
-from controlplane.queues.service import Cursor
+from controlplane.queues.service import Cursor, QueueCursor
 from controlplane.services import Services
 from controlplane.settings import Settings
 
@@ -182,6 +187,42 @@ async def fill(dsn: str, rows: int, seed: int) -> None:
         await connection.close()
 
 
+NODE_QUEUES = 2_000
+
+
+async def place_nodes(dsn: str, nodes: int, seed: int) -> None:
+    """Exactly ``nodes`` bench nodes, each with a document of NODE_QUEUES scheduled queues and a few ready ones."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute(
+            "DELETE FROM node_queues WHERE node_id IN (SELECT id FROM nodes WHERE name LIKE 'bench-node-%')"
+        )
+        await connection.execute("DELETE FROM nodes WHERE name LIKE 'bench-node-%'")
+        if not nodes:
+            return
+        names = [r["queue_name"] for r in await connection.fetch("SELECT DISTINCT queue_name FROM message_counts")]
+        rng = random.Random(seed)
+        for n in range(nodes):
+            node_id = uuid.UUID(int=rng.getrandbits(128), version=4)
+            await connection.execute(
+                "INSERT INTO nodes (id, name, kind, base_url, auth_scheme, labels, created_at) "
+                "VALUES ($1, $2, 'kumomta', 'http://127.0.0.1:9', 'none', '{}', now())",
+                node_id,
+                f"bench-node-{n}",
+            )
+            scheduled = {name: rng.randrange(1, 500) for name in rng.sample(names, NODE_QUEUES)}
+            ready = {f"{domain}@egress-{n % 10}": rng.randrange(1, 50) for domain in BIG_DOMAINS}
+            await connection.execute(
+                "INSERT INTO node_queues (node_id, scheduled, ready) VALUES ($1, $2::jsonb, $3::jsonb)",
+                node_id,
+                json.dumps(scheduled),
+                json.dumps(ready),
+            )
+        print(f"{nodes} node documents of {NODE_QUEUES:,} queues")
+    finally:
+        await connection.close()
+
+
 async def ensure_database(admin_dsn: str, name: str) -> None:
     connection = await asyncpg.connect(admin_dsn)
     try:
@@ -201,7 +242,19 @@ async def sample_values(dsn: str) -> dict[str, Any]:
             "SELECT created_at, id FROM message_queue ORDER BY created_at DESC, id DESC OFFSET "
             "(SELECT count(*) * 9 / 10 FROM message_queue) LIMIT 1"
         )
+        # Code point order, as /queues pages (message_counts.queue_name sorts with collation "C").
+        middle = await connection.fetchval(
+            "SELECT queue_name FROM (SELECT DISTINCT queue_name FROM message_counts WHERE messages <> 0) q "
+            "ORDER BY queue_name OFFSET (SELECT count(DISTINCT queue_name) / 2 FROM message_counts) LIMIT 1"
+        )
+        tenant_middle = await connection.fetchval(
+            "SELECT queue_name FROM (SELECT DISTINCT queue_name FROM message_counts WHERE messages <> 0 "
+            "AND tenant_id = 'tenant-1') q ORDER BY queue_name OFFSET (SELECT count(DISTINCT queue_name) / 2 "
+            "FROM message_counts WHERE tenant_id = 'tenant-1') LIMIT 1"
+        )
         return {
+            "queue_middle": QueueCursor(after=middle).encode(),
+            "tenant_queue_middle": QueueCursor(after=tenant_middle).encode(),
             "recipient": row["recipient"],
             "sender": row["sender"],
             "routing_domain": row["routing_domain"],
@@ -282,11 +335,19 @@ async def combinations(client: httpx.AsyncClient, sample: dict[str, Any]) -> Non
         print(f"  FAILED {failure}")
 
 
-async def summaries(client: httpx.AsyncClient, requests: int) -> None:
-    """GET /api/v1/queues and /api/v1/metrics/queues (whole fleet and one tenant): from the counters."""
+async def summaries(client: httpx.AsyncClient, requests: int, sample: dict[str, Any]) -> None:
+    """GET /api/v1/queues (pages) and /api/v1/metrics/queues (whole fleet and one tenant): from the counters."""
     print(f"\n{'summary':36} {'p50 ms':>8} {'p95 ms':>8}")
     for name, path, params in (
-        ("/queues", "/api/v1/queues", {}),
+        ("/queues (first page, 100)", "/api/v1/queues", {}),
+        ("/queues?limit=1000", "/api/v1/queues", {"limit": 1000}),
+        ("/queues deep (cursor mid)", "/api/v1/queues", {"cursor": sample["queue_middle"]}),
+        ("/queues?tenant_id (small tenant)", "/api/v1/queues", {"tenant_id": "tenant-150"}),
+        (
+            "/queues?tenant_id deep (big tenant)",
+            "/api/v1/queues",
+            {"tenant_id": "tenant-1", "cursor": sample["tenant_queue_middle"]},
+        ),
         ("/metrics/queues", "/api/v1/metrics/queues", {}),
         ("/metrics/queues?tenant_id", "/api/v1/metrics/queues", {"tenant_id": "tenant-1"}),
         ("/metrics/queues?domain", "/api/v1/metrics/queues", {"domain": "gmail.com"}),
@@ -301,6 +362,18 @@ async def summaries(client: httpx.AsyncClient, requests: int) -> None:
         p95 = statistics.quantiles(timings, n=20)[18]
         print(f"{name:36} {statistics.median(timings):>8.1f} {p95:>8.1f}")
     print("target: /queues and /metrics/queues < 200 ms at 10M messages")
+    started, pages, queues = time.perf_counter(), 0, 0
+    params: dict[str, Any] = {"limit": 1000}
+    while True:
+        response = await client.get("/api/v1/queues", params=params)
+        response.raise_for_status()
+        page = response.json()
+        pages, queues = pages + 1, queues + len(page["data"])
+        if page["cursor"] is None:
+            break
+        params["cursor"] = page["cursor"]
+    elapsed = time.perf_counter() - started
+    print(f"every page of /queues?limit=1000: {queues:,} queues in {pages} pages, {elapsed:.1f} s")
 
 
 def free_port() -> int:
@@ -317,10 +390,13 @@ async def run(args: argparse.Namespace) -> None:
     key = (await services.keys.create(name="bench", scopes=["email:read", "analytics:read", "queue:manage"])).key
     await services.close()
     await fill(dsn, args.rows, args.seed)
+    await place_nodes(dsn, args.nodes, args.seed)
     sample = await sample_values(dsn)
 
     port = free_port()
     env = {**os.environ, "MTACTL_DATABASE_URL": settings.database_url, "MTACTL_LOG_LEVEL": "WARNING"}
+    if args.nodes:  # the bench nodes cannot be reached: their documents stay as placed
+        env["MTACTL_SYNC_INTERVAL_SECONDS"] = "86400"
     env.pop("MTACTL_REDIS_URL", None)
     server = subprocess.Popen([sys.executable, "-m", "controlplane.cli", "serve", "--port", str(port)], env=env)
     try:
@@ -361,7 +437,7 @@ async def run(args: argparse.Namespace) -> None:
                 print(f"{name:36} {count:>5} {p50:>8.1f} {p95:>8.1f}" + (note if informational else ""))
             print(f"\nworst p95: {worst:.1f} ms (target < 50 ms at 10M rows)")
             await combinations(client, sample)
-            await summaries(client, args.requests)
+            await summaries(client, args.requests, sample)
     finally:
         server.terminate()
         server.wait(10)
@@ -375,6 +451,7 @@ def main() -> None:
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432")
     parser.add_argument("--database", default="mtactl_bench")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--nodes", type=int, default=0, help=f"node documents of {NODE_QUEUES:,} queues each")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -20,6 +20,7 @@ from controlplane.capacity.schema import SourceSpec
 from controlplane.db.engine import database_unavailable
 from controlplane.errors import MtactlError
 from controlplane.projections.service import BACKLOG_CAP
+from controlplane.queues.schema import QUEUE_PAGE_MAX, QueueList
 from controlplane.services import Services
 from controlplane.settings import Settings, SettingsError
 from controlplane.suppressions.schema import SuppressionCreate, SuppressionReason
@@ -385,15 +386,27 @@ def _run_operation(operation: str, reason: str, **fields: Any) -> None:
 @main.command("queue-summary")
 @click.option("--refresh", is_flag=True, help="Read every node now instead of showing the last sync.")
 @click.option("--json", "as_json", is_flag=True)
-def queue_summary(refresh: bool, as_json: bool) -> None:
-    """Queues across the fleet: per-node scheduled counts, mirrored messages, suspensions."""
+@click.option(
+    "--page-size",
+    type=click.IntRange(1, QUEUE_PAGE_MAX),
+    default=QUEUE_PAGE_MAX,
+    show_default=True,
+    help="Queues read per page (every page is read and shown).",
+)
+def queue_summary(refresh: bool, as_json: bool, page_size: int) -> None:
+    """Queues across the fleet, every page of them: per-node scheduled counts, mirrored messages, suspensions."""
 
-    async def read(services: Services) -> Any:
+    async def read(services: Services) -> QueueList:
         if refresh:
             for synced in await services.fleet_state.sync():
                 if synced.error:
                     click.echo(f"{synced.node}: not read ({synced.error}); showing its last sync", err=True)
-        return await services.queues.list_queues()
+        page = await services.queues.list_queues(limit=page_size)
+        queues, ready = list(page.data), page.ready_queues  # ready queues come with the first page
+        while page.cursor is not None:
+            page = await services.queues.list_queues(limit=page_size, cursor=page.cursor)
+            queues += page.data
+        return QueueList(data=queues, ready_queues=ready, cursor=None, has_more=False)
 
     listing = with_services(read)
     if as_json:

@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from controlplane.db.types import JsonDocument, TextList, UtcDateTime
+from controlplane.db.types import JsonDocument, TextList, UtcDateTime, code_point_string
 
 
 class Base(DeclarativeBase):
@@ -393,9 +393,12 @@ class MessageCountRow(Base):
             "bounce_classification",
             name="pk_message_counts",
         ),
+        # A tenant's queues as an index range, for its pages of GET /api/v1/queues.
+        Index("ix_message_counts_tenant", "tenant_id", "queue_name"),
     )
 
-    queue_name: Mapped[str] = mapped_column(String(255))
+    # In code point order (the key's leading column): pages of queues are merged with node-reported names in Python.
+    queue_name: Mapped[str] = mapped_column(code_point_string(255))
     domain: Mapped[str] = mapped_column(String(255))
     tenant_id: Mapped[str] = mapped_column(String(100))
     campaign_id: Mapped[str] = mapped_column(String(100))

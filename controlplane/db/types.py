@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, Text
+from sqlalchemy import JSON, DateTime, Dialect, String, Text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -13,6 +13,12 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 JsonDocument: TypeEngine[Any] = JSON().with_variant(postgresql.JSONB(), "postgresql")
 # A text array on Postgres (GIN-indexable with @>), a JSON array elsewhere.
 TextList: TypeEngine[Any] = JSON().with_variant(postgresql.ARRAY(Text()), "postgresql")
+
+
+def code_point_string(length: int) -> TypeEngine[str]:
+    """A string column compared and sorted by code point on every backend, as Python compares ``str``: collation
+    "C" on Postgres (whatever the database's default), SQLite's default (BINARY) elsewhere."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
 
 
 class UtcDateTime(TypeDecorator[datetime]):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from adapters.legacy import LegacyQueueMetrics, QueueItem, adapt_message_to_legacy, adapt_metrics_to_legacy
 from adapters.model import MessageQueueItem, QueueFilter, QueueMetrics
@@ -16,7 +16,7 @@ from controlplane.auth.guard import requires
 from controlplane.auth.schema import Principal, Scope
 from controlplane.auth.tenancy import SCOPED
 from controlplane.queues.params import provide_queue_filter
-from controlplane.queues.schema import LegacyQueueItemPage, MessagePage, QueueList
+from controlplane.queues.schema import QUEUE_PAGE_DEFAULT, QUEUE_PAGE_MAX, LegacyQueueItemPage, MessagePage, QueueList
 from controlplane.services import Services
 
 AnyRequest = Request[Principal, Any, Any]
@@ -90,9 +90,28 @@ class QueuesController(Controller):
     guards = [requires(Scope.email_read, Scope.queue_manage)]
     opt = SCOPED
 
-    @get("/", summary="One row per queue with its state and message counts by status")
-    async def list_queues(self, services: NamedDependency[Services], tenant: NamedDependency[str | None]) -> QueueList:
-        return await services.queues.list_queues(tenant_id=tenant)
+    @get(
+        "/",
+        summary="One row per queue with its state and message counts by status, a page at a time",
+        description="Queues by queue_name (code point order). Pass the response's cursor back for the next page "
+        "(null on the last). ready_queues come with the first page only. With tenant_id (a tenant-bound key: its "
+        "own), the queues as that tenant's key sees them: its own, and no ready queues.",
+    )
+    async def list_queues(
+        self,
+        services: NamedDependency[Services],
+        tenant_filter: NamedDependency[str | None],
+        limit: Annotated[
+            int,
+            QueryParameter(
+                ge=1, le=QUEUE_PAGE_MAX, description=f"Page size (default {QUEUE_PAGE_DEFAULT}, max {QUEUE_PAGE_MAX})"
+            ),
+        ] = QUEUE_PAGE_DEFAULT,
+        cursor: Annotated[
+            str | None, QueryParameter(description="The cursor of the previous page (opaque, issued by this API)")
+        ] = None,
+    ) -> QueueList:
+        return await services.queues.list_queues(tenant_id=tenant_filter, limit=limit, cursor=cursor)
 
 
 class MetricsController(Controller):

@@ -60,9 +60,21 @@ class ReadyQueueSummary(msgspec.Struct, kw_only=True):
     suspended_by: list[str] = msgspec.field(default_factory=list)
 
 
+# GET /api/v1/queues: queues on a page by default, and at most.
+QUEUE_PAGE_DEFAULT = 100
+QUEUE_PAGE_MAX = 1000
+
+
 class QueueList(msgspec.Struct, kw_only=True):
+    """One page of queues, by queue name. Pass ``cursor`` back to get the next page; it is null on the last one.
+
+    ``ready_queues`` (every node's egress paths, a few per node) come with the first page only, empty on later
+    ones, and never for a tenant-bound key: a client walking every page gets each once."""
+
     data: list[QueueSummary]
     ready_queues: list[ReadyQueueSummary] = msgspec.field(default_factory=list)
+    cursor: str | None
+    has_more: bool
 
 
 class PlannedMessage(msgspec.Struct, kw_only=True):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import heapq
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, Table, and_, func, select, text
+from sqlalchemy import ColumnElement, Table, Text, and_, cast, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.base import MessageRef, Target
@@ -36,6 +37,8 @@ from controlplane.fleet.state import hold_matches
 from controlplane.pagination import decode_cursor, encode_cursor
 from controlplane.projections.rollups import ROLLUPS, minute_of
 from controlplane.queues.schema import (
+    QUEUE_PAGE_DEFAULT,
+    QUEUE_PAGE_MAX,
     MessagePage,
     NodeQueueCount,
     PlannedMessage,
@@ -74,6 +77,63 @@ class Cursor(msgspec.Struct, array_like=True):
             except (TypeError, ValueError):
                 raise InvalidInput("cursor is not one this API issued", field="cursor") from None
         return value, cursor.id
+
+
+class QueueCursor(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    """Where a page of queues ended: its last queue name (the next page starts after it)."""
+
+    after: str
+
+    def encode(self) -> str:
+        return encode_cursor(self)
+
+
+# A node's document of queue counts (scheduled or ready), read as text and decoded by msgspec: at 100 nodes of
+# 2,000 queues, 76 ms against 102 ms through the JSON column's json.loads.
+DOCUMENT = msgspec.json.Decoder(dict[str, int])
+
+
+def _named_for(queue_name: str, tenant: str) -> bool:
+    """Whether a queue's name names this tenant (``QueueName.parse``): a substring test first, since every name of
+    every node's document is tested and a name of the tenant holds ``tenant@``."""
+    return f"{tenant}@" in queue_name and QueueName.parse(queue_name).tenant == tenant
+
+
+async def _counted_after(
+    session: AsyncSession, scope: list[ColumnElement[bool]], after: str | None, wanted: int
+) -> list[Any]:
+    """Every row of the counters (name, status, state, messages) of the first ``wanted`` queue names after
+    ``after`` within ``scope``: the rows in key order, an index range (the primary key's, or a tenant's index).
+
+    Rows, not names grouped in SQL: without the table's statistics (never analyzed, as in the benchmark's database)
+    ``GROUP BY queue_name ORDER BY queue_name LIMIT n`` is planned as a scan and hash of the whole table (337 ms
+    at 480,000 rows) where ``ORDER BY … LIMIT`` always walks the index (1.2 ms). A batch's last name may go on
+    past it, so it is read again, whole, with the next batch.
+    """
+    n = COUNTS.c
+    rows: list[Any] = []
+    lower, inclusive, batch_size = after, False, 4 * wanted  # ~2 rows per queue in a realistic mirror
+    while True:
+        where = list(scope)
+        if lower is not None:
+            where.append(n.queue_name >= lower if inclusive else n.queue_name > lower)
+        statement = (
+            select(n.queue_name, n.status, n.queue_state, n.messages)
+            .where(*where)
+            .order_by(n.queue_name)
+            .limit(batch_size)
+        )
+        batch = (await session.execute(statement)).all()
+        if len(batch) < batch_size:  # the end of the range: every name in it is whole
+            rows += batch
+            break
+        last = batch[-1][0]
+        rows += [row for row in batch if row[0] != last]
+        if len({row[0] for row in rows}) >= wanted:
+            break
+        lower, inclusive, batch_size = last, True, batch_size * 2  # doubled: one name may have many rows
+    names = sorted({row[0] for row in rows})[:wanted]
+    return [row for row in rows if row[0] <= names[-1]] if names else []
 
 
 def _too_broad(query: QueueFilter, timeout_ms: int) -> QueryTooBroad:
@@ -241,27 +301,44 @@ class QueueQueryService:
                 rows = sorted(rows, key=lambda r: r.recipient)[:limit]
         return [PlannedMessage(id=i, recipient=r, status=s) for i, r, s in rows], int(total or 0)
 
-    async def list_queues(self, *, tenant_id: str | None = None) -> QueueList:
-        """Every queue the mirror or a node knows, with mirrored counts, per-node counts and matching holds.
+    async def list_queues(
+        self, *, tenant_id: str | None = None, limit: int = QUEUE_PAGE_DEFAULT, cursor: str | None = None
+    ) -> QueueList:
+        """One page of the queues the mirror or a node knows, by queue name (code point order), with mirrored
+        counts, per-node counts and matching holds; ``cursor`` (from the previous page) starts after its last
+        queue. The ready queues come with the first page only.
 
-        A tenant-bound caller sees its own queues only, and no ready queues (egress paths are shared by tenants).
+        A tenant-bound caller sees its own queues only, and no ready queues (egress paths are shared by tenants):
+        the queues the mirror counts as its messages, and those the nodes report under a name of its tenant.
+
+        A page reads the counters' rows of the first ``limit + 1`` names after the cursor, an index range
+        (``_counted_after``), and merges those names with the first ``limit + 1`` the nodes report after it: O(limit)
+        in the counters (~9 ms a page at 250,000 queues), plus one read of the nodes' documents, one per node as
+        the sync writes them (~90 ms at 100 nodes of 2,000 queues).
         """
+        if not 1 <= limit <= QUEUE_PAGE_MAX:
+            raise InvalidInput(f"limit must be between 1 and {QUEUE_PAGE_MAX}", field="limit")
+        after = decode_cursor(cursor, QueueCursor).after if cursor else None
         n = COUNTS.c
-        # From the counters the mirror's triggers keep, not a scan of the mirror (seconds at millions of messages).
-        statement = (
-            select(n.queue_name, n.status, n.queue_state, func.sum(n.messages))
-            .where(n.messages != 0)
-            .group_by(n.queue_name, n.status, n.queue_state)
-        )
+        # Rows of zero are kept by the triggers (a message that changed status leaves one behind): a queue whose
+        # rows are all zero is gone from the mirror, and listed only while a node reports it.
+        scope = [n.messages != 0]
         if tenant_id is not None:
-            statement = statement.where(n.tenant_id == tenant_id)
+            scope.append(n.tenant_id == tenant_id)
+
+        def documents(column: Any) -> Any:
+            return select(NodeQueuesRow.node_id, NodeRow.name, cast(column, Text)).join(
+                NodeRow, NodeRow.id == NodeQueuesRow.node_id
+            )
+
         async with self._sessions() as session:
-            rows = (await session.execute(statement)).all()
-            node_queues = (
-                await session.execute(
-                    select(NodeQueuesRow, NodeRow.name).join(NodeRow, NodeRow.id == NodeQueuesRow.node_id)
-                )
-            ).all()
+            rows = await _counted_after(session, scope, after, limit + 1)
+            scheduled = [
+                (node_id, node, DOCUMENT.decode(document))
+                for node_id, node, document in await session.execute(documents(NodeQueuesRow.scheduled))
+            ]
+            with_ready = not cursor and tenant_id is None
+            ready_documents = (await session.execute(documents(NodeQueuesRow.ready))).all() if with_ready else []
             holds = (
                 (
                     await session.execute(
@@ -276,10 +353,28 @@ class QueueQueryService:
         counts: dict[str, dict[MessageQueueStatus, int]] = defaultdict(lambda: dict.fromkeys(MessageQueueStatus, 0))
         states: dict[str, set[QueueState]] = defaultdict(set)
         for queue_name, status, state, count in rows:
-            counts[queue_name][MessageQueueStatus(status)] += int(count)  # sum() of BIGINT is NUMERIC on Postgres
+            counts[queue_name][MessageQueueStatus(status)] += count
             states[queue_name].add(QueueState(state))
+        reported = heapq.nsmallest(
+            limit + 1,
+            {
+                name
+                for _, _, queues in scheduled
+                for name in queues
+                if (after is None or name > after) and (tenant_id is None or _named_for(name, tenant_id))
+            },
+        )
+        # Both are the first limit + 1 names of their kind after the cursor, so the page's names (the first limit)
+        # are the first of their union, and every counted one has all its rows read.
+        page = sorted(counts.keys() | set(reported))[: limit + 1]
+        has_more = len(page) > limit
+        page = page[:limit]
         on_nodes: dict[str, list[NodeQueueCount]] = defaultdict(list)
-        ready: list[ReadyQueueSummary] = []
+        for node_id, node, queues in scheduled:
+            for queue_name in page:
+                count = queues.get(queue_name)
+                if count is not None:
+                    on_nodes[queue_name].append(NodeQueueCount(node=node, node_id=node_id, scheduled=count))
         ready_suspensions: dict[tuple[uuid.UUID, str], list[str]] = defaultdict(list)
         scheduled_holds = []
         for hold in holds:
@@ -287,25 +382,22 @@ class QueueQueryService:
                 ready_suspensions[(hold.node_id, hold.ready_queue)].append(hold.hold_id)
             else:
                 scheduled_holds.append(hold)
-        for queues, node_name in node_queues:
-            for queue_name, count in queues.scheduled.items():
-                on_nodes[queue_name].append(NodeQueueCount(node=node_name, node_id=queues.node_id, scheduled=count))
-            if tenant_id is not None:
-                continue
-            for queue_name, count in queues.ready.items():
-                suspended_by = ready_suspensions.get((queues.node_id, queue_name), [])
+        ready: list[ReadyQueueSummary] = []
+        for node_id, node, document in ready_documents:
+            for queue_name, count in DOCUMENT.decode(document).items():
+                suspended_by = ready_suspensions.get((node_id, queue_name), [])
                 ready.append(
                     ReadyQueueSummary(
                         name=queue_name,
-                        node=node_name,
-                        node_id=queues.node_id,
+                        node=node,
+                        node_id=node_id,
                         ready=count,
                         queue_state=QueueState.suspended if suspended_by else QueueState.active,
                         suspended_by=suspended_by,
                     )
                 )
         summaries = []
-        for queue_name in sorted(counts.keys() | on_nodes.keys()):
+        for queue_name in page:
             parts = QueueName.parse(queue_name)  # once per queue, however many nodes hold it
             if tenant_id is not None and parts.tenant != tenant_id:
                 # Another tenant's queue on the nodes: kept only if the mirror counts it as this tenant's.
@@ -317,7 +409,7 @@ class QueueQueryService:
             if suspended_by:
                 states[queue_name].add(QueueState.suspended)
             by_status = counts.get(queue_name) or dict.fromkeys(MessageQueueStatus, 0)
-            nodes = sorted(on_nodes.get(queue_name, []), key=lambda n: n.node)
+            on_node = sorted(on_nodes.get(queue_name, []), key=lambda c: c.node)
             summaries.append(
                 QueueSummary(
                     queue_name=queue_name,
@@ -327,14 +419,15 @@ class QueueQueryService:
                     queue_state=next((s for s in STATE_SEVERITY if s in states[queue_name]), QueueState.active),
                     total=sum(by_status.values()),
                     messages_by_status=by_status,
-                    scheduled=sum(n.scheduled for n in nodes),
-                    nodes=nodes,
+                    scheduled=sum(c.scheduled for c in on_node),
+                    nodes=on_node,
                     suspended_by=suspended_by,
                     bounced_by=sorted({h.hold_id for h in matching if h.kind == "bounce"}),
                 )
             )
         ready.sort(key=lambda r: (r.name, r.node))
-        return QueueList(data=summaries, ready_queues=ready)
+        next_cursor = QueueCursor(after=page[-1]).encode() if has_more else None
+        return QueueList(data=summaries, ready_queues=ready, cursor=next_cursor, has_more=has_more)
 
     async def metrics(
         self,

@@ -201,6 +201,24 @@ def test_suspend_queue_summary_resume_and_ops_list_work_like_kcli_across_the_fle
         assert unknown.returncode != 0 and "kumo-9" in unknown.stderr
 
 
+def test_queue_summary_shows_every_page_of_queues_and_the_ready_queues_once(tmp_path: Path) -> None:
+    kumod = FakeKumod({f"acme@d{i}.test": i + 1 for i in range(5)})
+    kumod.ready = {"d0.test@kumo-egress": 7}
+    with serving(kumod) as url:
+        assert mtactl(tmp_path, "nodes", "add", "--name", "kumo-1", "--kind", "kumomta", "--url", url).returncode == 0
+        table = mtactl(tmp_path, "queue-summary", "--refresh", "--page-size", "2")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert [line.split()[0] for line in lines[1:6]] == [f"acme@d{i}.test" for i in range(5)]
+    assert "kumo-1=5" in lines[5] and sum("d0.test@kumo-egress" in line for line in lines) == 1
+    listing = json.loads(mtactl(tmp_path, "queue-summary", "--json", "--page-size", "2").stdout)
+    assert [q["scheduled"] for q in listing["data"]] == [1, 2, 3, 4, 5]
+    assert [r["ready"] for r in listing["ready_queues"]] == [7]
+    assert (listing["cursor"], listing["has_more"]) == (None, False)
+    refused = mtactl(tmp_path, "queue-summary", "--page-size", "1001")
+    assert refused.returncode == 2 and "--page-size" in refused.stderr
+
+
 def test_an_operation_that_fails_on_every_node_exits_1(tmp_path: Path) -> None:
     with serving(FakeKumod(fail_with=400)) as url:
         mtactl(tmp_path, "nodes", "add", "--name", "kumo-1", "--kind", "kumomta", "--url", url)

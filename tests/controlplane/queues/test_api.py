@@ -94,6 +94,48 @@ async def test_cursor_paging_over_http(services: Services) -> None:
         assert sizes == sorted(sizes) and len(sizes) == 5
 
 
+async def test_queues_come_a_page_at_a_time_over_http(services: Services) -> None:
+    await store(services, *[make_message(domain=d, tenant_id="acme") for d in ("a.test", "b.test", "c.test")])
+    await store(services, make_message(domain="b.test", tenant_id="beta"))
+    async with api(services.settings) as client:
+        key = await bearer(services, "email:read")
+        first = (await client.get("/api/v1/queues?limit=2", headers=key)).json()
+        assert set(first) == {"data", "ready_queues", "cursor", "has_more"} and first["has_more"]
+        second = (
+            await client.get("/api/v1/queues", params={"limit": 2, "cursor": first["cursor"]}, headers=key)
+        ).json()
+        assert (second["has_more"], second["cursor"]) == (False, None)
+        listed = [q["queue_name"] for q in first["data"] + second["data"]]
+        assert listed == ["acme@a.test", "acme@b.test", "acme@c.test", "beta@b.test"]
+        assert len((await client.get("/api/v1/queues", headers=key)).json()["data"]) == 4  # 100 by default
+        acme = (await client.get("/api/v1/queues?tenant_id=acme&limit=1", headers=key)).json()
+        assert [q["queue_name"] for q in acme["data"]] == ["acme@a.test"] and acme["has_more"]
+        bound = await bearer(services, "email:read", tenant="beta")
+        assert [q["queue_name"] for q in (await client.get("/api/v1/queues", headers=bound)).json()["data"]] == [
+            "beta@b.test"
+        ]
+        other = await client.get("/api/v1/queues?tenant_id=acme", headers=bound)
+        assert other.status_code == 403 and other.json()["field"] == "tenant_id"
+
+
+async def test_bad_queue_paging_input_is_a_400_naming_the_field(services: Services) -> None:
+    cases = {
+        "limit=0": "limit",
+        "limit=1001": "limit",
+        "limit=many": "limit",
+        "cursor=!!!": "cursor",
+        "cursor=WyJhIiwiYiJd": "cursor",  # ["a","b"]: not a cursor of this listing
+        "page=2": "page",
+        "tenant_id=": "tenant_id",
+    }
+    async with api(services.settings) as client:
+        key = await bearer(services, "email:read")
+        for query, field in cases.items():
+            response = await client.get(f"/api/v1/queues?{query}", headers=key)
+            assert response.status_code == 400, (query, response.text)
+            assert response.json()["field"] == field, (query, response.json())
+
+
 async def test_bad_input_is_a_400_naming_the_field_never_a_500(services: Services) -> None:
     cases = {
         "status=bogus": "status",
@@ -153,6 +195,9 @@ async def test_the_openapi_schema_types_every_endpoint(services: Services) -> No
     assert {"status", "domains", "search_query", "tags", "cursor", "sort_by", "limit"} <= parameters
     schemas = spec["components"]["schemas"]
     assert {"MessagePage", "MessageQueueItem", "QueueMetrics"} <= set(schemas)
+    queue_parameters = {p["name"] for p in paths["/api/v1/queues"]["get"]["parameters"]}
+    assert {"limit", "cursor", "tenant_id"} <= queue_parameters
+    assert {"data", "cursor", "has_more"} <= set(schemas["QueueList"]["required"])
     assert len(schemas["MessageQueueItem"]["properties"]) == 31
     assert "/api/v1/legacy/queue-items" not in paths  # the legacy adapter is off by default
 
