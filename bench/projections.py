@@ -34,8 +34,8 @@ from ingest import build_batches
 
 from adapters.kumomta.log_source import KUMOMTA
 from controlplane.events.service import decode_body, write_group
-from controlplane.projections import facts, standard_projections
 from controlplane.projections import service as projection_service
+from controlplane.projections import standard_projections
 from controlplane.projections.service import ProjectionService
 from controlplane.services import Services
 from controlplane.settings import Settings
@@ -52,7 +52,6 @@ async def reset(services: Services) -> None:
         await session.execute(text("DELETE FROM message_counts"))
         await session.execute(text("DELETE FROM event_rollups"))
         await session.execute(text("DELETE FROM projection_checkpoints"))
-    facts._facts.cache_clear()
 
 
 async def timed(services: Services, names: list[str], joint: bool, events: int) -> str:

@@ -24,9 +24,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+from msgspec import UNSET, UnsetType
 from sqlalchemy import bindparam, func, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from adapters.model.events import EventFacts
 from controlplane.db.engine import driver_connection
 from controlplane.db.events import EVENTS
 
@@ -65,6 +67,8 @@ class LoggedEvent(msgspec.Struct, kw_only=True):
     campaign_id: str | None
     payload: str
     posted_by_tenant: str | None
+    # What the projections derive from the payload (``facts.facts_of``), decoded by the first to ask.
+    decoded: EventFacts | UnsetType | None = UNSET
 
 
 _c = EVENTS.c
