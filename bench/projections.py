@@ -109,7 +109,7 @@ async def run(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=200_000)
-    parser.add_argument("--batch", type=int, default=5000, help="events per pass")
+    parser.add_argument("--batch", type=int, default=projection_service.BATCH, help="events per pass")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432")
     parser.add_argument("--database", default="mtactl_bench_projections")
     parser.add_argument("--seed", type=int, default=11)
