@@ -172,8 +172,11 @@ async def run_worker(services: Services, *, burst: bool = False) -> None:
     run_operation.__qualname__ = "run_operation"  # saq finds functions by qualified name; enqueued by this name
 
     tasks = [saq_task(job) for job in PERIODIC_JOBS]
+    # saq cancels a job after 10 s unless told otherwise: a slow pass (a burst of new suppression entries to
+    # enforce while ingestion loads the cores, a sync of many nodes) was cut off mid-run, every run.
     cron_jobs = [
-        CronJob(task, cron=cron_every(job.interval(settings))) for task, job in zip(tasks, PERIODIC_JOBS, strict=True)
+        CronJob(task, cron=cron_every(job.interval(settings)), timeout=RUN_LEASE_SECONDS)
+        for task, job in zip(tasks, PERIODIC_JOBS, strict=True)
     ]
     # A burst worker stops once the queue stays empty for dequeue_timeout seconds (saq requires one with burst).
     worker = Worker(
@@ -189,7 +192,7 @@ async def run_worker(services: Services, *, burst: bool = False) -> None:
     try:
         await queue.connect()
         for job in PERIODIC_JOBS:  # once now, as the in-process runner does, then on their schedule
-            await queue.enqueue(job.name, key=f"{job.name}:startup", timeout=900)
+            await queue.enqueue(job.name, key=f"{job.name}:startup", timeout=RUN_LEASE_SECONDS)
         if burst:
             await services.projections.catch_up()
         await worker.start()

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import time
 import uuid
+from typing import Any
 
 import msgspec
 import pytest
@@ -137,3 +138,28 @@ async def test_detailed_health_shows_each_jobs_last_run_and_its_duration(service
     failed = jobs["evaluate_policies"]
     assert failed["status"] == "failing" and failed["last_error"] == "RuntimeError: the rollups are away"
     assert failed["last_duration_ms"] is not None
+
+
+async def test_a_periodic_job_on_saq_may_run_as_long_as_its_lease_not_saqs_ten_second_default(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import saq
+
+    from controlplane.jobs.runner import RUN_LEASE_SECONDS
+
+    class Built(Exception):
+        pass
+
+    scheduled: list[Any] = []
+
+    def worker(queue: Any, *, cron_jobs: list[Any], **_: Any) -> None:
+        scheduled.extend(cron_jobs)
+        raise Built
+
+    monkeypatch.setattr(saq, "Worker", worker)
+    with_redis = Services(
+        **{**services.__dict__, "settings": msgspec.structs.replace(services.settings, redis_url=REDIS_URL)}
+    )
+    with pytest.raises(Built):
+        await run_worker(with_redis)
+    assert scheduled and all(job.timeout == RUN_LEASE_SECONDS for job in scheduled)
