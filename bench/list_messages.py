@@ -162,8 +162,9 @@ async def fill(dsn: str, rows: int, seed: int) -> None:
         if present == rows:
             print(f"reusing {present:,} rows already in message_queue")
             return
-        # TRUNCATE fires no row trigger: the counters the mirror's triggers keep are emptied with it.
-        await connection.execute("TRUNCATE message_queue, message_counts")
+        # TRUNCATE fires no trigger: the counters the mirror's triggers keep are emptied with it. COPY fires them
+        # (statement-level, once per chunk), so the load below fills them as the mirror's writers do.
+        await connection.execute("TRUNCATE message_queue, message_counts, metrics_counts, metrics_depths")
         indexes = await connection.fetch(
             "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'message_queue' "
             "AND indexname <> 'message_queue_pkey'"
@@ -336,7 +337,8 @@ async def combinations(client: httpx.AsyncClient, sample: dict[str, Any]) -> Non
 
 
 async def summaries(client: httpx.AsyncClient, requests: int, sample: dict[str, Any]) -> None:
-    """GET /api/v1/queues (pages) and /api/v1/metrics/queues (whole fleet and one tenant): from the counters."""
+    """GET /api/v1/queues (pages) and /api/v1/metrics/queues (whole fleet, one tenant, domain, campaign): from the
+    counters."""
     print(f"\n{'summary':36} {'p50 ms':>8} {'p95 ms':>8}")
     for name, path, params in (
         ("/queues (first page, 100)", "/api/v1/queues", {}),
@@ -351,6 +353,7 @@ async def summaries(client: httpx.AsyncClient, requests: int, sample: dict[str, 
         ("/metrics/queues", "/api/v1/metrics/queues", {}),
         ("/metrics/queues?tenant_id", "/api/v1/metrics/queues", {"tenant_id": "tenant-1"}),
         ("/metrics/queues?domain", "/api/v1/metrics/queues", {"domain": "gmail.com"}),
+        ("/metrics/queues?campaign_id", "/api/v1/metrics/queues", {"campaign_id": "camp-123"}),
     ):
         timings = []
         for i in range(requests + 2):

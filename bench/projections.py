@@ -50,6 +50,8 @@ async def reset(services: Services) -> None:
     async with services.sessions.begin() as session:
         await session.execute(text("DELETE FROM message_queue"))
         await session.execute(text("DELETE FROM message_counts"))
+        await session.execute(text("DELETE FROM metrics_counts"))
+        await session.execute(text("DELETE FROM metrics_depths"))
         await session.execute(text("DELETE FROM event_rollups"))
         await session.execute(text("DELETE FROM projection_checkpoints"))
 

@@ -27,6 +27,8 @@ from controlplane.db.tables import (
     JobHeartbeatRow,
     MessageCountRow,
     MessageRow,
+    MetricsCountRow,
+    MetricsDepthRow,
     NodeHoldRow,
     NodeQueuesRow,
     NodeRow,
@@ -117,6 +119,8 @@ async def _empty(services: Services) -> None:
             SuppressionPushRow,
             SoftBounceRow,
             MessageCountRow,  # after the messages: their trigger leaves rows of zero behind
+            MetricsCountRow,  # likewise
+            MetricsDepthRow,
             DomainScoreRow,
             PolicyRow,
             PolicyDecisionRow,

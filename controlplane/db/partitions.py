@@ -84,3 +84,17 @@ async def drop_empty_counts(engine: AsyncEngine) -> int:
             )
         )
     return result.rowcount or 0
+
+
+async def drop_empty_metrics_counts(engine: AsyncEngine) -> int:
+    """Delete ``metrics_counts`` and ``metrics_depths`` rows that count nothing any more (a status no message of
+    the tenant, domain or campaign has now; a pair with nothing queued), as ``drop_empty_counts`` does."""
+    async with engine.begin() as connection:
+        counts = await connection.execute(
+            text(
+                "DELETE FROM metrics_counts WHERE messages = 0 AND size_bytes = 0 AND retries = 0 AND retried = 0 "
+                "AND created_seconds = 0 AND delivery_ms = 0"
+            )
+        )
+        depths = await connection.execute(text("DELETE FROM metrics_depths WHERE messages = 0"))
+    return (counts.rowcount or 0) + (depths.rowcount or 0)

@@ -414,6 +414,46 @@ class MessageCountRow(Base):
     last_delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
+class MetricsCountRow(Base):
+    """Mirrored messages counted by one dimension at a time (``dimension`` is ``tenant``, ``domain`` or ``campaign``,
+    ``value`` its value, '' for an absent tenant or campaign), status and bounce class, with ``message_counts``'s
+    sums: what ``GET /api/v1/metrics/queues`` adds up for the fleet, a tenant, a domain or a campaign. Kept by
+    triggers on ``message_queue`` (migration 0014) fired by the same statements as ``message_counts``', so it is
+    exact whichever writer changed the mirror."""
+
+    __tablename__ = "metrics_counts"
+    __table_args__ = (
+        PrimaryKeyConstraint("dimension", "value", "status", "bounce_classification", name="pk_metrics_counts"),
+    )
+
+    dimension: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(50))
+    bounce_classification: Mapped[str] = mapped_column(String(50))
+    messages: Mapped[int] = mapped_column(BigInteger)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    retries: Mapped[int] = mapped_column(BigInteger)
+    retried: Mapped[int] = mapped_column(BigInteger)
+    created_seconds: Mapped[int] = mapped_column(BigInteger)
+    delivery_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class MetricsDepthRow(Base):
+    """Queued messages of one dimension's value by another's: a tenant's by ``domain`` and by ``campaign``, a
+    domain's by ``campaign`` (``breakdown``; ``item`` its value), which read the other way round are a campaign's by
+    domain: the metrics' ``queue_depth_by_*`` for one tenant, domain or campaign. Messages without a campaign are in
+    no row by campaign. Kept by the same triggers as ``metrics_counts``."""
+
+    __tablename__ = "metrics_depths"
+    __table_args__ = (PrimaryKeyConstraint("dimension", "value", "breakdown", "item", name="pk_metrics_depths"),)
+
+    dimension: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(255))
+    breakdown: Mapped[str] = mapped_column(String(16))
+    item: Mapped[str] = mapped_column(String(255))
+    messages: Mapped[int] = mapped_column(BigInteger)
+
+
 class EventRollupRow(Base):
     """Per-minute counts of events, one dimension at a time: ``dimension`` is ``all`` (value ''), ``source``,
     ``domain``, ``tenant``, ``campaign``, ``egress_source``, ``egress_pool``, ``node`` or ``bounce_class``;

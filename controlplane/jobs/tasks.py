@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from controlplane.db.partitions import apply_retention, drop_empty_counts, ensure_partitions
+from controlplane.db.partitions import apply_retention, drop_empty_counts, drop_empty_metrics_counts, ensure_partitions
 from controlplane.db.tables import JobHeartbeatRow
 from controlplane.services import Services
 from controlplane.settings import Settings
@@ -52,6 +52,7 @@ async def maintain_events(services: Services, runner: str) -> None:
     await ensure_partitions(services.engine)
     await apply_retention(services.engine, services.settings.event_retention_days)
     await drop_empty_counts(services.engine)
+    await drop_empty_metrics_counts(services.engine)
     await record_run(services, "maintain_events", runner)
 
 

@@ -4,7 +4,8 @@ One pass applies a batch of events as one upsert (two when tenant-bound keys pos
 applied only to their tenant's messages): the observations of one message are merged first
 (``controlplane.db.mirror.combine``), so each message is written once per pass however many of its events the
 batch holds, and the merge rule is order-independent (a late event never moves a terminal message back).
-``message_counts`` follows the mirror through its triggers, in the same transaction.
+``message_counts`` (and ``metrics_counts``, ``metrics_depths``) follow the mirror through their triggers, in the same
+transaction.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import contextlib
 import heapq
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,7 +32,16 @@ from adapters.sources import DELIVERED_TYPES, RECEIVED_TYPES
 from controlplane.db.effects import targeted
 from controlplane.db.engine import query_cancelled
 from controlplane.db.messages import COLUMNS, IN_QUEUE, TABLE, filter_conditions, ordered_page, row_to_message
-from controlplane.db.tables import DomainScoreRow, MessageCountRow, NodeHoldRow, NodeMessageRow, NodeQueuesRow, NodeRow
+from controlplane.db.tables import (
+    DomainScoreRow,
+    MessageCountRow,
+    MetricsCountRow,
+    MetricsDepthRow,
+    NodeHoldRow,
+    NodeMessageRow,
+    NodeQueuesRow,
+    NodeRow,
+)
 from controlplane.errors import InvalidInput, NotFound, QueryTooBroad
 from controlplane.fleet.state import hold_matches
 from controlplane.pagination import decode_cursor, encode_cursor
@@ -48,6 +58,8 @@ from controlplane.queues.schema import (
 )
 
 COUNTS: Table = MessageCountRow.__table__  # type: ignore[assignment]
+METRICS_COUNTS: Table = MetricsCountRow.__table__  # type: ignore[assignment]
+METRICS_DEPTHS: Table = MetricsDepthRow.__table__  # type: ignore[assignment]
 # Offset paging reads and discards every skipped row, so it is kept for shallow pages only; cursors go anywhere.
 MAX_OFFSET = 10_000
 # Bounded breakdowns keep the metrics response small on fleets with hundreds of thousands of domains.
@@ -439,48 +451,13 @@ class QueueQueryService:
     ) -> QueueMetrics:
         """QueueMetrics over the messages matching the optional filters; see README "Metrics" for definitions.
 
-        Counts and sums come from ``message_counts`` (kept by the mirror's triggers), the time windows from the
+        Counts and sums come from the counters the mirror's triggers keep (``metrics_counts`` and
+        ``metrics_depths``, or ``message_counts`` for a combination of filters), the time windows from the
         per-minute ``event_rollups``, the oldest and newest queued message from an index of queued messages:
         nothing here scans the mirror."""
         now = now or datetime.now(UTC)
-        n = COUNTS.c
-        scope = _scope(n, tenant_id, campaign_id, domain)
         async with self._sessions() as session:
-            # Three aggregations in the database, each returning few rows (statuses, domains, campaigns), rather
-            # than every (domain, campaign, status, class) group: at 2M messages in 250,000 queues that was ~300k
-            # rows summed again in Python.
-            totals = (
-                await session.execute(
-                    select(
-                        n.status,
-                        n.bounce_classification,
-                        func.sum(n.messages),
-                        func.sum(n.size_bytes),
-                        func.sum(n.retries),
-                        func.sum(n.retried),
-                        func.sum(n.created_seconds),
-                        func.sum(n.delivery_ms),
-                    )
-                    .where(*scope, n.messages != 0)
-                    .group_by(n.status, n.bounce_classification)
-                )
-            ).all()
-            status = n.status
-            queued = status.in_(IN_QUEUE)
-            domains = (
-                await session.execute(
-                    select(n.domain, func.coalesce(func.sum(n.messages).filter(queued), 0))
-                    .where(*scope, n.messages != 0)
-                    .group_by(n.domain)
-                )
-            ).all()
-            campaigns = (
-                await session.execute(
-                    select(n.campaign_id, func.sum(n.messages))
-                    .where(*scope, n.messages != 0, queued, n.campaign_id != "")
-                    .group_by(n.campaign_id)
-                )
-            ).all()
+            totals, domains, campaigns = await _counted(session, tenant_id, campaign_id, domain)
             oldest, newest = await _queued_age_bounds(session, tenant_id, campaign_id, domain)
             windows = await _windows(session, now, tenant_id=tenant_id, campaign_id=campaign_id, domain=domain)
             health = await _domain_health(session, tenant_id, campaign_id, domain)
@@ -527,6 +504,116 @@ class QueueQueryService:
             oldest_message_age=(now - oldest).total_seconds() if oldest else 0.0,
             newest_message_age=(now - newest).total_seconds() if newest else 0.0,
         )
+
+
+CountedRows = tuple[Sequence[Sequence[Any]], Sequence[Sequence[Any]], Sequence[Sequence[Any]]]
+
+
+async def _counted(
+    session: AsyncSession, tenant_id: str | None, campaign_id: str | None, domain: str | None
+) -> CountedRows:
+    """The metrics' counts in scope: (status, bounce class, messages and the sums) rows, (domain, queued) rows and
+    (campaign, queued) rows. The fleet and one tenant, domain or campaign read the counters not keyed by queue (a
+    few rows per tenant, domain or campaign); a combination of filters reads ``message_counts``, the only counters
+    that hold one."""
+    given = [
+        (dimension, value)
+        for dimension, value in (
+            ("tenant", tenant_id),
+            ("domain", domain.lower() if domain is not None else None),
+            ("campaign", campaign_id),
+        )
+        if value is not None
+    ]
+    # Messages without a campaign are in no pair row (no breakdown by campaign shows them): their depth by domain
+    # is counted by queue, as a combination of filters is.
+    if len(given) > 1 or campaign_id == "":
+        return await _counted_by_queue(session, tenant_id, campaign_id, domain)
+    m = METRICS_COUNTS.c
+    queued = m.status.in_(IN_QUEUE)
+    # The fleet adds up every tenant's rows: each message is counted once per dimension.
+    dimension, value = given[0] if given else ("tenant", None)
+    scope = [m.dimension == dimension, *([m.value == value] if value is not None else []), m.messages != 0]
+    totals = (
+        await session.execute(
+            select(
+                m.status,
+                m.bounce_classification,
+                func.sum(m.messages),
+                func.sum(m.size_bytes),
+                func.sum(m.retries),
+                func.sum(m.retried),
+                func.sum(m.created_seconds),
+                func.sum(m.delivery_ms),
+            )
+            .where(*scope)
+            .group_by(m.status, m.bounce_classification)
+        )
+    ).all()
+
+    async def depths(breakdown: str) -> Sequence[Sequence[Any]]:
+        if not given or dimension == breakdown:  # the fleet's, or the one domain's or campaign's own
+            own = select(m.value, func.sum(m.messages)).where(m.dimension == breakdown, queued, m.messages != 0)
+            if given:
+                own = own.where(m.value == value)
+            if breakdown == "campaign":  # messages without a campaign are in no campaign's depth
+                own = own.where(m.value != "")
+            return (await session.execute(own.group_by(m.value))).all()
+        d = METRICS_DEPTHS.c
+        if dimension == "campaign":  # a campaign's depth by domain: the domains' rows by campaign, read the other way
+            pairs = select(d.value, d.messages).where(
+                d.dimension == "domain", d.breakdown == "campaign", d.item == value, d.messages != 0
+            )
+        else:
+            pairs = select(d.item, d.messages).where(
+                d.dimension == dimension, d.value == value, d.breakdown == breakdown, d.messages != 0
+            )
+        return (await session.execute(pairs)).all()
+
+    return totals, await depths("domain"), await depths("campaign")
+
+
+async def _counted_by_queue(
+    session: AsyncSession, tenant_id: str | None, campaign_id: str | None, domain: str | None
+) -> CountedRows:
+    """``_counted`` from the counters keyed by queue."""
+    n = COUNTS.c
+    scope = _scope(n, tenant_id, campaign_id, domain)
+    # Three aggregations in the database, each returning few rows (statuses, domains, campaigns), rather than every
+    # (domain, campaign, status, class) group: at 2M messages in 250,000 queues that was ~300k rows summed again
+    # in Python.
+    totals = (
+        await session.execute(
+            select(
+                n.status,
+                n.bounce_classification,
+                func.sum(n.messages),
+                func.sum(n.size_bytes),
+                func.sum(n.retries),
+                func.sum(n.retried),
+                func.sum(n.created_seconds),
+                func.sum(n.delivery_ms),
+            )
+            .where(*scope, n.messages != 0)
+            .group_by(n.status, n.bounce_classification)
+        )
+    ).all()
+    queued = n.status.in_(IN_QUEUE)
+    domains = (
+        await session.execute(
+            select(n.domain, func.coalesce(func.sum(n.messages).filter(queued), 0))
+            .where(*scope, n.messages != 0)
+            .group_by(n.domain)
+        )
+    ).all()
+    campaigns = (
+        await session.execute(
+            select(n.campaign_id, func.sum(n.messages))
+            .where(*scope, n.messages != 0, queued, n.campaign_id != "")
+            .group_by(n.campaign_id)
+        )
+    ).all()
+    return totals, domains, campaigns
 
 
 def _top(counts: dict[str, int]) -> dict[str, int]:
