@@ -15,7 +15,7 @@ mirrored (7.5 s at those 2M).
 
 Revision ID: 0015
 Revises: 0014
-Create Date: 2026-12-06
+Create Date: 2026-12-05
 """
 
 from __future__ import annotations
