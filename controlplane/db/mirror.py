@@ -18,7 +18,6 @@ from sqlalchemy import (
     literal,
     literal_column,
     select,
-    text,
     tuple_,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -27,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.model import TERMINAL_STATUSES, QueueState, header
 from adapters.model.observation import EPOCH, MessageObservation, merge
-from controlplane.db.engine import driver_connection
+from controlplane.db.engine import copy_to_stage, empty_stage
 from controlplane.db.messages import COLUMNS, TABLE
 from controlplane.db.types import UtcDateTime
 
@@ -238,18 +237,15 @@ async def apply_observations(
     now = datetime.now(UTC)
     if session.get_bind().dialect.name == "postgresql":
         rows = [_values(o, now, _json_text) for o in combined]
-        await session.execute(text(_CREATE_STAGE))  # also begins the transaction on the server, as COPY needs
-        connection = await driver_connection(session)
-        await connection.copy_records_to_table(STAGE_NAME, records=rows, columns=MIRROR_COLUMNS)
+        await copy_to_stage(session, _CREATE_STAGE, STAGE_NAME, MIRROR_COLUMNS, rows)
         touched: set[Any] = set()
         if same_tenant_only:
             touched = {row.id for row in await session.execute(_POSTGRES_GUARDED_MERGE)}
         else:
             await session.execute(_POSTGRES_MERGE)
-        # The stage is emptied only at commit, and this transaction may merge again (a tenant-bound key's
-        # observations after the others, a rebuild's next batch): a row left here would be merged twice. (DELETE,
-        # not TRUNCATE: a truncate gives the table a new file, and so a catalog update, every pass.)
-        await session.execute(text(f"DELETE FROM {STAGE_NAME}"))
+        # This transaction may merge again: a tenant-bound key's observations after the others, a rebuild's next
+        # batch.
+        await empty_stage(session, STAGE_NAME)
         if not same_tenant_only:
             return set()
     else:

@@ -22,7 +22,7 @@ from sqlalchemy import Table, delete, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from controlplane.db.engine import driver_connection
+from controlplane.db.engine import copy_to_stage, empty_stage
 from controlplane.db.tables import EventRollupRow
 from controlplane.projections.facts import facts_of
 from controlplane.projections.log import LoggedEvent
@@ -131,16 +131,11 @@ class RollupProjection:
         if not counts:
             return
         if session.get_bind().dialect.name == "postgresql":
-            await session.execute(text(_CREATE_STAGE))  # also begins the transaction on the server, as COPY needs
-            connection = await driver_connection(session)
-            await connection.copy_records_to_table(
-                STAGE_NAME, records=[(*key, n) for key, n in counts.items()], columns=STAGE_COLUMNS
-            )
-            # The upsert takes the rows in key order (one order for every writer's row locks). The stage is
-            # emptied for the next add in this transaction (a rebuild adds once per batch); DELETE, not TRUNCATE,
-            # which would give the table a new file, and so a catalog update, every pass.
+            staged = [(*key, n) for key, n in counts.items()]
+            await copy_to_stage(session, _CREATE_STAGE, STAGE_NAME, STAGE_COLUMNS, staged)
+            # The upsert takes the rows in key order (one order for every writer's row locks).
             await session.execute(text(_POSTGRES_ADD))
-            await session.execute(text(f"DELETE FROM {STAGE_NAME}"))
+            await empty_stage(session, STAGE_NAME)  # a rebuild adds once per batch in one transaction
             return
         keys = sorted(counts)  # one order for every writer's row locks
         rows = [
