@@ -534,22 +534,7 @@ async def _counted(
     # The fleet adds up every tenant's rows: each message is counted once per dimension.
     dimension, value = given[0] if given else ("tenant", None)
     scope = [m.dimension == dimension, *([m.value == value] if value is not None else []), m.messages != 0]
-    totals = (
-        await session.execute(
-            select(
-                m.status,
-                m.bounce_classification,
-                func.sum(m.messages),
-                func.sum(m.size_bytes),
-                func.sum(m.retries),
-                func.sum(m.retried),
-                func.sum(m.created_seconds),
-                func.sum(m.delivery_ms),
-            )
-            .where(*scope)
-            .group_by(m.status, m.bounce_classification)
-        )
-    ).all()
+    totals = (await session.execute(_totals(m, scope))).all()
 
     async def depths(breakdown: str) -> Sequence[Sequence[Any]]:
         if not given or dimension == breakdown:  # the fleet's, or the one domain's or campaign's own
@@ -573,6 +558,23 @@ async def _counted(
     return totals, await depths("domain"), await depths("campaign")
 
 
+COUNTED_SUMS = ("messages", "size_bytes", "retries", "retried", "created_seconds", "delivery_ms")
+
+
+def _totals(counters: Any, where: Sequence[ColumnElement[bool]]) -> Any:
+    """Messages and their sums by status and bounce class over the rows ``where`` selects, from a table of counters
+    with ``message_counts``' sums (``message_counts``, ``metrics_counts``), in the order ``metrics`` reads them."""
+    return (
+        select(
+            counters.status,
+            counters.bounce_classification,
+            *(func.sum(counters[name]) for name in COUNTED_SUMS),
+        )
+        .where(*where)
+        .group_by(counters.status, counters.bounce_classification)
+    )
+
+
 async def _counted_by_queue(
     session: AsyncSession, tenant_id: str | None, campaign_id: str | None, domain: str | None
 ) -> CountedRows:
@@ -582,22 +584,7 @@ async def _counted_by_queue(
     # Three aggregations in the database, each returning few rows (statuses, domains, campaigns), rather than every
     # (domain, campaign, status, class) group: at 2M messages in 250,000 queues that was ~300k rows summed again
     # in Python.
-    totals = (
-        await session.execute(
-            select(
-                n.status,
-                n.bounce_classification,
-                func.sum(n.messages),
-                func.sum(n.size_bytes),
-                func.sum(n.retries),
-                func.sum(n.retried),
-                func.sum(n.created_seconds),
-                func.sum(n.delivery_ms),
-            )
-            .where(*scope, n.messages != 0)
-            .group_by(n.status, n.bounce_classification)
-        )
-    ).all()
+    totals = (await session.execute(_totals(n, [*scope, n.messages != 0]))).all()
     queued = n.status.in_(IN_QUEUE)
     domains = (
         await session.execute(
