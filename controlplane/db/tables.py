@@ -607,6 +607,14 @@ class SuppressionRow(Base):
         PrimaryKeyConstraint("email", "scope_key", name="pk_suppressions"),
         Index("ix_suppressions_created", "created_at", "email", "scope_key"),
         Index("ix_suppressions_expires", "expires_at"),
+        # The entries enforce_pending still has to reach, oldest first, without walking past every entry enforced
+        # before them (all of them, once the list is large).
+        Index(
+            "ix_suppressions_pending",
+            "created_at",
+            postgresql_where=text("enforced_at IS NULL"),
+            sqlite_where=text("enforced_at IS NULL"),
+        ),
     )
 
     email: Mapped[str] = mapped_column(String(EMAIL_WIDTH))
