@@ -4,6 +4,8 @@
     .venv/bin/python bench/ingest.py                          # 1M records; batches of 1, 100 and 1000; 8 clients
     .venv/bin/python bench/ingest.py --records 300000         # quicker
     .venv/bin/python bench/ingest.py --batches 1000 --workers 1 --order message
+    .venv/bin/python bench/ingest.py --batches 1000 --projections-paused   # the acknowledgement alone, then
+                                                                           # the projections alone
 
 The acknowledgement (202) waits only for the append to ``events``; the message mirror (``message_queue`` and the
 ``message_counts`` its triggers keep) and the per-minute ``event_rollups`` are projections that follow the log in
@@ -382,10 +384,7 @@ class Samples:
         return cpu_used(self.taken[start][who], self.taken[end][who])
 
 
-async def start_service(
-    args: argparse.Namespace, database_url: str, port: int
-) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes] | None]:
-    """``mtactl serve`` and, with ``--redis``, one ``mtactl worker`` (which then runs the projections)."""
+def service_env(args: argparse.Namespace, database_url: str) -> dict[str, str]:
     env = {
         **os.environ,
         "MTACTL_DATABASE_URL": database_url,
@@ -395,11 +394,25 @@ async def start_service(
     env.pop("MTACTL_REDIS_URL", None)  # without --redis the projections run embedded in the service
     if args.redis:
         env["MTACTL_REDIS_URL"] = args.redis
+    return env
+
+
+def start_worker(args: argparse.Namespace, database_url: str) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "controlplane.cli", "worker"]
+    return subprocess.Popen(command, env=service_env(args, database_url))
+
+
+async def start_service(
+    args: argparse.Namespace, database_url: str, port: int
+) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes] | None]:
+    """``mtactl serve`` and, with ``--redis``, one ``mtactl worker`` (which then runs the projections; with
+    ``--projections-paused`` it is started once posting is over)."""
+    env = service_env(args, database_url)
     command = [sys.executable, "-m", "controlplane.cli", "serve", "--port", str(port)]
     if args.workers:
         command += ["--workers", str(args.workers)]
     server = subprocess.Popen(command, env=env)
-    worker = subprocess.Popen([sys.executable, "-m", "controlplane.cli", "worker"], env=env) if args.redis else None
+    worker = start_worker(args, database_url) if args.redis and not args.projections_paused else None
     async with httpx.AsyncClient() as probe:
         for _ in range(150):
             with contextlib.suppress(httpx.TransportError):
@@ -466,6 +479,9 @@ async def run_phase(args: argparse.Namespace, batch: int, encoded: list[bytes], 
         phase.latencies = await posting  # raises what a client raised
         phase.ack_seconds = time.perf_counter() - started
         await samples.take()
+        if args.projections_paused:  # the projections start now, and catch up with nothing else running
+            worker = start_worker(args, dsn.replace("postgresql://", "postgresql+asyncpg://"))
+            roots.append(worker.pid)
         phase.lag_end, caught_up = await poll_projections(connection, progress)
         phase.lag_overall = phase.lag_posting.worst(phase.lag_end)
         while not caught_up and time.perf_counter() - started - phase.ack_seconds < args.catch_up_timeout:
@@ -538,6 +554,8 @@ def report(phase: Phase, args: argparse.Namespace) -> None:
     )
     print(f"raw COPY    : {phase.raw:>9,.0f} records/s  ({phase.copy_seconds:.1f} s; events truncated, same rows back)")
     print(f"latency     : p50 {ms(statistics.median(latencies))}, p99 {ms(p99)} per request")
+    if args.projections_paused:
+        print("projections : paused while posting (--projections-paused): the lag below is the whole backlog")
     print(
         f"projections : max lag while posting {phase.lag_posting.seconds:.1f} s / {phase.lag_posting.behind:,} events"
         f"; at the end of posting {phase.lag_end.seconds:.1f} s / {phase.lag_end.behind:,} events"
@@ -642,6 +660,12 @@ def main() -> None:
         help="MTACTL_REDIS_URL: the production layout, serve (one process per core) + one `mtactl worker` running "
         "the projections; '' for the embedded default (one service process running them)",
     )
+    parser.add_argument(
+        "--projections-paused",
+        action="store_true",
+        help="start the worker (the projections) only once posting is over: the acknowledgement alone, then the "
+        "projections alone catching up (production layout only)",
+    )
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between polls of the projections")
     parser.add_argument("--catch-up-timeout", type=float, default=600.0)
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432")
@@ -653,7 +677,10 @@ def main() -> None:
         default="time",
         help="all records in event time order as kumod logs them (default), or each message's records side by side",
     )
-    asyncio.run(run(parser.parse_args()))
+    args = parser.parse_args()
+    if args.projections_paused and not args.redis:
+        parser.error("--projections-paused needs the production layout (--redis)")
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":
