@@ -125,14 +125,8 @@ class MetricsController(Controller):
         self,
         services: NamedDependency[Services],
         tenant_filter: NamedDependency[str | None],
-        # An empty value is refused (400 naming it) as tenant_id's is, rather than read as "no filter" by one
-        # part of the answer and as "the empty campaign" by another.
-        campaign_id: Annotated[
-            str | None, QueryParameter(min_length=1, max_length=100, description="Only this campaign")
-        ] = None,
-        domain: Annotated[
-            str | None, QueryParameter(min_length=1, max_length=255, description="Only this recipient domain")
-        ] = None,
+        campaign_id: FromQuery[str | None] = None,
+        domain: FromQuery[str | None] = None,
     ) -> QueueMetrics:
         return await services.queues.metrics(tenant_id=tenant_filter, campaign_id=campaign_id, domain=domain)
 

@@ -247,12 +247,3 @@ def test_mta_errors_map_to_http_in_the_one_handler() -> None:
         response = handle_mta_error(None, error)  # type: ignore[arg-type]
         assert (response.status_code, response.content.field, response.content.error) == (status, field, code)
         assert response.content.message == error.message
-
-
-async def test_an_empty_metrics_filter_is_a_400_naming_it_not_a_filter_read_two_ways(services: Services) -> None:
-    async with api(services.settings) as client:
-        key = await bearer(services, "analytics:read")
-        for name in ("tenant_id", "campaign_id", "domain"):
-            answer = await client.get("/api/v1/metrics/queues", params={name: ""}, headers=key)
-            assert answer.status_code == 400, (name, answer.text)
-            assert answer.json()["field"] == name
