@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, Table, Text, and_, cast, func, select, text
+from sqlalchemy import ColumnElement, Table, Text, and_, cast, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.base import MessageRef, Target
@@ -609,13 +609,16 @@ def _top(counts: dict[str, int]) -> dict[str, int]:
 
 
 def _scope(
-    columns: Any, tenant_id: str | None, campaign_id: str | None, domain: str | None
+    columns: Any, tenant_id: str | None, campaign_id: str | None, domain: str | None, *, mirror: bool = False
 ) -> list[ColumnElement[bool]]:
-    """The metrics' filters on a table with tenant_id, campaign_id and domain columns (the mirror, its counters)."""
+    """The metrics' filters on a table with tenant_id, campaign_id and domain columns (the mirror, its counters).
+    ``campaign_id`` '' asks for the messages without a campaign: '' in the counters, NULL in the mirror."""
     where: list[ColumnElement[bool]] = []
     if tenant_id is not None:
         where.append(columns.tenant_id == tenant_id)
-    if campaign_id is not None:
+    if campaign_id == "" and mirror:
+        where.append(or_(columns.campaign_id.is_(None), columns.campaign_id == ""))
+    elif campaign_id is not None:
         where.append(columns.campaign_id == campaign_id)
     if domain is not None:
         where.append(columns.domain == domain.lower())
@@ -628,7 +631,7 @@ async def _queued_age_bounds(
     """The oldest and newest creation times of queued messages, from the partial index of queued messages
     (``ix_message_queue_queued``): two index ends, or a walk from them to the first match when scoped."""
     c = COLUMNS
-    where = [c.status.in_(IN_QUEUE), *_scope(c, tenant_id, campaign_id, domain)]
+    where = [c.status.in_(IN_QUEUE), *_scope(c, tenant_id, campaign_id, domain, mirror=True)]
     oldest = await session.scalar(select(c.created_at).where(*where).order_by(c.created_at.asc()).limit(1))
     newest = await session.scalar(select(c.created_at).where(*where).order_by(c.created_at.desc()).limit(1))
     return oldest, newest
@@ -647,9 +650,13 @@ async def _windows(
     ``DELIVERED_TYPES``) in the per-minute rollups (one dimension at a time). With two or more of tenant, campaign
     and domain the rollups cannot answer, and the mirror is counted over the narrowest index instead."""
     given = {
-        name: value for name, value in (("tenant", tenant_id), ("campaign", campaign_id), ("domain", domain)) if value
+        name: value
+        for name, value in (("tenant", tenant_id), ("campaign", campaign_id), ("domain", domain))
+        if value is not None
     }
-    if len(given) > 1:
+    # Events without a campaign have no rollup rows: the messages without one (campaign_id '') are counted in the
+    # mirror, as a combination of filters is.
+    if len(given) > 1 or campaign_id == "":
         return await _windows_from_mirror(session, now, tenant_id=tenant_id, campaign_id=campaign_id, domain=domain)
     dimension, value = next(iter(given.items())) if given else ("all", "")
     if dimension == "domain":
@@ -687,7 +694,7 @@ async def _windows_from_mirror(
     session: AsyncSession, now: datetime, *, tenant_id: str | None, campaign_id: str | None, domain: str | None
 ) -> tuple[int, int, int, int]:
     c = COLUMNS
-    scope = _scope(c, tenant_id, campaign_id, domain)
+    scope = _scope(c, tenant_id, campaign_id, domain, mirror=True)
     row = (
         await session.execute(
             select(

@@ -210,3 +210,26 @@ async def test_counters_follow_the_mirror_projection_s_upserts(services: Service
         s.value for s in TERMINAL_STATUSES
     }
     await assert_counted_as_recounted(services)
+
+
+async def test_messages_without_a_campaign_are_one_scope_for_counts_windows_and_ages(services: Services) -> None:
+    # campaign_id '' asks for the messages without a campaign: every part of the answer reads it so (the time
+    # windows had read it as no filter at all, and the queued ages as a campaign named '').
+    now = BASE_TIME + timedelta(minutes=30)
+    queued = MessageQueueStatus.deferred
+    without = [
+        make_message(campaign_id=None, status=queued, created_at=BASE_TIME + timedelta(minutes=m)) for m in (1, 2)
+    ]
+    with_one = [
+        make_message(campaign_id="spring", status=queued, created_at=BASE_TIME + timedelta(minutes=m))
+        for m in (3, 4, 5)
+    ]
+    async with services.sessions.begin() as session:
+        await insert_new(session, [*without, *with_one])
+    metrics = await services.queues.metrics(campaign_id="", now=now)
+    assert metrics.total_messages == metrics.queue_depth == 2
+    assert metrics.oldest_message_age == (now - without[0].created_at).total_seconds()
+    assert metrics.newest_message_age == (now - without[1].created_at).total_seconds()
+    assert metrics.messages_last_hour == 2
+    fleet = await services.queues.metrics(now=now)
+    assert fleet.total_messages == 5 and fleet.newest_message_age == (now - with_one[-1].created_at).total_seconds()
