@@ -399,6 +399,8 @@ def service_env(args: argparse.Namespace, database_url: str) -> dict[str, str]:
 
 def start_worker(args: argparse.Namespace, database_url: str) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "controlplane.cli", "worker"]
+    if args.worker_nice:  # nice execs the worker: same pid
+        command = ["nice", "-n", str(args.worker_nice), *command]
     return subprocess.Popen(command, env=service_env(args, database_url))
 
 
@@ -665,6 +667,12 @@ def main() -> None:
         action="store_true",
         help="start the worker (the projections) only once posting is over: the acknowledgement alone, then the "
         "projections alone catching up (production layout only)",
+    )
+    parser.add_argument(
+        "--worker-nice",
+        type=int,
+        default=0,
+        help="run the worker (the projections) at this scheduling niceness: the acknowledgement gets the cores first",
     )
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between polls of the projections")
     parser.add_argument("--catch-up-timeout", type=float, default=600.0)
