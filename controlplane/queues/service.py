@@ -188,7 +188,7 @@ def check_filter(query: QueueFilter) -> bool:
 
 
 class QueueQueryService:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, listing_timeout_ms: int = 1000) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, listing_timeout_ms: int = 900) -> None:
         self._sessions = sessions
         self._listing_timeout_ms = listing_timeout_ms
 
