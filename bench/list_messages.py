@@ -164,12 +164,10 @@ async def fill(dsn: str, rows: int, seed: int) -> None:
             return
         # TRUNCATE fires no trigger: the counters the mirror's triggers keep are emptied with it. COPY fires them
         # (statement-level, once per chunk), so the load below fills them as the mirror's writers do.
-        await connection.execute(
-            "TRUNCATE message_queue, message_search, message_counts, metrics_counts, metrics_depths"
-        )
+        await connection.execute("TRUNCATE message_queue, message_counts, metrics_counts, metrics_depths")
         indexes = await connection.fetch(
-            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename IN ('message_queue', 'message_search') "
-            "AND indexname NOT IN ('message_queue_pkey', 'pk_message_search')"
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'message_queue' "
+            "AND indexname <> 'message_queue_pkey'"
         )
         for index in indexes:
             await connection.execute(f'DROP INDEX "{index["indexname"]}"')
@@ -185,7 +183,6 @@ async def fill(dsn: str, rows: int, seed: int) -> None:
         for index in indexes:
             await connection.execute(index["indexdef"])
         await connection.execute("VACUUM ANALYZE message_queue")
-        await connection.execute("VACUUM ANALYZE message_search")
         print(f"ready after {time.perf_counter() - started:.0f}s")
     finally:
         await connection.close()

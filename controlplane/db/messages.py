@@ -43,11 +43,10 @@ from adapters.model import (
     normalize_address,
 )
 from controlplane.db.engine import driver_connection
-from controlplane.db.tables import MessageRow, MessageSearchRow
+from controlplane.db.tables import MessageRow, search_text
 
 TABLE = cast(Table, MessageRow.__table__)
 COLUMNS = TABLE.c
-SEARCH = cast(Table, MessageSearchRow.__table__)  # search_query matches its text
 # The statuses of a message still in a queue (not delivered, bounced, expired or cancelled).
 IN_QUEUE = sorted(s.value for s in MessageQueueStatus if s not in TERMINAL_STATUSES)
 # Struct field -> column, in Struct order; the one place the two are lined up.
@@ -214,8 +213,7 @@ def filter_conditions(query: QueueFilter, *, dialect: str) -> list[ColumnElement
         where.append(c.scheduled_at < assume_utc(query.scheduled_before))
     if query.search_query:
         pattern = "%" + _escape_like(query.search_query.lower()) + "%"
-        found = select(SEARCH.c.id).where(SEARCH.c.text.like(pattern, escape="\\"))
-        where.append(c.id.in_(found))
+        where.append(search_text().like(pattern, escape="\\"))
     if query.tags:
         if dialect == "postgresql":
             where.append(type_coerce(c.tags, postgresql.ARRAY(Text)).contains(query.tags))

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    ColumnElement,
     Float,
     Index,
     Integer,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Text,
     Uuid,
     func,
+    literal_column,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -130,26 +132,28 @@ class MessageRow(Base):
     )
 
 
-# Postgres-only indexes, created by the migration with raw DDL (an opclass is beyond Index()).
+# Postgres-only indexes, created by the migration with raw DDL (an opclass on an expression is beyond Index()).
+# The search expression below must stay identical to the indexed one, constants included, or the planner will not
+# use the trigram index.
 POSTGRES_ONLY_INDEXES = {
     "ix_message_queue_tags": "CREATE INDEX ix_message_queue_tags ON message_queue USING gin (tags)",
-    "ix_message_search_text": "CREATE INDEX ix_message_search_text ON message_search USING gin (text gin_trgm_ops)",
+    "ix_message_queue_search": (
+        "CREATE INDEX ix_message_queue_search ON message_queue USING gin "
+        "((lower(recipient || ' ' || sender || ' ' || coalesce(subject, ''))) gin_trgm_ops)"
+    ),
 }
 
 
-class MessageSearchRow(Base):
-    """``message_search``: what ``search_query`` matches, one row per mirrored message, kept by triggers on
-    ``message_queue`` (migration 0016) and rewritten only when recipient, sender or subject change.
-
-    The trigram index lives here rather than on ``message_queue`` because a message's row there is rewritten by
-    almost every event (status, attempts, times), and each rewrite added every trigram of the text to the GIN
-    index again: 27 % of the mirror projection's Postgres CPU (bench/projections.py, 200,000 events)."""
-
-    __tablename__ = "message_search"
-
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    # lower(recipient || ' ' || sender || ' ' || coalesce(subject, '')): SEARCH_TEXT in migration 0016
-    text: Mapped[str] = mapped_column(Text)
+def search_text() -> ColumnElement[str]:
+    """recipient, sender and subject as one lower-cased string: what ``search_query`` matches against."""
+    space: ColumnElement[str] = literal_column("' '")
+    return func.lower(
+        MessageRow.recipient
+        + space
+        + MessageRow.sender
+        + space
+        + func.coalesce(MessageRow.subject, literal_column("''"))
+    )
 
 
 class EventRow(Base):

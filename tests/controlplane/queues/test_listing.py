@@ -21,7 +21,7 @@ from adapters.model import (
 )
 from adapters.zonemta.log_source import ZONEMTA
 from controlplane.db.engine import create_engine
-from controlplane.db.messages import insert_new
+from controlplane.db.messages import TABLE, insert_new
 from controlplane.errors import InvalidInput, QueryTooBroad
 from controlplane.events.service import decode_body, write_group
 from controlplane.queues.service import QueueQueryService
@@ -391,3 +391,16 @@ async def test_a_listing_that_runs_past_its_time_limit_is_stopped_and_says_what_
     assert (
         len((await QueueQueryService(services.sessions, listing_timeout_ms=200).list_messages(QueueFilter())).data) == 1
     )
+
+
+async def test_a_search_finds_a_message_by_what_it_says_now(services: Services) -> None:
+    message = make_message(sender="promo@acme.test", headers={"Subject": "Spring SALE"})
+    await store(services, message, make_message())
+    assert await ids(services, search_query="sale") == idset(message)
+    async with services.sessions.begin() as session:  # a later event's subject
+        await session.execute(TABLE.update().where(TABLE.c.id == message.id).values(subject="100% off"))
+    assert await ids(services, search_query="sale") == set()
+    assert await ids(services, search_query="100%") == idset(message)
+    async with services.sessions.begin() as session:
+        await session.execute(TABLE.delete().where(TABLE.c.id == message.id))
+    assert await ids(services, search_query="promo@acme") == set()
