@@ -8,8 +8,9 @@ Appends the records to a fresh Postgres database's log (no service, no HTTP: wri
 the writers do), then, on the same log, side by side in one run:
 
 1. each projection alone (the mirror, then the rollups), each from the start of the log;
-2. both together in joint passes (one read of the log per pass, the mirror's lane beside the rollups', what
-   ``mtactl serve`` runs).
+2. both together in joint passes (one read of the log per pass, the mirror's lane beside the rollups');
+3. the policy matches and the suppressions alone, then all four in joint passes (what ``mtactl serve`` or
+   ``mtactl worker`` runs).
 
 For each it prints events/s, and the CPU per event of this process (decoding, mapping, building statements) and
 of the Postgres backend serving it (read from /proc). The projections' tables are emptied between the runs.
@@ -53,6 +54,9 @@ async def reset(services: Services) -> None:
         await session.execute(text("DELETE FROM metrics_counts"))
         await session.execute(text("DELETE FROM metrics_depths"))
         await session.execute(text("DELETE FROM event_rollups"))
+        await session.execute(text("DELETE FROM policy_matches"))
+        await session.execute(text("DELETE FROM suppressions"))
+        await session.execute(text("DELETE FROM suppression_soft_bounces"))
         await session.execute(text("DELETE FROM projection_checkpoints"))
 
 
@@ -98,6 +102,9 @@ async def run(args: argparse.Namespace) -> None:
             ("mirror alone", ["mirror"], False),
             ("rollups alone", ["rollups"], False),
             ("both, joint passes", ["mirror", "rollups"], True),
+            ("policy matches alone", ["policy_matches"], False),
+            ("suppressions alone", ["suppressions"], False),
+            ("all four, joint", ["mirror", "rollups", "policy_matches", "suppressions"], True),
         ):
             await reset(services)
             print(f"{label:20} {await timed(services, names, joint, events)}", flush=True)
