@@ -9,8 +9,9 @@ event row, mirror row values); bench/ingest.py showed it is most of the service'
 per record, so a change to the mapping can be compared side by side with the code before it.
 
 ``--heap`` first builds the application, as ``mtactl serve`` does, so that the garbage collector has the
-service's long-lived objects to walk; it then runs the same work twice, with the heap as it is and after
-``gc.freeze()`` (what ``serve`` does), and prints the time spent in collections of each generation.
+service's long-lived objects to walk; it then runs the same work three times, with the heap as it is, after
+``gc.freeze()``, and as ``serve`` settles the collector (``controlplane.collector``: frozen, and young collections
+spaced out), and prints the time spent in collections of each generation.
 """
 
 from __future__ import annotations
@@ -92,14 +93,17 @@ def main() -> None:
         return
 
     from controlplane.app import create_app
+    from controlplane.collector import settle_collector
     from controlplane.settings import Settings
 
     app = create_app(Settings())
     print(f"service heap: {len(gc.get_objects()):,} objects tracked by the collector")
-    for label in ("as is", "frozen"):
+    for label in ("as is", "frozen", "settled"):
         if label == "frozen":
             gc.collect()
             gc.freeze()
+        if label == "settled":  # what serve and worker do: frozen, and young collections spaced out
+            settle_collector()
         cpu, spent = collections_during(batches, args.repeat)
         per_generation = ", ".join(f"gen{g} {1e6 * s / (count * args.repeat):.2f}" for g, s in spent.items())
         print(

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import build_batches
 
 from adapters.kumomta.log_source import KUMOMTA
+from controlplane.collector import settle_collector
 from controlplane.events.service import decode_body, write_group
 from controlplane.projections import service as projection_service
 from controlplane.projections import standard_projections
@@ -88,6 +89,7 @@ async def run(args: argparse.Namespace) -> None:
     url = f"{args.postgres.replace('postgresql://', 'postgresql+asyncpg://')}/{args.database}"
     # Two pooled connections and no more, so that the backends whose CPU is read are the ones doing the work.
     services = await Services.start(Settings(database_url=url, database_pool_size=2))
+    settle_collector()  # as `mtactl worker` and `serve` do once started
     projection_service.BATCH = args.batch
     try:
         print(f"appending {args.records:,} records (event time order) ...", flush=True)

@@ -210,14 +210,10 @@ def configure_logging(level: str) -> None:
 def app_from_environment() -> Litestar:
     """The app as ``mtactl serve`` runs it, built from the ``MTACTL_*`` environment: the factory each of several
     uvicorn worker processes calls."""
-    import gc
+    from controlplane.collector import settle_collector
 
     settings = Settings.from_env()
     configure_logging(settings.log_level)
     app = create_app(settings)
-    # What is alive now (modules, routes, the schema) lives as long as the process. Out of the collector's sight,
-    # it is no longer walked by every full collection, which ingestion's allocations trigger often: about a fifth
-    # of the decoding's CPU (bench/decode.py --heap).
-    gc.collect()
-    gc.freeze()
+    settle_collector()
     return app

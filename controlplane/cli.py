@@ -137,13 +137,20 @@ def serve(host: str, port: int, workers: int | None) -> None:
 def worker(burst: bool) -> None:
     """Run background jobs on a saq worker (needs MTACTL_REDIS_URL)."""
     from controlplane.app import configure_logging
+    from controlplane.collector import settle_collector
     from controlplane.jobs.runner import run_worker
 
     settings = load_settings()
     if not settings.redis_url:
         raise click.UsageError("MTACTL_REDIS_URL is not set: without Redis, jobs run inside `mtactl serve`")
     configure_logging(settings.log_level)
-    with_services(lambda services: run_worker(services, burst=burst))
+
+    async def work(services: Services) -> None:
+        if not burst:  # a long-running worker: its long-lived state exists now (controlplane.collector)
+            settle_collector()
+        await run_worker(services, burst=burst)
+
+    with_services(work)
 
 
 @main.group()
