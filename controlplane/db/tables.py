@@ -418,7 +418,7 @@ class MetricsCountRow(Base):
     """Mirrored messages counted by one dimension at a time (``dimension`` is ``tenant``, ``domain`` or ``campaign``,
     ``value`` its value, '' for an absent tenant or campaign), status and bounce class, with ``message_counts``'s
     sums: what ``GET /api/v1/metrics/queues`` adds up for the fleet, a tenant, a domain or a campaign. Kept by
-    triggers on ``message_queue`` (migration 0014) fired by the same statements as ``message_counts``', so it is
+    triggers on ``message_queue`` (migration 0015) fired by the same statements as ``message_counts``', so it is
     exact whichever writer changed the mirror."""
 
     __tablename__ = "metrics_counts"
