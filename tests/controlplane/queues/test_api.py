@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from adapters.model import MessageQueueItem, MessageQueueStatus
 from controlplane.db.messages import insert_new
@@ -118,6 +119,16 @@ async def test_queues_come_a_page_at_a_time_over_http(services: Services) -> Non
         assert other.status_code == 403 and other.json()["field"] == "tenant_id"
 
 
+async def assert_each_refused_naming_its_field(
+    client: Any, key: dict[str, str], path: str, cases: dict[str, str]
+) -> None:
+    """Each query string of ``cases`` is a 400 whose ``field`` is the one it maps to."""
+    for query, field in cases.items():
+        response = await client.get(f"{path}?{query}", headers=key)
+        assert response.status_code == 400, (query, response.text)
+        assert response.json()["field"] == field, (query, response.json())
+
+
 async def test_bad_queue_paging_input_is_a_400_naming_the_field(services: Services) -> None:
     cases = {
         "limit=0": "limit",
@@ -130,10 +141,7 @@ async def test_bad_queue_paging_input_is_a_400_naming_the_field(services: Servic
     }
     async with api(services.settings) as client:
         key = await bearer(services, "email:read")
-        for query, field in cases.items():
-            response = await client.get(f"/api/v1/queues?{query}", headers=key)
-            assert response.status_code == 400, (query, response.text)
-            assert response.json()["field"] == field, (query, response.json())
+        await assert_each_refused_naming_its_field(client, key, "/api/v1/queues", cases)
 
 
 async def test_bad_input_is_a_400_naming_the_field_never_a_500(services: Services) -> None:
@@ -153,10 +161,7 @@ async def test_bad_input_is_a_400_naming_the_field_never_a_500(services: Service
     }
     async with api(services.settings) as client:
         key = await bearer(services, "email:read")
-        for query, field in cases.items():
-            response = await client.get(f"/api/v1/messages?{query}", headers=key)
-            assert response.status_code == 400, (query, response.text)
-            assert response.json()["field"] == field, (query, response.json())
+        await assert_each_refused_naming_its_field(client, key, "/api/v1/messages", cases)
         bad_id = await client.get("/api/v1/messages/not-a-uuid", headers=key)
         assert (
             bad_id.status_code == 400 and bad_id.json()["field"] == "message_id"
