@@ -73,16 +73,17 @@ async def apply_retention(engine: AsyncEngine, retention_days: int, now: datetim
     return removed
 
 
+# A counters row (message_counts, metrics_counts) whose every sum is back to zero: it counts nothing any more.
+COUNTS_NOTHING = (
+    "messages = 0 AND size_bytes = 0 AND retries = 0 AND retried = 0 AND created_seconds = 0 AND delivery_ms = 0"
+)
+
+
 async def drop_empty_counts(engine: AsyncEngine) -> int:
     """Delete ``message_counts`` rows that count nothing any more. A trigger adding to a row this deletes waits for
     it (the row lock), then inserts the key anew: nothing is lost."""
     async with engine.begin() as connection:
-        result = await connection.execute(
-            text(
-                "DELETE FROM message_counts WHERE messages = 0 AND size_bytes = 0 AND retries = 0 AND retried = 0 "
-                "AND created_seconds = 0 AND delivery_ms = 0"
-            )
-        )
+        result = await connection.execute(text(f"DELETE FROM message_counts WHERE {COUNTS_NOTHING}"))
     return result.rowcount or 0
 
 
@@ -90,11 +91,6 @@ async def drop_empty_metrics_counts(engine: AsyncEngine) -> int:
     """Delete ``metrics_counts`` and ``metrics_depths`` rows that count nothing any more (a status no message of
     the tenant, domain or campaign has now; a pair with nothing queued), as ``drop_empty_counts`` does."""
     async with engine.begin() as connection:
-        counts = await connection.execute(
-            text(
-                "DELETE FROM metrics_counts WHERE messages = 0 AND size_bytes = 0 AND retries = 0 AND retried = 0 "
-                "AND created_seconds = 0 AND delivery_ms = 0"
-            )
-        )
+        counts = await connection.execute(text(f"DELETE FROM metrics_counts WHERE {COUNTS_NOTHING}"))
         depths = await connection.execute(text("DELETE FROM metrics_depths WHERE messages = 0"))
     return (counts.rowcount or 0) + (depths.rowcount or 0)
