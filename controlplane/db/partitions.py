@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from controlplane.db.tables import EventRow
+from controlplane.db.tables import COUNTED_SUMS, EventRow
 
 log = logging.getLogger("mtactl.partitions")
 DAYS_AHEAD = 2
@@ -74,9 +74,7 @@ async def apply_retention(engine: AsyncEngine, retention_days: int, now: datetim
 
 
 # A counters row (message_counts, metrics_counts) whose every sum is back to zero: it counts nothing any more.
-COUNTS_NOTHING = (
-    "messages = 0 AND size_bytes = 0 AND retries = 0 AND retried = 0 AND created_seconds = 0 AND delivery_ms = 0"
-)
+COUNTS_NOTHING = " AND ".join(f"{name} = 0" for name in COUNTED_SUMS)
 
 
 async def drop_empty_counts(engine: AsyncEngine) -> int:

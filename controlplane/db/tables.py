@@ -375,6 +375,10 @@ class ProjectionCheckpointRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+# The sums every counters table (message_counts, metrics_counts) keeps per row, as its columns are named.
+COUNTED_SUMS = ("messages", "size_bytes", "retries", "retried", "created_seconds", "delivery_ms")
+
+
 class MessageCountRow(Base):
     """Mirrored messages counted by queue, recipient domain, tenant, campaign, status, queue state and bounce class,
     with the sums the metrics need. Kept by triggers on ``message_queue`` (statement-level on Postgres, row-level

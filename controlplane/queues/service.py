@@ -33,6 +33,7 @@ from controlplane.db.effects import targeted
 from controlplane.db.engine import query_cancelled
 from controlplane.db.messages import COLUMNS, IN_QUEUE, TABLE, filter_conditions, ordered_page, row_to_message
 from controlplane.db.tables import (
+    COUNTED_SUMS,
     DomainScoreRow,
     MessageCountRow,
     MetricsCountRow,
@@ -556,9 +557,6 @@ async def _counted(
         return (await session.execute(pairs)).all()
 
     return totals, await depths("domain"), await depths("campaign")
-
-
-COUNTED_SUMS = ("messages", "size_bytes", "retries", "retried", "created_seconds", "delivery_ms")
 
 
 def _totals(counters: Any, where: Sequence[ColumnElement[bool]]) -> Any:
